@@ -1,0 +1,28 @@
+"""NumPy implementations (host arrays)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tqla._kernels import register
+
+
+@register("rearranged_gram", "numpy", numpy_order=("numpy", "numba"))
+def rearranged_gram(W: np.ndarray, s, side: str, X: np.ndarray | None = None) -> np.ndarray:
+    """Gram matrix of X = R(W): a contiguous rearranged copy, then one BLAS GEMM."""
+    from tqla.kron import rearrange
+
+    if X is None:
+        X = rearrange(W, s)
+    X = np.ascontiguousarray(X)
+    return X.T @ X if side == "right" else X @ X.T
+
+
+@register("rearranged_matmul", "numpy", numpy_order=("numpy", "numba"))
+def rearranged_matmul(W: np.ndarray, s, side: str, V: np.ndarray, X=None) -> np.ndarray:
+    from tqla.kron import rearrange
+
+    if X is None:
+        X = rearrange(W, s)
+    X = np.ascontiguousarray(X)
+    return X @ V if side == "right" else X.T @ V

@@ -1,0 +1,619 @@
+"""Kronecker sums and the Van Loan–Pitsianis rearrangement (methods.md §1).
+
+A Kronecker sum of rank r approximates an M×N matrix, M = m1·m2, N = n1·n2, as
+
+    K = Σ_k A_k ⊗ B_k,   A_k: m1×n1,  B_k: m2×n2,
+
+with NumPy's row-major ``kron`` convention.  The rearrangement R maps W to the
+(m1·n1)×(m2·n2) matrix whose row (i1, j1) is the flattened block W[i1·m2:(i1+1)·m2,
+j1·n2:(j1+1)·n2]; it turns A ⊗ B into vec(A)·vec(B)ᵀ, so the best rank-r Kronecker sum in
+the Frobenius norm is a truncated SVD of R(W).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from tqla._array import (
+    array_namespace,
+    as_float_matrix,
+    check_int,
+    check_rng,
+    from_numpy,
+)
+from tqla._kernels import get_kernel
+
+__all__ = [
+    "FactorShape",
+    "KroneckerShape",
+    "KroneckerSum",
+    "factor_shapes",
+    "kron_svd",
+    "rearrange",
+    "unrearrange",
+]
+
+SVDMethod = Literal["auto", "gram", "full", "randomized"]
+
+# Below this size of the small side of R(W) the Gram route is used by method="auto".
+GRAM_MAX_SIDE = 512
+
+
+# --------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KroneckerShape:
+    """Factor shapes of a Kronecker sum: A is ``a = (m1, n1)``, B is ``b = (m2, n2)``.
+
+    The full matrix is (m1·m2) × (n1·n2).  Build one from ``((m1, n1), (m2, n2))`` with
+    :meth:`of`, or from a matrix shape and A's shape with :meth:`from_matrix`.
+
+    Examples
+    --------
+    >>> s = KroneckerShape((384, 768), (2, 4))
+    >>> s.matrix_shape, s.max_rank, s.n_params(4)
+    ((768, 3072), 8, 1179680)
+    """
+
+    a: tuple[int, int]
+    b: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        for name, pair in (("a", self.a), ("b", self.b)):
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise ValueError(
+                    f"KroneckerShape.{name} must be a pair (rows, cols), got {pair!r}"
+                )
+            for v in pair:
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
+                    raise ValueError(
+                        f"KroneckerShape.{name} must hold positive integers, got {pair!r}"
+                    )
+        object.__setattr__(self, "a", (int(self.a[0]), int(self.a[1])))
+        object.__setattr__(self, "b", (int(self.b[0]), int(self.b[1])))
+
+    @classmethod
+    def of(cls, shape: Any) -> KroneckerShape:
+        """Accept a KroneckerShape or ``((m1, n1), (m2, n2))``."""
+        if isinstance(shape, KroneckerShape):
+            return shape
+        try:
+            (m1, n1), (m2, n2) = shape
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"shape must be a KroneckerShape or ((m1, n1), (m2, n2)), got {shape!r}"
+            ) from None
+        return cls((m1, n1), (m2, n2))
+
+    @classmethod
+    def from_matrix(cls, matrix_shape: tuple[int, int], a: tuple[int, int]) -> KroneckerShape:
+        """The shape whose A factor is ``a`` for a matrix of ``matrix_shape``."""
+        M, N = (int(v) for v in matrix_shape)
+        m1, n1 = (int(v) for v in a)
+        if m1 < 1 or n1 < 1 or M % m1 or N % n1:
+            raise ValueError(
+                f"factor A of shape {a} must divide the matrix shape {matrix_shape} "
+                f"(M % m1 == 0 and N % n1 == 0)"
+            )
+        return cls((m1, n1), (M // m1, N // n1))
+
+    @property
+    def m1(self) -> int:
+        return self.a[0]
+
+    @property
+    def n1(self) -> int:
+        return self.a[1]
+
+    @property
+    def m2(self) -> int:
+        return self.b[0]
+
+    @property
+    def n2(self) -> int:
+        return self.b[1]
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """(M, N) = (m1·m2, n1·n2)."""
+        return (self.m1 * self.m2, self.n1 * self.n2)
+
+    @property
+    def rearranged_shape(self) -> tuple[int, int]:
+        """Shape of R(W): (m1·n1, m2·n2)."""
+        return (self.m1 * self.n1, self.m2 * self.n2)
+
+    @property
+    def max_rank(self) -> int:
+        """The Kronecker rank bound min(m1·n1, m2·n2)."""
+        return min(self.rearranged_shape)
+
+    @property
+    def T(self) -> KroneckerShape:
+        """Shape of the transposed sum: ((n1, m1), (n2, m2))."""
+        return KroneckerShape((self.n1, self.m1), (self.n2, self.m2))
+
+    def n_params(self, rank: int = 1) -> int:
+        """Number of factor entries of a rank-``rank`` sum."""
+        return int(rank) * (self.m1 * self.n1 + self.m2 * self.n2)
+
+    def check_rank(self, rank: Any, name: str = "rank") -> int:
+        return check_int(rank, name, minimum=1, maximum=self.max_rank)
+
+    def check_matrix(self, W: Any, name: str = "W") -> None:
+        if tuple(int(s) for s in W.shape) != self.matrix_shape:
+            raise ValueError(
+                f"{name} of shape {tuple(W.shape)} does not match the Kronecker shape "
+                f"A {self.a} ⊗ B {self.b}, which needs ({self.m1}·{self.m2}, "
+                f"{self.n1}·{self.n2}) = {self.matrix_shape}"
+            )
+
+    def __iter__(self):  # allows ``(m1, n1), (m2, n2) = shape``
+        return iter((self.a, self.b))
+
+
+class FactorShape(NamedTuple):
+    """One row of :func:`factor_shapes`."""
+
+    shape: KroneckerShape
+    n_params: int
+    max_rank: int
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def factor_shapes(M: int, N: int, rank: int = 1, *, trivial: bool = False) -> list[FactorShape]:
+    """Every valid factor shape of an M×N matrix, with its parameter count at ``rank``.
+
+    Parameters
+    ----------
+    M, N : int
+        Matrix shape.
+    rank : int
+        Kronecker rank used for the parameter count; shapes whose rank bound is below
+        ``rank`` are left out.
+    trivial : bool
+        Include shapes where A or B is 1×1 (a plain scaling, not a factorization).
+
+    Returns
+    -------
+    list of FactorShape
+        Sorted by parameter count, then by A's shape.
+
+    Examples
+    --------
+    >>> [f.shape.a for f in factor_shapes(4, 4)][:3]
+    [(2, 2), (1, 2), (1, 4)]
+    """
+    M = check_int(M, "M", minimum=1)
+    N = check_int(N, "N", minimum=1)
+    rank = check_int(rank, "rank", minimum=1)
+    out = []
+    for m1 in _divisors(M):
+        for n1 in _divisors(N):
+            s = KroneckerShape((m1, n1), (M // m1, N // n1))
+            if not trivial and (s.a == (1, 1) or s.b == (1, 1)):
+                continue
+            if s.max_rank < rank:
+                continue
+            out.append(FactorShape(s, s.n_params(rank), s.max_rank))
+    out.sort(key=lambda f: (f.n_params, f.shape.a))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Rearrangement
+# --------------------------------------------------------------------------------------
+def rearrange(W: Any, shape: Any) -> Any:
+    """The Van Loan–Pitsianis rearrangement R(W), an (m1·n1)×(m2·n2) matrix.
+
+    Row (i1, j1) of the result is the flattened m2×n2 block of W at block position
+    (i1, j1).  R only moves entries: it is linear, invertible (:func:`unrearrange`) and
+    keeps the Frobenius norm, and R(A ⊗ B) = vec(A) vec(B)ᵀ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A, B = np.arange(6.).reshape(2, 3), np.arange(4.).reshape(2, 2)
+    >>> X = rearrange(np.kron(A, B), ((2, 3), (2, 2)))
+    >>> np.allclose(X, np.outer(A.ravel(), B.ravel()))
+    True
+    """
+    s = KroneckerShape.of(shape)
+    if not hasattr(W, "shape") or len(W.shape) != 2:
+        raise ValueError(f"W must be a 2-D array, got {getattr(W, 'shape', type(W).__name__)}")
+    s.check_matrix(W)
+    xp = array_namespace(W)
+    W4 = xp.reshape(W, (s.m1, s.m2, s.n1, s.n2))
+    return xp.reshape(xp.permute_dims(W4, (0, 2, 1, 3)), s.rearranged_shape)
+
+
+def unrearrange(X: Any, shape: Any) -> Any:
+    """Inverse of :func:`rearrange`: the (m1·m2)×(n1·n2) matrix W with R(W) = X."""
+    s = KroneckerShape.of(shape)
+    if not hasattr(X, "shape") or len(X.shape) != 2:
+        raise ValueError(f"X must be a 2-D array, got {getattr(X, 'shape', type(X).__name__)}")
+    if tuple(int(v) for v in X.shape) != s.rearranged_shape:
+        raise ValueError(
+            f"X of shape {tuple(X.shape)} does not match the rearranged shape "
+            f"(m1·n1, m2·n2) = {s.rearranged_shape} of A {s.a} ⊗ B {s.b}"
+        )
+    xp = array_namespace(X)
+    X4 = xp.reshape(X, (s.m1, s.n1, s.m2, s.n2))
+    return xp.reshape(xp.permute_dims(X4, (0, 2, 1, 3)), s.matrix_shape)
+
+
+# --------------------------------------------------------------------------------------
+# KroneckerSum
+# --------------------------------------------------------------------------------------
+class KroneckerSum:
+    """A sum of Kronecker products Σ_k A[k] ⊗ B[k], kept in factored form.
+
+    Parameters
+    ----------
+    A : array of shape (r, m1, n1)
+    B : array of shape (r, m2, n2)
+        Factors of one array library, one floating dtype, one device.
+
+    Notes
+    -----
+    Products with vectors and matrices never form the dense matrix: for ``K @ X`` with
+    X of shape (N, k), the two association orders cost r·m1·n2·k·(n1 + m2) and
+    r·n1·m2·k·(m1 + n2) multiply-adds; the cheaper one is used, batched over the rank.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> K = KroneckerSum(rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 2)))
+    >>> K.shape, K.rank, K.n_params
+    ((15, 8), 2, 44)
+    >>> x = rng.standard_normal(8)
+    >>> np.allclose(K @ x, K.to_dense() @ x)
+    True
+    """
+
+    __array_priority__ = 1000  # make ``ndarray @ K`` defer to __rmatmul__
+
+    def __init__(self, A: Any, B: Any):
+        for name, F in (("A", A), ("B", B)):
+            if not hasattr(F, "shape") or len(F.shape) != 3:
+                raise ValueError(
+                    f"{name} must be a 3-D array of shape (rank, rows, cols), "
+                    f"got {getattr(F, 'shape', type(F).__name__)}"
+                )
+        as_float_matrix(A, "A", ndim=3, finite=False)
+        as_float_matrix(B, "B", ndim=3, finite=False)
+        xp = array_namespace(A, B)
+        if A.shape[0] != B.shape[0]:
+            raise ValueError(
+                f"A and B must hold the same number of terms (rank): "
+                f"A.shape[0] = {A.shape[0]}, B.shape[0] = {B.shape[0]}"
+            )
+        if A.dtype != B.dtype:
+            raise TypeError(f"A and B must share a dtype, got {A.dtype} and {B.dtype}")
+        self.A = A
+        self.B = B
+        self._xp = xp
+
+    # -- descriptive ---------------------------------------------------------------
+    @property
+    def kshape(self) -> KroneckerShape:
+        return KroneckerShape(tuple(self.A.shape[1:]), tuple(self.B.shape[1:]))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.kshape.matrix_shape
+
+    @property
+    def rank(self) -> int:
+        return int(self.A.shape[0])
+
+    @property
+    def n_params(self) -> int:
+        return self.kshape.n_params(self.rank)
+
+    @property
+    def dtype(self) -> Any:
+        return self.A.dtype
+
+    @property
+    def xp(self) -> Any:
+        return self._xp
+
+    def __repr__(self) -> str:
+        s = self.kshape
+        return (
+            f"KroneckerSum(shape={self.shape}, A={s.a}, B={s.b}, rank={self.rank}, "
+            f"n_params={self.n_params}, dtype={self.dtype})"
+        )
+
+    @property
+    def T(self) -> KroneckerSum:
+        """The transposed sum Σ A_kᵀ ⊗ B_kᵀ."""
+        xp = self._xp
+        return KroneckerSum(xp.permute_dims(self.A, (0, 2, 1)), xp.permute_dims(self.B, (0, 2, 1)))
+
+    # -- dense ---------------------------------------------------------------------
+    def rearranged(self) -> Any:
+        """R(K) = Σ vec(A_k) vec(B_k)ᵀ, an (m1·n1)×(m2·n2) matrix of rank ≤ r."""
+        xp = self._xp
+        r = self.rank
+        Af = xp.reshape(self.A, (r, -1))
+        Bf = xp.reshape(self.B, (r, -1))
+        return xp.matmul(xp.permute_dims(Af, (1, 0)), Bf)
+
+    def to_dense(self) -> Any:
+        """The M×N matrix Σ A_k ⊗ B_k (one GEMM plus a rearrangement)."""
+        return unrearrange(self.rearranged(), self.kshape)
+
+    # -- products ------------------------------------------------------------------
+    def _matmat(self, X: Any) -> Any:
+        """K @ X for X of shape (N, k)."""
+        xp = self._xp
+        r = self.rank
+        s = self.kshape
+        m1, n1, m2, n2 = s.m1, s.n1, s.m2, s.n2
+        k = int(X.shape[1])
+        cost_a_first = r * m1 * n2 * k * (n1 + m2)
+        cost_b_first = r * n1 * m2 * k * (m1 + n2)
+        if cost_b_first <= cost_a_first:
+            # T[r, i2, (j1, c)] = Σ_j2 B[r, i2, j2] X[(j1, j2), c]
+            X3 = xp.reshape(xp.permute_dims(xp.reshape(X, (n1, n2, k)), (1, 0, 2)), (n2, n1 * k))
+            T = xp.matmul(self.B, X3)  # (r, m2, n1*k)
+            T = xp.reshape(xp.permute_dims(xp.reshape(T, (r, m2, n1, k)), (0, 2, 1, 3)), (r * n1, m2 * k))
+            Ap = xp.reshape(xp.permute_dims(self.A, (1, 0, 2)), (m1, r * n1))
+            Y = xp.matmul(Ap, T)  # (m1, m2*k)
+            return xp.reshape(Y, (m1 * m2, k))
+        # T[r, i1, (j2, c)] = Σ_j1 A[r, i1, j1] X[(j1, j2), c]
+        T = xp.matmul(self.A, xp.reshape(X, (n1, n2 * k)))  # (r, m1, n2*k)
+        T = xp.reshape(xp.permute_dims(xp.reshape(T, (r, m1, n2, k)), (0, 2, 1, 3)), (r * n2, m1 * k))
+        Bp = xp.reshape(xp.permute_dims(self.B, (1, 0, 2)), (m2, r * n2))
+        Y = xp.matmul(Bp, T)  # (m2, m1*k)
+        Y = xp.permute_dims(xp.reshape(Y, (m2, m1, k)), (1, 0, 2))
+        return xp.reshape(Y, (m1 * m2, k))
+
+    def matmat(self, X: Any) -> Any:
+        """K @ X for X of shape (N,), (N, k) or (..., N, k), without forming K."""
+        xp = self._xp
+        N = self.shape[1]
+        if X.ndim == 0 or int(X.shape[0 if X.ndim == 1 else -2]) != N:
+            raise ValueError(
+                f"K @ X needs X with {N} rows (K has shape {self.shape}), got shape {tuple(X.shape)}"
+            )
+        if X.dtype != self.dtype:
+            raise TypeError(f"X must have the factors' dtype {self.dtype}, got {X.dtype}")
+        if X.ndim == 1:
+            return xp.reshape(self._matmat(xp.reshape(X, (N, 1))), (self.shape[0],))
+        if X.ndim == 2:
+            return self._matmat(X)
+        lead = tuple(int(v) for v in X.shape[:-2])
+        k = int(X.shape[-1])
+        nd = X.ndim
+        # (..., N, k) -> (N, ..., k) -> (N, prod*k)
+        Xm = xp.reshape(xp.permute_dims(X, (nd - 2, *range(nd - 2), nd - 1)), (N, -1))
+        Y = xp.reshape(self._matmat(Xm), (self.shape[0], *lead, k))
+        return xp.permute_dims(Y, (*range(1, nd - 1), 0, nd - 1))
+
+    def rmatmat(self, X: Any) -> Any:
+        """X @ K for X of shape (M,) or (..., M), without forming K."""
+        xp = self._xp
+        M = self.shape[0]
+        if X.ndim == 0 or int(X.shape[-1]) != M:
+            raise ValueError(
+                f"X @ K needs X with {M} columns (K has shape {self.shape}), got shape {tuple(X.shape)}"
+            )
+        if X.dtype != self.dtype:
+            raise TypeError(f"X must have the factors' dtype {self.dtype}, got {X.dtype}")
+        lead = tuple(int(v) for v in X.shape[:-1])
+        Xm = xp.reshape(X, (-1, M))
+        Y = self.T._matmat(xp.permute_dims(Xm, (1, 0)))  # (N, b)
+        return xp.reshape(xp.permute_dims(Y, (1, 0)), (*lead, self.shape[1]))
+
+    def __matmul__(self, X: Any) -> Any:
+        return self.matmat(X)
+
+    def __rmatmul__(self, X: Any) -> Any:
+        return self.rmatmat(X)
+
+    def astype(self, dtype: Any) -> KroneckerSum:
+        xp = self._xp
+        return KroneckerSum(xp.astype(self.A, dtype), xp.astype(self.B, dtype))
+
+
+# --------------------------------------------------------------------------------------
+# kron_svd
+# --------------------------------------------------------------------------------------
+def _sign_fix_rows(xp: Any, S: Any, O: Any) -> tuple[Any, Any]:
+    """Flip row pairs (S[k], O[k]) so that S[k]'s entry of largest magnitude is positive.
+
+    A deterministic convention (as in tensorly and scikit-learn), comparable across
+    backends.  S is the smaller factor's (r, size) rows, so this costs next to nothing.
+    """
+    n = S.shape[1]
+    idx = xp.argmax(xp.abs(S), axis=1)  # (r,)
+    onehot = xp.reshape(xp.arange(n, device=_dev(S)), (1, n)) == xp.reshape(idx, (-1, 1))
+    picked = xp.sum(xp.where(onehot, S, xp.zeros_like(S)), axis=1)
+    signs = xp.reshape(
+        xp.where(picked < 0, -xp.ones_like(picked), xp.ones_like(picked)), (-1, 1)
+    )
+    return S * signs, O * signs
+
+
+def _dev(x: Any) -> Any:
+    from tqla._array import device_of
+
+    return device_of(x)
+
+
+def _top_from_gram(xp: Any, G: Any, rank: int) -> tuple[Any, Any]:
+    """Top-``rank`` eigenpairs of the symmetric PSD matrix G, largest first.
+
+    Returns (lam, Vt) with Vt of shape (rank, p).
+    """
+    lam, V = xp.linalg.eigh(G)
+    p = V.shape[1]
+    Vt = xp.flip(xp.permute_dims(V[:, p - rank :], (1, 0)), axis=0)
+    lam = xp.flip(lam[p - rank :], axis=0)
+    return xp.where(lam > 0, lam, xp.zeros_like(lam)), Vt
+
+
+def _inv_or_zero(xp: Any, x: Any) -> Any:
+    ok = x > 0
+    return xp.where(ok, 1.0 / xp.where(ok, x, xp.ones_like(x)), xp.zeros_like(x))
+
+
+# Each route returns (Ar, Br, carried): rows Ar (r, m1·n1), Br (r, m2·n2) whose product
+# Arᵀ Br is the truncated SVD of R(W), plus sigma and which side carries it.
+
+
+def _svd_gram(xp: Any, W: Any, s: KroneckerShape, rank: int, kernel: str):
+    """Truncated SVD of X = R(W) through the Gram matrix of its small side.
+
+    Passes over the data: one rearranged copy, one GEMM for the Gram matrix, one GEMM for
+    the large factor.  The product of the factors is X·V·Vᵀ (or U·Uᵀ·X) whatever the
+    accuracy of sigma, which only balances the scale between A and B.
+    """
+    q, p = s.rearranged_shape
+    X = rearrange(W, s)
+    gram = get_kernel("rearranged_gram", kernel, W)
+    if p <= q:
+        lam, Vt = _top_from_gram(xp, gram(W, s, "right", X), rank)  # XᵀX
+        P = xp.matmul(Vt, xp.permute_dims(X, (1, 0)))  # (r, q) = diag(sigma)·Uᵀ
+        return P, Vt, xp.sqrt(lam), "A"
+    lam, Ut = _top_from_gram(xp, gram(W, s, "left", X), rank)  # XXᵀ
+    P = xp.matmul(Ut, X)  # (r, p) = diag(sigma)·Vᵀ
+    return Ut, P, xp.sqrt(lam), "B"
+
+
+def _svd_full(xp: Any, X: Any, rank: int):
+    U, S, Vh = xp.linalg.svd(X, full_matrices=False)
+    return xp.permute_dims(U[:, :rank], (1, 0)), Vh[:rank, :], S[:rank], None
+
+
+def _svd_randomized(
+    xp: Any, X: Any, rank: int, rng: np.random.Generator, n_oversamples: int = 10, n_power: int = 4
+):
+    """Halko–Martinsson–Tropp randomized SVD with QR-stabilised power iterations."""
+    q, p = (int(v) for v in X.shape)
+    ell = min(rank + n_oversamples, min(q, p))
+    Omega = xp.astype(from_numpy(rng.standard_normal((p, ell)), X), X.dtype)
+    Xt = xp.permute_dims(X, (1, 0))
+    Q, _ = xp.linalg.qr(xp.matmul(X, Omega))
+    for _ in range(n_power):
+        Z, _ = xp.linalg.qr(xp.matmul(Xt, Q))
+        Q, _ = xp.linalg.qr(xp.matmul(X, Z))
+    Bsmall = xp.matmul(xp.permute_dims(Q, (1, 0)), X)  # (ell, p)
+    Ub, S, Vh = xp.linalg.svd(Bsmall, full_matrices=False)
+    U = xp.matmul(Q, Ub[:, :rank])
+    return xp.permute_dims(U, (1, 0)), Vh[:rank, :], S[:rank], None
+
+
+def choose_svd_method(shape: Any, rank: int) -> str:
+    """The route ``method="auto"`` takes for a Kronecker shape and rank.
+
+    * ``"gram"`` when the small side of R(W) has at most 512 entries (one pass over W
+      builds a small Gram matrix; GPT-2's MLP plan has a side of 8);
+    * ``"randomized"`` when both sides are larger and ``rank`` is at most a tenth of the
+      small side;
+    * ``"full"`` (LAPACK/cuSOLVER thin SVD) otherwise.
+    """
+    s = KroneckerShape.of(shape)
+    small = min(s.rearranged_shape)
+    if small <= GRAM_MAX_SIDE:
+        return "gram"
+    if 10 * rank <= small:
+        return "randomized"
+    return "full"
+
+
+def kron_svd(
+    W: Any,
+    shape: Any,
+    rank: int = 1,
+    *,
+    method: SVDMethod = "auto",
+    rng: None | int | np.random.Generator = None,
+    kernel: str = "auto",
+) -> KroneckerSum:
+    """Best rank-``rank`` Kronecker sum approximation of W in the Frobenius norm.
+
+    Computes the truncated SVD of the rearrangement R(W) = Σ σ_k u_k v_kᵀ and returns
+    A_k = √σ_k·unvec(u_k), B_k = √σ_k·unvec(v_k).  The squared error is Σ_{k>r} σ_k².
+
+    Parameters
+    ----------
+    W : array of shape (m1·m2, n1·n2)
+        Real floating matrix (NumPy, CuPy, torch, ...); the result has its library,
+        device and dtype.
+    shape : KroneckerShape or ((m1, n1), (m2, n2))
+        Factor shapes.
+    rank : int
+        Number of Kronecker terms, 1 ≤ rank ≤ min(m1·n1, m2·n2).
+    method : {"auto", "gram", "full", "randomized"}
+        SVD route; see :func:`choose_svd_method` for what "auto" picks.  "gram" and "full"
+        are exact; "randomized" is a near-optimal approximation (4 power iterations).
+    rng : None, int or numpy.random.Generator
+        Random state of the randomized route.
+    kernel : str
+        Implementation of the Gram kernel ("auto", "numpy", "numba", "array_api").
+
+    Returns
+    -------
+    KroneckerSum
+        With a deterministic sign convention: in each term, the entry of largest
+        magnitude of the smaller factor (B when both have as many entries) is positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> A, B = rng.standard_normal((3, 4)), rng.standard_normal((2, 5))
+    >>> K = kron_svd(np.kron(A, B), ((3, 4), (2, 5)), rank=1)
+    >>> np.allclose(K.to_dense(), np.kron(A, B))
+    True
+    """
+    xp, W = as_float_matrix(W, "W")
+    s = KroneckerShape.of(shape)
+    s.check_matrix(W)
+    rank = s.check_rank(rank)
+    if method == "auto":
+        method = choose_svd_method(s, rank)
+    if method == "gram":
+        Ar, Br, sigma, carried = _svd_gram(xp, W, s, rank, kernel)
+    elif method == "full":
+        Ar, Br, sigma, carried = _svd_full(xp, rearrange(W, s), rank)
+    elif method == "randomized":
+        Ar, Br, sigma, carried = _svd_randomized(xp, rearrange(W, s), rank, check_rng(rng))
+    else:
+        raise ValueError(
+            f"method must be one of 'auto', 'gram', 'full', 'randomized', got {method!r}"
+        )
+    root = xp.reshape(xp.sqrt(sigma), (-1, 1))
+    if carried == "A":  # Ar = diag(sigma)·Uᵀ
+        Ar, Br = Ar * _inv_or_zero(xp, root), Br * root
+    elif carried == "B":  # Br = diag(sigma)·Vᵀ
+        Ar, Br = Ar * root, Br * _inv_or_zero(xp, root)
+    else:
+        Ar, Br = Ar * root, Br * root
+    if s.m2 * s.n2 <= s.m1 * s.n1:
+        Br, Ar = _sign_fix_rows(xp, Br, Ar)
+    else:
+        Ar, Br = _sign_fix_rows(xp, Ar, Br)
+    A = xp.reshape(Ar, (rank, s.m1, s.n1))
+    B = xp.reshape(Br, (rank, s.m2, s.n2))
+    return KroneckerSum(A, B)
+
+
+def kron_singular_values(W: Any, shape: Any) -> Any:
+    """All singular values of R(W), descending (the Kronecker spectrum of W)."""
+    xp, W = as_float_matrix(W, "W")
+    return xp.linalg.svdvals(rearrange(W, shape))
