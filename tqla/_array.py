@@ -65,9 +65,11 @@ def lib_name(xp: Any) -> str:
 
 
 def _is_real_floating(xp: Any, dtype: Any) -> bool:
-    return dtype in (xp.float32, xp.float64) or (
-        hasattr(xp, "float16") and dtype == xp.float16
-    ) or (hasattr(xp, "bfloat16") and dtype == getattr(xp, "bfloat16", None))
+    return (
+        dtype in (xp.float32, xp.float64)
+        or (hasattr(xp, "float16") and dtype == xp.float16)
+        or (hasattr(xp, "bfloat16") and dtype == getattr(xp, "bfloat16", None))
+    )
 
 
 def as_float_matrix(x: Any, name: str, *, ndim: int = 2, finite: bool = True) -> tuple[Any, Any]:
@@ -112,7 +114,9 @@ def check_finite(xp: Any, x: Any, name: str) -> None:
         raise ValueError(f"{name} must be finite, but it holds NaN or infinity")
 
 
-def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_int(
+    value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """Validate an integer argument (bools rejected) and its range."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
@@ -130,7 +134,9 @@ def check_rng(rng: None | int | np.random.Generator) -> np.random.Generator:
         return rng
     if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
         return np.random.default_rng(rng)
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+    raise TypeError(
+        f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
+    )
 
 
 def to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
@@ -143,7 +149,12 @@ def to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
     elif lib_name(xp) == "cupy":
         out = x.get()
     else:
-        out = np.asarray(to_device(x, "cpu")) if hasattr(x, "__array__") else np.from_dlpack(x)
+        # Other libraries (array_api_strict, JAX, ...): DLPack first; their "cpu" device is
+        # not always spelled "cpu" (array_api_strict rejects to_device(x, "cpu")).
+        try:
+            out = np.from_dlpack(x)
+        except (TypeError, ValueError, RuntimeError, BufferError, AttributeError):
+            out = np.asarray(to_device(x, "cpu")) if hasattr(x, "__array__") else np.asarray(x)
     return out.astype(dtype, copy=False) if dtype is not None else out
 
 

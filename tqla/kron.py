@@ -21,11 +21,13 @@ import numpy as np
 from tqla._array import (
     array_namespace,
     as_float_matrix,
+    check_finite,
     check_int,
     check_rng,
     from_numpy,
+    is_numpy,
 )
-from tqla._kernels import get_kernel
+from tqla._kernels import resolve
 
 __all__ = [
     "FactorShape",
@@ -66,9 +68,7 @@ class KroneckerShape:
     def __post_init__(self) -> None:
         for name, pair in (("a", self.a), ("b", self.b)):
             if not isinstance(pair, tuple) or len(pair) != 2:
-                raise ValueError(
-                    f"KroneckerShape.{name} must be a pair (rows, cols), got {pair!r}"
-                )
+                raise ValueError(f"KroneckerShape.{name} must be a pair (rows, cols), got {pair!r}")
             for v in pair:
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
                     raise ValueError(
@@ -143,7 +143,16 @@ class KroneckerShape:
         return int(rank) * (self.m1 * self.n1 + self.m2 * self.n2)
 
     def check_rank(self, rank: Any, name: str = "rank") -> int:
-        return check_int(rank, name, minimum=1, maximum=self.max_rank)
+        """Validate a Kronecker rank: an integer with 1 <= rank <= :attr:`max_rank`."""
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {type(rank).__name__} {rank!r}")
+        q, p = self.rearranged_shape
+        if not 1 <= int(rank) <= self.max_rank:
+            raise ValueError(
+                f"{name} must satisfy 1 <= {name} <= min(m1·n1, m2·n2) = min({q}, {p}) = "
+                f"{self.max_rank} for A {self.a} ⊗ B {self.b}, got {int(rank)}"
+            )
+        return int(rank)
 
     def check_matrix(self, W: Any, name: str = "W") -> None:
         if tuple(int(s) for s in W.shape) != self.matrix_shape:
@@ -191,7 +200,7 @@ def factor_shapes(M: int, N: int, rank: int = 1, *, trivial: bool = False) -> li
     Examples
     --------
     >>> [f.shape.a for f in factor_shapes(4, 4)][:3]
-    [(2, 2), (1, 2), (1, 4)]
+    [(1, 4), (2, 2), (4, 1)]
     """
     M = check_int(M, "M", minimum=1)
     N = check_int(N, "N", minimum=1)
@@ -212,6 +221,16 @@ def factor_shapes(M: int, N: int, rank: int = 1, *, trivial: bool = False) -> li
 # --------------------------------------------------------------------------------------
 # Rearrangement
 # --------------------------------------------------------------------------------------
+def _check_2d(x: Any, name: str) -> None:
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(
+            f"{name} must be an array (NumPy, CuPy, torch, ...), got {type(x).__name__}; "
+            f"wrap it with numpy.asarray first"
+        )
+    if len(x.shape) != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {tuple(x.shape)}")
+
+
 def rearrange(W: Any, shape: Any) -> Any:
     """The Van Loan–Pitsianis rearrangement R(W), an (m1·n1)×(m2·n2) matrix.
 
@@ -228,8 +247,7 @@ def rearrange(W: Any, shape: Any) -> Any:
     True
     """
     s = KroneckerShape.of(shape)
-    if not hasattr(W, "shape") or len(W.shape) != 2:
-        raise ValueError(f"W must be a 2-D array, got {getattr(W, 'shape', type(W).__name__)}")
+    _check_2d(W, "W")
     s.check_matrix(W)
     xp = array_namespace(W)
     W4 = xp.reshape(W, (s.m1, s.m2, s.n1, s.n2))
@@ -239,8 +257,7 @@ def rearrange(W: Any, shape: Any) -> Any:
 def unrearrange(X: Any, shape: Any) -> Any:
     """Inverse of :func:`rearrange`: the (m1·m2)×(n1·n2) matrix W with R(W) = X."""
     s = KroneckerShape.of(shape)
-    if not hasattr(X, "shape") or len(X.shape) != 2:
-        raise ValueError(f"X must be a 2-D array, got {getattr(X, 'shape', type(X).__name__)}")
+    _check_2d(X, "X")
     if tuple(int(v) for v in X.shape) != s.rearranged_shape:
         raise ValueError(
             f"X of shape {tuple(X.shape)} does not match the rearranged shape "
@@ -254,6 +271,14 @@ def unrearrange(X: Any, shape: Any) -> Any:
 # --------------------------------------------------------------------------------------
 # KroneckerSum
 # --------------------------------------------------------------------------------------
+def _check_operand(X: Any) -> None:
+    if not hasattr(X, "shape") or not hasattr(X, "ndim"):
+        raise TypeError(
+            f"X must be an array of the factors' library, got {type(X).__name__}; "
+            f"wrap it with numpy.asarray / torch.as_tensor first"
+        )
+
+
 class KroneckerSum:
     """A sum of Kronecker products Σ_k A[k] ⊗ B[k], kept in factored form.
 
@@ -369,13 +394,15 @@ class KroneckerSum:
             # T[r, i2, (j1, c)] = Σ_j2 B[r, i2, j2] X[(j1, j2), c]
             X3 = xp.reshape(xp.permute_dims(xp.reshape(X, (n1, n2, k)), (1, 0, 2)), (n2, n1 * k))
             T = xp.matmul(self.B, X3)  # (r, m2, n1*k)
-            T = xp.reshape(xp.permute_dims(xp.reshape(T, (r, m2, n1, k)), (0, 2, 1, 3)), (r * n1, m2 * k))
+            T = xp.permute_dims(xp.reshape(T, (r, m2, n1, k)), (0, 2, 1, 3))
+            T = xp.reshape(T, (r * n1, m2 * k))
             Ap = xp.reshape(xp.permute_dims(self.A, (1, 0, 2)), (m1, r * n1))
             Y = xp.matmul(Ap, T)  # (m1, m2*k)
             return xp.reshape(Y, (m1 * m2, k))
         # T[r, i1, (j2, c)] = Σ_j1 A[r, i1, j1] X[(j1, j2), c]
         T = xp.matmul(self.A, xp.reshape(X, (n1, n2 * k)))  # (r, m1, n2*k)
-        T = xp.reshape(xp.permute_dims(xp.reshape(T, (r, m1, n2, k)), (0, 2, 1, 3)), (r * n2, m1 * k))
+        T = xp.permute_dims(xp.reshape(T, (r, m1, n2, k)), (0, 2, 1, 3))
+        T = xp.reshape(T, (r * n2, m1 * k))
         Bp = xp.reshape(xp.permute_dims(self.B, (1, 0, 2)), (m2, r * n2))
         Y = xp.matmul(Bp, T)  # (m2, m1*k)
         Y = xp.permute_dims(xp.reshape(Y, (m2, m1, k)), (1, 0, 2))
@@ -385,9 +412,11 @@ class KroneckerSum:
         """K @ X for X of shape (N,), (N, k) or (..., N, k), without forming K."""
         xp = self._xp
         N = self.shape[1]
+        _check_operand(X)
         if X.ndim == 0 or int(X.shape[0 if X.ndim == 1 else -2]) != N:
             raise ValueError(
-                f"K @ X needs X with {N} rows (K has shape {self.shape}), got shape {tuple(X.shape)}"
+                f"K @ X needs X with {N} rows (K has shape {self.shape}), "
+                f"got shape {tuple(X.shape)}"
             )
         if X.dtype != self.dtype:
             raise TypeError(f"X must have the factors' dtype {self.dtype}, got {X.dtype}")
@@ -407,9 +436,11 @@ class KroneckerSum:
         """X @ K for X of shape (M,) or (..., M), without forming K."""
         xp = self._xp
         M = self.shape[0]
+        _check_operand(X)
         if X.ndim == 0 or int(X.shape[-1]) != M:
             raise ValueError(
-                f"X @ K needs X with {M} columns (K has shape {self.shape}), got shape {tuple(X.shape)}"
+                f"X @ K needs X with {M} columns (K has shape {self.shape}), "
+                f"got shape {tuple(X.shape)}"
             )
         if X.dtype != self.dtype:
             raise TypeError(f"X must have the factors' dtype {self.dtype}, got {X.dtype}")
@@ -432,19 +463,22 @@ class KroneckerSum:
 # --------------------------------------------------------------------------------------
 # kron_svd
 # --------------------------------------------------------------------------------------
+def _row_signs(xp: Any, S: Any) -> Any:
+    """(r, 1) signs making the entry of largest magnitude of each row of S positive."""
+    n = S.shape[1]
+    idx = xp.argmax(xp.abs(S), axis=1)  # (r,)
+    onehot = xp.reshape(xp.arange(n, device=_dev(S)), (1, n)) == xp.reshape(idx, (-1, 1))
+    picked = xp.sum(xp.where(onehot, S, xp.zeros_like(S)), axis=1)
+    return xp.reshape(xp.where(picked < 0, -xp.ones_like(picked), xp.ones_like(picked)), (-1, 1))
+
+
 def _sign_fix_rows(xp: Any, S: Any, O: Any) -> tuple[Any, Any]:
     """Flip row pairs (S[k], O[k]) so that S[k]'s entry of largest magnitude is positive.
 
     A deterministic convention (as in tensorly and scikit-learn), comparable across
     backends.  S is the smaller factor's (r, size) rows, so this costs next to nothing.
     """
-    n = S.shape[1]
-    idx = xp.argmax(xp.abs(S), axis=1)  # (r,)
-    onehot = xp.reshape(xp.arange(n, device=_dev(S)), (1, n)) == xp.reshape(idx, (-1, 1))
-    picked = xp.sum(xp.where(onehot, S, xp.zeros_like(S)), axis=1)
-    signs = xp.reshape(
-        xp.where(picked < 0, -xp.ones_like(picked), xp.ones_like(picked)), (-1, 1)
-    )
+    signs = _row_signs(xp, S)
     return S * signs, O * signs
 
 
@@ -471,32 +505,49 @@ def _inv_or_zero(xp: Any, x: Any) -> Any:
     return xp.where(ok, 1.0 / xp.where(ok, x, xp.ones_like(x)), xp.zeros_like(x))
 
 
-# Each route returns (Ar, Br, carried): rows Ar (r, m1·n1), Br (r, m2·n2) whose product
-# Arᵀ Br is the truncated SVD of R(W), plus sigma and which side carries it.
-
-
 def _svd_gram(xp: Any, W: Any, s: KroneckerShape, rank: int, kernel: str):
-    """Truncated SVD of X = R(W) through the Gram matrix of its small side.
+    """Rank-``rank`` Kronecker factors of W through the Gram matrix of R(W)'s small side.
 
-    Passes over the data: one rearranged copy, one GEMM for the Gram matrix, one GEMM for
-    the large factor.  The product of the factors is X·V·Vᵀ (or U·Uᵀ·X) whatever the
-    accuracy of sigma, which only balances the scale between A and B.
+    With X = R(W) of shape (q, p): if p <= q, the top eigenpairs (λ_k, v_k) of XᵀX give
+    B_k = √σ_k·v_k and A_k = X·v_k/√σ_k (σ_k = √λ_k); otherwise the same with XXᵀ and the
+    roles of A and B swapped.  Two kernels of the table do the passes over the data
+    (``rearranged_gram``, then ``rearranged_matmul``); the sign convention and the
+    1/√σ_k scaling are applied to the small eigenvector matrix *before* the second pass,
+    so the large factor comes out of it final.  Implementations that read W in place
+    (``"numba"``) never form R(W); the others get one rearranged copy, shared by both
+    passes.  The product of the factors is X·V·Vᵀ (or U·Uᵀ·X) whatever the accuracy of λ,
+    which only balances the scale between A and B.
+
+    Returns ``(A_rows, B_rows)`` of shapes (r, m1·n1) and (r, m2·n2), or ``None`` when the
+    Gram matrix is not finite (non-finite W, or squares that overflow the dtype).
     """
     q, p = s.rearranged_shape
-    X = rearrange(W, s)
-    gram = get_kernel("rearranged_gram", kernel, W)
-    if p <= q:
-        lam, Vt = _top_from_gram(xp, gram(W, s, "right", X), rank)  # XᵀX
-        P = xp.matmul(Vt, xp.permute_dims(X, (1, 0)))  # (r, q) = diag(sigma)·Uᵀ
-        return P, Vt, xp.sqrt(lam), "A"
-    lam, Ut = _top_from_gram(xp, gram(W, s, "left", X), rank)  # XXᵀ
-    P = xp.matmul(Ut, X)  # (r, p) = diag(sigma)·Vᵀ
-    return Ut, P, xp.sqrt(lam), "B"
+    impl, gram = resolve("rearranged_gram", kernel, W)
+    _, matmul = resolve("rearranged_matmul", impl, W)
+    X = None
+    if impl != "numba":
+        X = rearrange(W, s)
+        if is_numpy(xp):
+            X = np.ascontiguousarray(X)
+    side = "right" if p <= q else "left"
+    G = gram(W, s, side, X)
+    if not bool(xp.all(xp.isfinite(G))):
+        return None
+    lam, Vt = _top_from_gram(xp, G, rank)  # Vt: (r, small side)
+    Vt = Vt * _row_signs(xp, Vt)
+    root = xp.reshape(xp.sqrt(xp.sqrt(lam)), (-1, 1))  # √σ
+    small = Vt * root
+    V = xp.permute_dims(Vt * _inv_or_zero(xp, root), (1, 0))  # (small side, r)
+    big = xp.permute_dims(matmul(W, s, side, V, X), (1, 0))  # (r, large side)
+    if is_numpy(xp):
+        big = np.ascontiguousarray(big)  # no copy for the numba kernel's output
+    return (big, small) if side == "right" else (small, big)
 
 
 def _svd_full(xp: Any, X: Any, rank: int):
+    """Thin SVD of X: rows (r, q) of Uᵀ, (r, p) of Vᵀ and the top singular values."""
     U, S, Vh = xp.linalg.svd(X, full_matrices=False)
-    return xp.permute_dims(U[:, :rank], (1, 0)), Vh[:rank, :], S[:rank], None
+    return xp.permute_dims(U[:, :rank], (1, 0)), Vh[:rank, :], S[:rank]
 
 
 def _svd_randomized(
@@ -514,7 +565,7 @@ def _svd_randomized(
     Bsmall = xp.matmul(xp.permute_dims(Q, (1, 0)), X)  # (ell, p)
     Ub, S, Vh = xp.linalg.svd(Bsmall, full_matrices=False)
     U = xp.matmul(Q, Ub[:, :rank])
-    return xp.permute_dims(U, (1, 0)), Vh[:rank, :], S[:rank], None
+    return xp.permute_dims(U, (1, 0)), Vh[:rank, :], S[:rank]
 
 
 def choose_svd_method(shape: Any, rank: int) -> str:
@@ -564,7 +615,10 @@ def kron_svd(
     rng : None, int or numpy.random.Generator
         Random state of the randomized route.
     kernel : str
-        Implementation of the Gram kernel ("auto", "numpy", "numba", "array_api").
+        Implementation of the kernels of the Gram route ("auto", "numpy", "numba",
+        "array_api"); see :doc:`backends <backends>`.  "auto" takes "numba" for NumPy
+        input when it is installed (it reads W in place, no rearranged copy), else
+        "numpy"; other libraries use "array_api".
 
     Returns
     -------
@@ -581,39 +635,66 @@ def kron_svd(
     >>> np.allclose(K.to_dense(), np.kron(A, B))
     True
     """
-    xp, W = as_float_matrix(W, "W")
+    xp, W = as_float_matrix(W, "W", finite=False)
     s = KroneckerShape.of(shape)
     s.check_matrix(W)
     rank = s.check_rank(rank)
-    if method == "auto":
-        method = choose_svd_method(s, rank)
-    if method == "gram":
-        Ar, Br, sigma, carried = _svd_gram(xp, W, s, rank, kernel)
-    elif method == "full":
-        Ar, Br, sigma, carried = _svd_full(xp, rearrange(W, s), rank)
-    elif method == "randomized":
-        Ar, Br, sigma, carried = _svd_randomized(xp, rearrange(W, s), rank, check_rng(rng))
-    else:
+    if W.dtype not in (xp.float32, xp.float64):
+        # Half precisions (float16, bfloat16): LAPACK/cuSOLVER have no such routines, so
+        # compute in float32 and return factors of the input dtype.
+        K = kron_svd(xp.astype(W, xp.float32), s, rank, method=method, rng=rng, kernel=kernel)
+        return K.astype(W.dtype)
+    if method not in ("auto", "gram", "full", "randomized"):
         raise ValueError(
             f"method must be one of 'auto', 'gram', 'full', 'randomized', got {method!r}"
         )
-    root = xp.reshape(xp.sqrt(sigma), (-1, 1))
-    if carried == "A":  # Ar = diag(sigma)·Uᵀ
-        Ar, Br = Ar * _inv_or_zero(xp, root), Br * root
-    elif carried == "B":  # Br = diag(sigma)·Vᵀ
-        Ar, Br = Ar * root, Br * _inv_or_zero(xp, root)
+    if method == "auto":
+        method = choose_svd_method(s, rank)
+    if method == "gram":
+        # The Gram matrix is finite exactly when W is (and no square overflows), so the
+        # finiteness check costs nothing extra on this route.
+        rows = _svd_gram(xp, W, s, rank, kernel)
+        if rows is None:
+            check_finite(xp, W, "W")  # raises for NaN / infinity
+            method = "full"  # finite but huge entries: LAPACK scales, the Gram overflows
+        else:
+            Ar, Br = rows
     else:
-        Ar, Br = Ar * root, Br * root
-    if s.m2 * s.n2 <= s.m1 * s.n1:
-        Br, Ar = _sign_fix_rows(xp, Br, Ar)
-    else:
-        Ar, Br = _sign_fix_rows(xp, Ar, Br)
+        check_finite(xp, W, "W")
+    if method in ("full", "randomized"):
+        X = rearrange(W, s)
+        if method == "full":
+            Ur, Vr, sigma = _svd_full(xp, X, rank)
+        else:
+            Ur, Vr, sigma = _svd_randomized(xp, X, rank, check_rng(rng))
+        root = xp.reshape(xp.sqrt(sigma), (-1, 1))
+        Ar, Br = Ur * root, Vr * root
+        if s.m2 * s.n2 <= s.m1 * s.n1:
+            Br, Ar = _sign_fix_rows(xp, Br, Ar)
+        else:
+            Ar, Br = _sign_fix_rows(xp, Ar, Br)
+    if is_numpy(xp):  # C-contiguous factors keep products on the BLAS path
+        Ar, Br = np.ascontiguousarray(Ar), np.ascontiguousarray(Br)
     A = xp.reshape(Ar, (rank, s.m1, s.n1))
     B = xp.reshape(Br, (rank, s.m2, s.n2))
     return KroneckerSum(A, B)
 
 
 def kron_singular_values(W: Any, shape: Any) -> Any:
-    """All singular values of R(W), descending (the Kronecker spectrum of W)."""
+    """All singular values of R(W), descending (the Kronecker spectrum of W).
+
+    The squared error of the best rank-r Kronecker sum is the sum of the squares of all
+    but the first r of them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A, B = np.eye(2), np.ones((3, 3))
+    >>> np.round(kron_singular_values(np.kron(A, B), ((2, 2), (3, 3))), 6)
+    array([4.242641, 0.      , 0.      , 0.      ])
+    """
     xp, W = as_float_matrix(W, "W")
-    return xp.linalg.svdvals(rearrange(W, shape))
+    X = rearrange(W, shape)
+    if W.dtype not in (xp.float32, xp.float64):
+        return xp.astype(xp.linalg.svdvals(xp.astype(X, xp.float32)), W.dtype)
+    return xp.linalg.svdvals(X)

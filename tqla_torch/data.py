@@ -66,7 +66,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin_documents(split: str) -> tuple[str, ...]:
     from pydoc_data.topics import topics
 
@@ -124,7 +124,7 @@ def builtin_corpus(split: str = "train") -> str:
     return "\n\n".join(builtin_documents(split))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trained_tokenizer_json(vocab_size: int) -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -184,7 +184,9 @@ def builtin_tokenizer(
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
         raise ValueError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
     if vocab_size < 257:
-        raise ValueError(f"vocab_size must be at least 257 (256 bytes + {EOS_TOKEN}), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be at least 257 (256 bytes + {EOS_TOKEN}), got {vocab_size}"
+        )
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -277,9 +279,7 @@ def _read_hf_dataset(path: Path, text_field: str, split: str) -> list[str]:
     loaded = datasets.load_from_disk(os.fspath(path))
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ValueError(
-                f"{path}: dataset has splits {sorted(loaded)}, not split={split!r}"
-            )
+            raise ValueError(f"{path}: dataset has splits {sorted(loaded)}, not split={split!r}")
         loaded = loaded[split]
     if text_field not in loaded.column_names:
         raise ValueError(
@@ -479,7 +479,9 @@ class PackedDataset(torch.utils.data.Dataset):
     def __init__(self, blocks: torch.Tensor) -> None:
         blocks = torch.as_tensor(blocks)
         if blocks.ndim != 2:
-            raise ValueError(f"blocks must be 2-D [n_blocks, block_size], got {tuple(blocks.shape)}")
+            raise ValueError(
+                f"blocks must be 2-D [n_blocks, block_size], got {tuple(blocks.shape)}"
+            )
         if blocks.dtype.is_floating_point or blocks.dtype.is_complex or blocks.dtype == torch.bool:
             raise ValueError(f"blocks must hold integer token ids, got dtype {blocks.dtype}")
         if blocks.shape[1] < 2:

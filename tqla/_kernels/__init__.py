@@ -21,7 +21,7 @@ from typing import Any
 
 from tqla._array import array_namespace, is_numpy, lib_name
 
-__all__ = ["available", "get_kernel", "register"]
+__all__ = ["available", "get_kernel", "register", "resolve"]
 
 IMPLEMENTATIONS = ("numpy", "numba", "array_api")
 
@@ -80,16 +80,13 @@ def available(name: str) -> list[str]:
     return [impl for impl in IMPLEMENTATIONS if impl in _TABLE.get(name, {})]
 
 
-def get_kernel(name: str, kernel: str = "auto", *arrays: Any) -> Callable[..., Any]:
-    """Return implementation ``kernel`` of kernel ``name`` for ``arrays``.
+def resolve(name: str, kernel: str = "auto", *arrays: Any) -> tuple[str, Callable[..., Any]]:
+    """Like :func:`get_kernel`, but also return which implementation was chosen.
 
-    Raises
-    ------
-    ImportError
-        If the requested implementation needs an optional dependency that is missing
-        (the message names the pip extra).
-    ValueError
-        If ``kernel`` is unknown, or does not accept the arrays' library.
+    Returns
+    -------
+    (impl, fn) : tuple of str and callable
+        ``impl`` is one of :data:`IMPLEMENTATIONS`.
     """
     if kernel != "auto" and kernel not in IMPLEMENTATIONS:
         raise ValueError(f"kernel must be 'auto' or one of {IMPLEMENTATIONS}, got {kernel!r}")
@@ -97,13 +94,20 @@ def get_kernel(name: str, kernel: str = "auto", *arrays: Any) -> Callable[..., A
     if arrays:
         on_numpy = is_numpy(array_namespace(*arrays))
     if kernel == "auto":
-        order = _NUMPY_ORDER.get(name, ("numpy", "array_api")) if on_numpy else ("array_api",)
+        if on_numpy:
+            # Load every implementation first: the preference order is registered by the
+            # modules themselves, so it must not be read before they are imported.
+            for impl in IMPLEMENTATIONS:
+                _load(impl)
+            order = _NUMPY_ORDER.get(name, ("numpy", "array_api"))
+        else:
+            order = ("array_api",)
         for impl in order:
             if _load(impl) and impl in _TABLE.get(name, {}):
-                return _TABLE[name][impl]
+                return impl, _TABLE[name][impl]
         _load("array_api")
         if "array_api" in _TABLE.get(name, {}):
-            return _TABLE[name]["array_api"]
+            return "array_api", _TABLE[name]["array_api"]
         raise ValueError(f"no implementation of kernel {name!r} is registered")
     if not _load(kernel):
         raise ImportError(
@@ -120,4 +124,18 @@ def get_kernel(name: str, kernel: str = "auto", *arrays: Any) -> Callable[..., A
             f"kernel={kernel!r} works on NumPy arrays only, got {lib} arrays; "
             f"use kernel='array_api' or 'auto'"
         )
-    return _TABLE[name][kernel]
+    return kernel, _TABLE[name][kernel]
+
+
+def get_kernel(name: str, kernel: str = "auto", *arrays: Any) -> Callable[..., Any]:
+    """Return implementation ``kernel`` of kernel ``name`` for ``arrays``.
+
+    Raises
+    ------
+    ImportError
+        If the requested implementation needs an optional dependency that is missing
+        (the message names the pip extra).
+    ValueError
+        If ``kernel`` is unknown, or does not accept the arrays' library.
+    """
+    return resolve(name, kernel, *arrays)[1]

@@ -1,0 +1,388 @@
+"""Tests of tqla.assignment: LSAP solvers against SciPy, cost builders by brute force."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+
+import tqla.assignment as asg
+from tqla._kernels import available, get_kernel
+from tqla.assignment import (
+    LSAPResult,
+    assign_cost,
+    available_solvers,
+    check_cost_memory,
+    lsap,
+    slots_basis,
+    slots_cost,
+)
+from tqla.kron import KroneckerShape, KroneckerSum, kron_svd, rearrange
+
+SOLVERS = available_solvers()
+
+
+def _opt(C: np.ndarray) -> float:
+    r, c = linear_sum_assignment(C)
+    return float(C[r, c].sum())
+
+
+def _check_solution(C: np.ndarray, res, solver: str) -> None:
+    row_ind, col_ind = res
+    n = C.shape[0]
+    assert row_ind.dtype == np.int64 and col_ind.dtype == np.int64
+    np.testing.assert_array_equal(row_ind, np.arange(n))
+    np.testing.assert_array_equal(np.sort(col_ind), np.arange(n))
+    total = float(C[row_ind, col_ind].sum())
+    ref = _opt(C)
+    assert total == pytest.approx(ref, rel=1e-12, abs=1e-9), solver
+    assert res.cost == pytest.approx(total, rel=1e-12, abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# LSAP solvers
+# --------------------------------------------------------------------------------------
+def _costs(n: int, kind: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.random((n, n))
+    if kind == "integer":  # many ties
+        return rng.integers(0, 4, size=(n, n)).astype(np.float64)
+    if kind == "lowrank":  # the GEMM costs of the cost builders
+        return -(rng.standard_normal((n, 3)) @ rng.standard_normal((3, n)))
+    if kind == "geometric":
+        p, q = rng.random((n, 2)), rng.random((n, 2))
+        return ((p[:, None, :] - q[None, :, :]) ** 2).sum(-1)
+    if kind == "constant":
+        return np.full((n, n), 2.5)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@given(
+    n=st.integers(1, 24),
+    kind=st.sampled_from(["uniform", "integer", "lowrank", "geometric", "constant"]),
+    seed=st.integers(0, 2**31),
+)
+def test_lsap_matches_scipy(solver, n, kind, seed):
+    C = _costs(n, kind, seed)
+    _check_solution(C, lsap(C, solver=solver), solver)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("kind", ["uniform", "integer", "lowrank", "geometric"])
+def test_lsap_matches_scipy_larger(solver, kind):
+    C = _costs(150, kind, 7)
+    _check_solution(C, lsap(C, solver=solver), solver)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_lsap_integer_dtype_and_lists(solver):
+    C = np.array([[4, 1, 3], [2, 0, 5], [3, 2, 2]])
+    res = lsap(C, solver=solver)
+    assert res.cost == 5.0
+    assert lsap(C.tolist(), solver=solver).cost == 5.0
+
+
+def test_lsap_result_unpacks_like_scipy():
+    C = np.array([[4.0, 1.0], [2.0, 3.0]])
+    res = lsap(C, solver="scipy")
+    assert isinstance(res, tuple) and len(res) == 2
+    row_ind, col_ind = res
+    assert res.row_ind is row_ind and res.col_ind is col_ind
+    assert col_ind.tolist() == [1, 0] and res.solver == "scipy" and res.cost == 3.0
+    assert "LSAPResult" in repr(res)
+
+
+def test_lsap_empty_and_single():
+    r, c = lsap(np.zeros((0, 0)))
+    assert r.shape == (0,) and c.shape == (0,)
+    assert lsap(np.array([[3.0]])).cost == 3.0
+
+
+@pytest.mark.parametrize("solver", ["auto", "scipy", "jv"])
+def test_lsap_forbidden_pairs(solver):
+    if solver == "jv" and "jv" not in SOLVERS:
+        pytest.skip("numba missing")
+    C = np.array([[np.inf, 1.0, 2.0], [1.0, np.inf, 4.0], [3.0, 1.0, np.inf]])
+    _, col = lsap(C, solver=solver)
+    assert np.isfinite(C[np.arange(3), col]).all()
+    assert lsap(C, solver=solver).cost == pytest.approx(_opt(C))
+    infeasible = np.array([[np.inf, np.inf], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="infeasible"):
+        lsap(infeasible, solver=solver)
+
+
+@pytest.mark.parametrize("solver", [s for s in ("lap", "lapx") if s in SOLVERS])
+def test_lsap_forbidden_pairs_refused_by_lap(solver):
+    C = np.array([[np.inf, 1.0], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="does not support"):
+        lsap(C, solver=solver)
+
+
+@pytest.mark.parametrize(
+    ("cost", "match"),
+    [
+        (np.zeros((2, 3)), r"cost must be square \(n×n\).*\(2, 3\)"),
+        (np.zeros(4), "cost must be a 2-D array"),
+        (np.zeros((2, 2, 2)), "cost must be a 2-D array"),
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), "cost must not contain NaN"),
+        (np.array([[0.0, -np.inf], [1.0, 2.0]]), "cost must not contain -inf"),
+    ],
+)
+def test_lsap_refuses_bad_costs(cost, match):
+    with pytest.raises(ValueError, match=match):
+        lsap(cost)
+
+
+def test_lsap_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="solver must be one of"):
+        lsap(np.eye(2), solver="hungarian")
+    with pytest.raises(TypeError, match="cost must hold real numbers"):
+        lsap(np.eye(2, dtype=bool))
+    with pytest.raises(TypeError, match="cost must be an array"):
+        lsap("abc")
+    with pytest.raises(ValueError, match="init"):
+        lsap(np.eye(3), solver="jv", init=np.zeros(4))
+    prev = lsap(np.eye(2), solver="scipy")
+    with pytest.raises(ValueError, match="init is a solution of a 2×2 problem"):
+        lsap(np.eye(3), solver="jv", init=prev)
+
+
+def test_missing_optional_solver_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lap", None)  # makes `import lap` fail
+    with pytest.raises(ImportError, match=r"pip install 'tqla\[lap\]'"):
+        lsap(np.eye(3), solver="lap")
+    with pytest.raises(ImportError, match=r"pip install 'tqla\[lap\]'"):
+        lsap(np.eye(3), solver="lapx")
+    assert "lap" not in available_solvers() and "lapx" not in available_solvers()
+
+
+@pytest.mark.skipif("jv" not in SOLVERS, reason="numba missing")
+@given(n=st.integers(1, 30), seed=st.integers(0, 2**31), scale=st.sampled_from([1e-3, 0.1, 3.0]))
+def test_jv_warm_start_is_optimal(n, seed, scale):
+    rng = np.random.default_rng(seed)
+    C1 = -(rng.standard_normal((n, 4)) @ rng.standard_normal((4, n)))
+    C2 = C1 + scale * rng.standard_normal((n, n))
+    first = lsap(C1, solver="jv")
+    assert first.prices is not None and first.prices.shape == (n,)
+    warm = lsap(C2, solver="jv", init=first)
+    _check_solution(C2, warm, "jv warm")
+    # prices alone, arbitrary prices, and a previous scipy result (no prices) all work
+    _check_solution(C2, lsap(C2, solver="jv", init=first.prices), "jv prices")
+    _check_solution(C2, lsap(C2, solver="jv", init=rng.standard_normal(n) * 5), "jv random")
+    _check_solution(C2, lsap(C2, solver="jv", init=lsap(C1, solver="scipy")), "jv cold")
+
+
+@pytest.mark.skipif("jv" not in SOLVERS, reason="numba missing")
+def test_jv_warm_start_of_the_same_problem_needs_no_augmentation():
+    C = _costs(200, "lowrank", 3)
+    first = lsap(C, solver="jv")
+    again = lsap(C, solver="jv", init=first)
+    assert again.n_augment == 0
+    np.testing.assert_array_equal(again.col_ind, first.col_ind)
+
+
+def test_lsap_accepts_other_libraries_and_counts_host_copies(backend):
+    C = _costs(12, "uniform", 1)
+    asg.reset_transfer_stats()
+    res = lsap(backend.asarray(C), solver="scipy")
+    _check_solution(C, res, "scipy")
+    stats = asg.transfer_stats()
+    assert stats["calls"] == 1
+    if backend.name == "numpy":
+        assert stats["host_copies"] == 0  # float64 C-contiguous: used in place
+    else:
+        assert stats["host_copies"] == 1 and stats["device_to_host"] == 1
+        assert stats["bytes"] == C.nbytes
+    asg.reset_transfer_stats()
+    lsap(C.astype(np.float32), solver="scipy")
+    assert asg.transfer_stats()["host_copies"] == 1
+
+
+def test_auto_picks_an_installed_solver():
+    res = lsap(_costs(20, "uniform", 0))
+    assert res.solver in SOLVERS
+    assert res.solver == next(s for s in asg.AUTO_COLD if s in SOLVERS)
+
+
+# --------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------
+def test_memory_refusal_message():
+    # a vocabulary-sized cost matrix is refused before anything is allocated
+    with pytest.raises(MemoryError) as info:
+        check_cost_memory(50257, 4, what="assign cost (rows)", max_bytes=2 * 1024**3)
+    msg = str(info.value)
+    assert "50257×50257" in msg and "GiB" in msg and "max_cost_bytes" in msg
+    assert check_cost_memory(100, 8, what="x", max_bytes=10**6) == 100 * 100 * 16
+
+
+def test_default_memory_limit(monkeypatch):
+    assert 0 < asg.default_max_cost_bytes() <= 2 * 1024**3
+    monkeypatch.setenv("TQLA_MAX_COST_BYTES", "1000")
+    assert asg.default_max_cost_bytes() == 1000
+    monkeypatch.setattr(asg, "MAX_COST_BYTES", 123)
+    assert asg.default_max_cost_bytes() == 123
+
+
+def test_cost_builders_refuse_over_the_limit():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((40, 12))
+    K = kron_svd(W, ((20, 6), (2, 2)), 1)
+    with pytest.raises(MemoryError, match="40×40 cost matrix would need"):
+        assign_cost(W, K, max_bytes=1000)
+    with pytest.raises(MemoryError, match="20×20 cost matrix would need"):
+        slots_cost(W, ((20, 6), (2, 2)), K, 0, max_bytes=1000)
+
+
+# --------------------------------------------------------------------------------------
+# Cost builders, by brute force
+# --------------------------------------------------------------------------------------
+def _problem(seed: int, s: KroneckerShape, r: int):
+    rng = np.random.default_rng(seed)
+    M, N = s.matrix_shape
+    W = rng.standard_normal((M, N))
+    return rng, W, kron_svd(W, s, r)
+
+
+@pytest.mark.parametrize("side", ["rows", "cols"])
+def test_assign_cost_equals_error_differences(backend, side):
+    s = KroneckerShape((3, 4), (2, 2))
+    rng, W, K = _problem(1, s, 2)
+    M, N = s.matrix_shape
+    rp, cp = rng.permutation(M), rng.permutation(N)
+    C = backend.to_numpy(
+        assign_cost(
+            backend.asarray(W),
+            KroneckerSum(backend.asarray(K.A), backend.asarray(K.B)),
+            side=side,
+            row_perm=backend.asarray(rp),
+            col_perm=backend.asarray(cp),
+        )
+    )
+    Kd = K.to_dense()
+
+    def err2(rperm, cperm):
+        return float(((W - Kd[rperm][:, cperm]) ** 2).sum())
+
+    for _ in range(5):
+        if side == "rows":
+            sig0, sig = rp, rng.permutation(M)
+            diff = C[np.arange(M), sig].sum() - C[np.arange(M), sig0].sum()
+            assert 2 * diff == pytest.approx(err2(sig, cp) - err2(sig0, cp), abs=1e-9)
+        else:
+            tau0, tau = cp, rng.permutation(N)
+            diff = C[np.arange(N), tau].sum() - C[np.arange(N), tau0].sum()
+            assert 2 * diff == pytest.approx(err2(rp, tau) - err2(rp, tau0), abs=1e-9)
+
+
+def _refit_error2(U: np.ndarray, s: KroneckerShape, V: np.ndarray) -> float:
+    """Best error with vec(B_k) held in span(V), A re-fitted: ‖X − X V Vᵀ‖²."""
+    X = rearrange(U, s)
+    return float(((X - X @ V @ V.T) ** 2).sum())
+
+
+@pytest.mark.parametrize("side", ["rows", "cols"])
+@pytest.mark.parametrize("dims", [(3, 4, 2, 2, 1), (4, 3, 3, 2, 2), (2, 5, 2, 3, 3)])
+def test_slots_cost_equals_refit_error(backend, side, dims):
+    m1, n1, m2, n2, r = dims
+    s = KroneckerShape((m1, n1), (m2, n2))
+    rng, W, K = _problem(sum(dims), s, r)
+    M, N = s.matrix_shape
+    rp, cp = rng.permutation(M), rng.permutation(N)
+    # brute force in K's frame of the oriented problem
+    U = np.empty_like(W)
+    U[np.ix_(rp, cp)] = W
+    if side == "cols":
+        U, so, V = U.T, s.T, slots_basis(K, "cols")
+        own = cp
+    else:
+        so, V = s, slots_basis(K)
+        own = rp
+    n_slots = so.m2
+    for slot in range(n_slots):
+        C = backend.to_numpy(
+            slots_cost(
+                backend.asarray(W),
+                s,
+                K if backend.name == "numpy" else backend.asarray(V),
+                slot,
+                side=side,
+                row_perm=backend.asarray(rp),
+                col_perm=backend.asarray(cp),
+            )
+        )
+        assert C.shape == (so.m1, so.m1)
+        base = C.trace()
+        assert base == pytest.approx(_refit_error2(U, so, V) - (W**2).sum(), abs=1e-9)
+        for _ in range(3):
+            pi = rng.permutation(so.m1)  # candidate c -> block-row pi[c]
+            Unew = U.copy()
+            Unew[pi * so.m2 + slot] = U[np.arange(so.m1) * so.m2 + slot]
+            diff = C[np.arange(so.m1), pi].sum() - base
+            assert diff == pytest.approx(
+                _refit_error2(Unew, so, V) - _refit_error2(U, so, V), abs=1e-9
+            )
+    del own
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(
+    m1=st.integers(1, 6),
+    n1=st.integers(1, 5),
+    n2=st.integers(1, 5),
+    r=st.integers(1, 6),
+    seed=st.integers(0, 2**31),
+)
+def test_slots_cost_kernels_agree(dtype, m1, n1, n2, r, seed):
+    rng = np.random.default_rng(seed)
+    C = rng.standard_normal((m1, 3, n1, n2)).astype(dtype)[:, 1]  # a strided slot view
+    Vs = rng.standard_normal((n2, r)).astype(dtype)
+    Y = rng.standard_normal((m1, n1, r)).astype(dtype)
+    ref_cost, ref_P = get_kernel("slots_cost", "numpy", C)(C, Vs, Y)
+    assert ref_cost.dtype == dtype
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    scale = 1.0 + np.abs(ref_cost).max()
+    for impl in available("slots_cost"):
+        cost, P = get_kernel("slots_cost", impl, C)(C, Vs, Y)
+        np.testing.assert_allclose(np.asarray(cost), ref_cost, atol=tol * scale, rtol=tol)
+        np.testing.assert_allclose(np.asarray(P), ref_P, atol=tol * scale, rtol=tol)
+
+
+def test_slots_cost_kernel_on_backends(backend):
+    rng = np.random.default_rng(5)
+    C = rng.standard_normal((4, 3, 2))
+    Vs = np.linalg.qr(rng.standard_normal((2, 2)))[0]
+    Y = rng.standard_normal((4, 3, 2))
+    ref, _ = get_kernel("slots_cost", "numpy", C)(C, Vs, Y)
+    fn = get_kernel("slots_cost", "auto", backend.asarray(C))
+    cost, _ = fn(backend.asarray(C), backend.asarray(Vs), backend.asarray(Y))
+    np.testing.assert_allclose(backend.to_numpy(cost), ref, atol=1e-10)
+
+
+def test_slots_kernel_names():
+    assert {"numpy", "array_api"} <= set(available("slots_cost"))
+    if "jv" in SOLVERS:
+        assert "numba" in available("slots_cost")
+
+
+def test_builders_validate_arguments():
+    s = KroneckerShape((3, 4), (2, 2))
+    _, W, K = _problem(0, s, 1)
+    with pytest.raises(ValueError, match="side must be 'rows' or 'cols'"):
+        assign_cost(W, K, side="both")
+    with pytest.raises(ValueError, match="slot must be <= 1"):
+        slots_cost(W, s, K, 2)
+    with pytest.raises(ValueError, match="row_perm must be a permutation"):
+        assign_cost(W, K, side="cols", row_perm=np.zeros(6, dtype=int))
+    with pytest.raises(ValueError, match=r"V must be an \(m2·n2, r\)"):
+        slots_cost(W, s, np.eye(3), 0)
+    with pytest.raises(ValueError, match="does not match"):
+        assign_cost(W[:4], K)
+    with pytest.raises(TypeError, match="KroneckerSum"):
+        slots_basis(np.eye(2))

@@ -1,0 +1,75 @@
+"""Testing utilities for code built on tqla: Hypothesis strategies and assertions.
+
+Strategies (functions returning a Hypothesis ``SearchStrategy``; ``xp=``/``device=``
+select the array library, or bind them once with :func:`make_strategies_namespace`):
+
+* :func:`kronecker_shapes` — factor shapes ``KroneckerShape((m1, n1), (m2, n2))``;
+* :func:`matrices` — real matrices with finite, bounded entries (or generic Gaussian ones);
+* :func:`kronecker_sums` — :class:`~tqla.KroneckerSum` of any rank;
+* :func:`kronecker_structured` — matrices with planted (optionally permuted, noisy)
+  Kronecker structure, with the truth;
+* :func:`permutations` — permutations of ``range(n)``.
+
+Assertions (any array library; compared on the host in float64; messages say what was
+expected, what was found and the tolerance):
+
+* :func:`assert_reconstructs`, :func:`assert_kron_optimal`, :func:`assert_kron_close`;
+* :func:`assert_nonincreasing`, :func:`assert_valid_permutation`;
+* :func:`assert_same_array_type`, :func:`assert_same_result_across_backends`.
+
+Hypothesis is needed for the strategies only (``pip install 'tqla[test]'``); see
+``docs/testing.md``.
+"""
+
+from tqla.testing.assertions import (
+    as_numpy,
+    assert_kron_close,
+    assert_kron_optimal,
+    assert_nonincreasing,
+    assert_reconstructs,
+    assert_same_array_type,
+    assert_same_result_across_backends,
+    assert_valid_permutation,
+    kron_error,
+)
+
+__all__ = [
+    "PlantedKronecker",
+    "as_numpy",
+    "assert_kron_close",
+    "assert_kron_optimal",
+    "assert_nonincreasing",
+    "assert_reconstructs",
+    "assert_same_array_type",
+    "assert_same_result_across_backends",
+    "assert_valid_permutation",
+    "convert",
+    "kron_error",
+    "kronecker_shapes",
+    "kronecker_structured",
+    "kronecker_sums",
+    "make_strategies_namespace",
+    "matrices",
+    "permutations",
+]
+
+_STRATEGIES = {
+    "PlantedKronecker",
+    "convert",
+    "kronecker_shapes",
+    "kronecker_structured",
+    "kronecker_sums",
+    "make_strategies_namespace",
+    "matrices",
+    "permutations",
+}
+
+
+def __getattr__(name: str):
+    # The strategies import Hypothesis, an optional test dependency: load them on use.
+    if name in _STRATEGIES or name == "strategies":
+        import importlib
+
+        strategies = importlib.import_module("tqla.testing.strategies")
+        return strategies if name == "strategies" else getattr(strategies, name)
+    raise AttributeError(f"module 'tqla.testing' has no attribute {name!r}")
