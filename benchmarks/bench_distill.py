@@ -108,13 +108,19 @@ def _summary(rates: list[float]) -> dict[str, float]:
 
 
 def _git_commit() -> str:
+    """HEAD's hash, marked when the working tree differs from it."""
+
+    def git(*argv: str) -> str:
+        return subprocess.run(
+            ["git", *argv], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-        return out.stdout.strip()
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=normal")
     except (OSError, subprocess.SubprocessError):
         return "unknown (no commit)"
+    return f"{head} + uncommitted changes" if dirty else head
 
 
 def main() -> None:
@@ -140,6 +146,7 @@ def main() -> None:
     args.batch_size = args.batch_size or (8 if args.gpt2_small else 4)
     args.steps = args.steps or (10 if device.type == "cuda" else 3)
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     tok = builtin_tokenizer(vocab_size=4096)  # ids < 4096 are valid for either vocabulary
     data = PackedDataset.from_source("builtin", tok, block_size=args.block_size)
     eval_ids = tokenize_texts(builtin_documents("validation"), tok)
@@ -189,6 +196,7 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "load_average_before": load_before,
             "load_average_after": load,
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -229,8 +237,10 @@ def main() -> None:
 def _markdown(r: dict, argv: str) -> str:
     m, v, s = r["machine"], r["versions"], r["settings"]
     model = r["model"]
-    load = m["load_average_after"]
-    load_text = ", ".join(f"{x:.2f}" for x in load) if load else "n/a"
+
+    def loads(values):
+        return ", ".join(f"{x:.2f}" for x in values) if values else "n/a"
+
     return f"""# Distillation and evaluation throughput
 
 Measured with `python benchmarks/bench_distill.py {argv}`.
@@ -238,7 +248,9 @@ Measured with `python benchmarks/bench_distill.py {argv}`.
 - date: {r["date"]}, commit: {r["commit"]}
 - machine: {m["platform"]}, {m["processor"]}, {m["cpu_count"]} CPUs, torch threads \
 {m["torch_threads"]}, device {m["device"]}{f" ({m['device_name']})" if m["device_name"] else ""}
-- load average (1, 5, 15 min) after the run: {load_text}
+- load average (1, 5, 15 min) before the run: {loads(m["load_average_before"])}; after: \
+{loads(m["load_average_after"])} (values above the number of CPUs mean other jobs competed \
+for them)
 - versions: Python {v["python"]}, torch {v["torch"]}, transformers {v["transformers"]}
 - model: GPT-2, {model["n_layer"]} layers, width {model["n_embd"]}, {model["n_head"]} heads, \
 vocab {model["vocab_size"]}, {model["parameters"] / 1e6:.1f}M parameters, random weights

@@ -13,7 +13,6 @@ from scipy.optimize import linear_sum_assignment
 import tqla.assignment as asg
 from tqla._kernels import available, get_kernel
 from tqla.assignment import (
-    LSAPResult,
     assign_cost,
     available_solvers,
     check_cost_memory,

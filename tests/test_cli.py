@@ -147,8 +147,10 @@ def test_evaluate_stride_text_file_and_lambada(tiny_gpt2, tmp_path, capsys):
     text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
     lam = tmp_path / "lambada.jsonl"
     lam.write_text(
-        "\n".join(json.dumps({"text": f"the class statement defines a new {w}"}) for w in
-                  ["class", "type", "object"])
+        "\n".join(
+            json.dumps({"text": f"the class statement defines a new {w}"})
+            for w in ["class", "type", "object"]
+        )
         + "\n"
     )
     out_json = tmp_path / "scores.json"
@@ -189,8 +191,16 @@ def test_evaluate_config_json_gives_defaults_flags_win(tiny_gpt2, small_text, tm
     assert code == 0, err
     assert json.loads(out_json.read_text())["perplexity"]["window"] == 16
     code, _, err = run(
-        ["evaluate", str(tiny_gpt2), "--config", str(cfg), "--window", "32", "--json",
-         str(out_json)],
+        [
+            "evaluate",
+            str(tiny_gpt2),
+            "--config",
+            str(cfg),
+            "--window",
+            "32",
+            "--json",
+            str(out_json),
+        ],
         capsys,
     )
     assert code == 0, err
@@ -313,3 +323,313 @@ def test_python_m_error_exit_code_subprocess(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "does not exist" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# inspect / compress
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["tq_gpt2", "kron_gpt2", "svd_gpt2"])
+def test_inspect_presets(tiny_gpt2, tmp_path, preset, capsys):
+    out_json = tmp_path / "report.json"
+    code, out, err = run(
+        ["inspect", str(tiny_gpt2), "--preset", preset, "--json", str(out_json)], capsys
+    )
+    assert code == 0, err
+    assert "transformer.wte" in out
+    assert "transformer.h.1.mlp.c_fc" in out
+    assert "transformer.h.0.mlp.c_fc" not in out  # odd blocks only
+    report = json.loads(out_json.read_text())
+    assert report["applied"] is False
+    assert report["params_after"] < report["params_before"]
+    assert not (tiny_gpt2 / "tqla_config.json").exists()  # a dry run writes nothing
+
+
+def test_inspect_config_file(tiny_gpt2, tmp_path, capsys):
+    cfg = tmp_path / "plan.json"
+    cfg.write_text(
+        json.dumps({"target_modules": ["c_fc"], "method": "kron", "b_shape": [2, 4], "rank": 2})
+    )
+    code, out, err = run(["inspect", str(tiny_gpt2), "--config", str(cfg)], capsys)
+    assert code == 0, err
+    assert "transformer.h.0.mlp.c_fc" in out and "transformer.h.1.mlp.c_fc" in out
+
+
+@pytest.fixture(scope="module")
+def compressed_tq(tiny_gpt2, tmp_path_factory) -> Path:
+    """tiny_gpt2 compressed with the tq_gpt2 preset through the CLI."""
+    out = tmp_path_factory.mktemp("compressed") / "tiny-tq"
+    assert main(["compress", str(tiny_gpt2), "--preset", "tq_gpt2", "-o", str(out)]) == 0
+    return out
+
+
+def test_compress_writes_loadable_folder(tiny_gpt2, compressed_tq):
+    from tqla_torch._models import count_parameters, load_model
+    from tqla_torch.io import from_pretrained, is_compressed_folder
+
+    assert is_compressed_folder(compressed_tq)
+    assert (compressed_tq / "tokenizer.json").is_file()
+    report = json.loads((compressed_tq / "tqla_compress_report.json").read_text())
+    model = from_pretrained(compressed_tq)
+    assert count_parameters(model) == report["params_after"] < report["params_before"]
+    loaded = load_model(compressed_tq)
+    assert loaded.kind == "tqla"
+    ids = torch.arange(20).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, loaded.model(ids).logits)
+
+
+def test_compressed_folder_evaluates(compressed_tq, small_text, capsys):
+    code, out, err = run(
+        [
+            "evaluate",
+            str(compressed_tq),
+            "--data",
+            str(small_text),
+            "--window",
+            "64",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "(tqla)" in out
+
+
+def test_compress_refuses_non_empty_output(tiny_gpt2, compressed_tq, capsys):
+    code, _, err = run(
+        ["compress", str(tiny_gpt2), "--preset", "kron_gpt2", "-o", str(compressed_tq)], capsys
+    )
+    _assert_clean_error(code, err, "not empty", "--overwrite")
+
+
+def test_compress_overwrite(tiny_gpt2, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    code, _, err = run(
+        ["compress", str(tiny_gpt2), "--preset", "svd_gpt2", "-o", str(out), "--overwrite"],
+        capsys,
+    )
+    assert code == 0, err
+    assert not (out / "stale.txt").exists()
+    assert (out / "tqla_config.json").is_file()
+
+
+def test_unknown_preset(tiny_gpt2, tmp_path, capsys):
+    code, _, err = run(
+        ["compress", str(tiny_gpt2), "--preset", "tq_gpt3", "-o", str(tmp_path / "o")], capsys
+    )
+    _assert_clean_error(code, err, "unknown preset 'tq_gpt3'", "tq_gpt2")
+
+
+def test_malformed_compression_config(tiny_gpt2, tmp_path, capsys):
+    bad = tmp_path / "plan.json"
+    bad.write_text('{"target_modules": ["c_fc"],')
+    code, _, err = run(["inspect", str(tiny_gpt2), "--config", str(bad)], capsys)
+    _assert_clean_error(code, err, "not valid JSON")
+
+
+def test_invalid_compression_config(tiny_gpt2, tmp_path, capsys):
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps({"target_modules": ["c_fc"], "method": "tucker"}))
+    code, _, err = run(["inspect", str(tiny_gpt2), "--config", str(bad)], capsys)
+    _assert_clean_error(code, err, "method")
+
+
+def test_config_matching_nothing(tiny_gpt2, tmp_path, capsys):
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps({"target_modules": ["nothing_here"], "method": "svd", "rank": 2}))
+    code, _, err = run(["inspect", str(tiny_gpt2), "--config", str(bad)], capsys)
+    _assert_clean_error(code, err)
+
+
+def test_preset_and_config_are_exclusive(tiny_gpt2, tmp_path, capsys):
+    code, _, err = run(
+        ["inspect", str(tiny_gpt2), "--preset", "tq_gpt2", "--config", str(tmp_path / "x.json")],
+        capsys,
+    )
+    assert code == 2
+    assert "not allowed with" in err
+
+
+# ------------------------------------------------------------------------------------------
+# distill
+# ------------------------------------------------------------------------------------------
+
+
+def _distill_args(teacher: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--block-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def test_distill_preset_three_stages_and_resume(tiny_gpt2, small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _distill_args(
+        tiny_gpt2,
+        small_text,
+        out,
+        "--preset",
+        "tq_gpt2",
+        "--steps-per-stage",
+        "2",
+        "--lr",
+        "1e-3",
+        "--alpha",
+        "0.3",
+    )
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    summary = json.loads((out / "distill.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["embedding", "mlp", "embedding-2"]
+    assert summary["steps"] == 6
+    assert summary["config"]["alpha"] == 0.3
+    assert summary["resumed_from"] is None
+    assert summary["params_student"] < summary["params_teacher"]
+    from tqla_torch.io import from_pretrained, is_compressed_folder
+
+    assert is_compressed_folder(out / "model")
+    assert (out / "model" / "tokenizer.json").is_file()
+    before = from_pretrained(out / "model").state_dict()
+
+    # the same command again resumes from the final checkpoint and changes nothing
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    summary = json.loads((out / "distill.json").read_text())
+    assert summary["resumed_from"] is not None
+    assert summary["steps"] == 6
+    after = from_pretrained(out / "model").state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_distill_compressed_student_with_config_file(
+    tiny_gpt2, compressed_tq, small_text, tmp_path, capsys
+):
+    cfg = tmp_path / "distill.json"
+    cfg.write_text(json.dumps({"max_steps": 3, "temperature": 1.5, "batch_size": 4}))
+    out = tmp_path / "run"
+    code, stdout, err = run(
+        _distill_args(
+            tiny_gpt2, small_text, out, "--student", str(compressed_tq), "--config", str(cfg)
+        ),
+        capsys,
+    )
+    assert code == 0, err
+    summary = json.loads((out / "distill.json").read_text())
+    assert summary["steps"] == 3
+    assert summary["config"]["temperature"] == 1.5
+    # the command-line --batch-size 2 wins over the file's 4
+    assert summary["config"]["batch_size"] == 2
+    assert [s["name"] for s in summary["stages"]] == ["distill"]
+
+
+def test_distill_compression_config_file(tiny_gpt2, small_text, tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"target_modules": ["c_proj"], "method": "svd", "rank": 4}))
+    out = tmp_path / "run"
+    code, _, err = run(
+        _distill_args(
+            tiny_gpt2, small_text, out, "--compression-config", str(plan), "--max-steps", "2"
+        ),
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads((out / "distill.json").read_text())["stages"][0]["name"] == "compress"
+
+
+def test_distill_needs_a_budget(tiny_gpt2, small_text, tmp_path, capsys):
+    code, _, err = run(
+        _distill_args(tiny_gpt2, small_text, tmp_path / "run", "--preset", "tq_gpt2"), capsys
+    )
+    _assert_clean_error(code, err, "no training budget")
+
+
+def test_distill_missing_data_file(tiny_gpt2, tmp_path, capsys):
+    code, _, err = run(
+        _distill_args(
+            tiny_gpt2,
+            tmp_path / "missing.jsonl",
+            tmp_path / "run",
+            "--preset",
+            "tq_gpt2",
+            "--max-steps",
+            "1",
+        ),
+        capsys,
+    )
+    _assert_clean_error(code, err, "missing.jsonl")
+
+
+def test_distill_malformed_config(tiny_gpt2, small_text, tmp_path, capsys):
+    bad = tmp_path / "distill.json"
+    bad.write_text("[1, 2")
+    code, _, err = run(
+        _distill_args(
+            tiny_gpt2, small_text, tmp_path / "run", "--preset", "tq_gpt2", "--config", str(bad)
+        ),
+        capsys,
+    )
+    _assert_clean_error(code, err, "not valid JSON")
+
+
+def test_distill_bad_config_value(tiny_gpt2, small_text, tmp_path, capsys):
+    bad = tmp_path / "distill.json"
+    bad.write_text(json.dumps({"alpha": 3, "max_steps": 1}))
+    code, _, err = run(
+        _distill_args(
+            tiny_gpt2, small_text, tmp_path / "run", "--preset", "tq_gpt2", "--config", str(bad)
+        ),
+        capsys,
+    )
+    _assert_clean_error(code, err, "alpha")
+
+
+def test_distill_missing_teacher(small_text, tmp_path, capsys):
+    code, _, err = run(
+        _distill_args(
+            tmp_path / "no-teacher",
+            small_text,
+            tmp_path / "run",
+            "--preset",
+            "tq_gpt2",
+            "--max-steps",
+            "1",
+        ),
+        capsys,
+    )
+    _assert_clean_error(code, err, "does not exist")
+
+
+def test_python_m_distill_subprocess(tiny_gpt2, small_text, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tqla_torch",
+            *_distill_args(tiny_gpt2, small_text, out, "--preset", "kron_gpt2", "--max-steps", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_subprocess_env(),
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model" / "tqla_config.json").is_file()

@@ -265,6 +265,18 @@ def test_plain_tensor_model_and_data():
     assert result.history[-1]["kl"] < result.history[0]["kl"]
 
 
+def test_non_finite_gradients_stop_the_run(data):
+    student, teacher = tiny_pair()
+    with torch.no_grad():
+        student.transformer.wte.weight[5] = float("nan")
+    before = student.transformer.h[0].mlp.c_fc.weight.detach().clone()
+    with pytest.raises(
+        FloatingPointError, match="stage 'distill' step 1: the gradient norm is nan"
+    ):
+        distill(student, teacher, data, _cfg(max_steps=2))
+    assert torch.equal(student.transformer.h[0].mlp.c_fc.weight, before)
+
+
 def test_distill_errors(data, tmp_path):
     student, teacher = tiny_pair()
     with pytest.raises(ValueError, match="set max_steps or max_tokens"):
@@ -473,7 +485,7 @@ def _run_script(args, **kwargs):
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
     """A real SIGKILL in the middle of the compressed stage, then the same command again."""
-    common = ["--sleep", "0.15"]
+    common = ["--sleep", "0.3"]  # slow enough to be caught between checkpoints 6 and 9
     reference = _run_script(
         ["--checkpoint-dir", str(tmp_path / "ref"), "--out", str(tmp_path / "ref.pt"), *common]
     )

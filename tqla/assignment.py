@@ -48,7 +48,7 @@ from tqla._array import (
     to_numpy,
 )
 from tqla._kernels import available, get_kernel
-from tqla.kron import KroneckerShape, KroneckerSum, rearrange
+from tqla.kron import KroneckerShape, KroneckerSum
 
 __all__ = [
     "LSAPResult",
@@ -311,7 +311,7 @@ def available_solvers() -> list[str]:
 
 #: What ``solver="auto"`` tries, in order, for cold solves (no ``init``), and for warm
 #: starts; set from benchmarks/results/lsap_*.md on the reference 2-core machine.
-AUTO_COLD: tuple[str, ...] = ("jv", "lap", "scipy")
+AUTO_COLD: tuple[str, ...] = ("jv", "scipy")
 AUTO_WARM: tuple[str, ...] = ("jv", "scipy")
 
 
@@ -565,16 +565,25 @@ def _block_projections(xp: Any, U: Any, s: KroneckerShape, V: Any, kernel: str =
     r = int(V.shape[1])
     impl = kernel if kernel in available("rearranged_matmul") else "auto"
     fn = get_kernel("rearranged_matmul", impl, U)
-    return xp.reshape(fn(U, s, "right", V), (s.m1, s.n1, r))
+    Y = xp.reshape(fn(U, s, "right", V), (s.m1, s.n1, r))
+    if is_numpy(xp):
+        Y = np.ascontiguousarray(Y)  # the kernels' GEMMs want a C-ordered Y
+    return Y
 
 
-def _slot_cost(xp: Any, U: Any, s: KroneckerShape, V: Any, slot: int, Y: Any, kernel: str):
-    """(cost, P) of one slot on the aligned matrix U (rows problem)."""
-    U4 = xp.reshape(U, (s.m1, s.m2, s.n1, s.n2))
+def _slot_cost(xp: Any, U4: Any, s: KroneckerShape, V: Any, slot: int, Y: Any, kernel: str):
+    """(cost, P) of one slot; ``U4`` is the aligned matrix reshaped (m1, m2, n1, n2)."""
     C = U4[:, slot, :, :]
     Vs = V[slot * s.n2 : (slot + 1) * s.n2, :]
-    fn = get_kernel("slots_cost", kernel, U)
+    fn = get_kernel("slots_cost", kernel, U4)
     return fn(C, Vs, Y)
+
+
+def _as_blocks(xp: Any, U: Any, s: KroneckerShape) -> Any:
+    """U reshaped (m1, m2, n1, n2), from one C-ordered copy when U is a strided view."""
+    if is_numpy(xp):
+        U = np.ascontiguousarray(U)
+    return xp.reshape(U, (s.m1, s.m2, s.n1, s.n2))
 
 
 def _slot_extra_bytes(s: KroneckerShape, r: int, itemsize: int) -> int:
@@ -696,7 +705,7 @@ def slots_cost(
     )
     U = _align(xp, Wr, own, other)
     Y = _block_projections(xp, U, sr, V)
-    cost, _ = _slot_cost(xp, U, sr, V, slot, Y, kernel)
+    cost, _ = _slot_cost(xp, _as_blocks(xp, U, sr), sr, V, slot, Y, kernel)
     return cost
 
 

@@ -43,6 +43,9 @@ SVDMethod = Literal["auto", "gram", "full", "randomized"]
 
 # Below this size of the small side of R(W) the Gram route is used by method="auto".
 GRAM_MAX_SIDE = 512
+# From this many entries on, rearrange()/unrearrange() of NumPy arrays use the compiled
+# copy kernel when one is installed (benchmarks/results/kron_cpu.md).
+_FAST_COPY_MIN = 1 << 16
 
 
 # --------------------------------------------------------------------------------------
@@ -250,8 +253,31 @@ def rearrange(W: Any, shape: Any) -> Any:
     _check_2d(W, "W")
     s.check_matrix(W)
     xp = array_namespace(W)
+    fast = _copy_kernel("rearrange", xp, W, s)
+    if fast is not None:
+        return fast(W, s)
+    return _rearrange_xp(xp, W, s)
+
+
+def _rearrange_xp(xp: Any, W: Any, s: KroneckerShape) -> Any:
+    """R(W) with the array library's own reshape/transpose (a view when one exists)."""
     W4 = xp.reshape(W, (s.m1, s.m2, s.n1, s.n2))
     return xp.reshape(xp.permute_dims(W4, (0, 2, 1, 3)), s.rearranged_shape)
+
+
+def _copy_kernel(name: str, xp: Any, A: Any, s: KroneckerShape) -> Any:
+    """The compiled copy kernel ``name`` for large NumPy float input, else None.
+
+    Only used where NumPy would copy anyway (m2 > 1 and n1 > 1; otherwise R is a view).
+    """
+    if not is_numpy(xp) or s.m2 == 1 or s.n1 == 1 or A.size < _FAST_COPY_MIN:
+        return None
+    if A.dtype not in (np.float32, np.float64):
+        return None
+    try:
+        return resolve(name, "auto", A)[1]
+    except (ImportError, ValueError):  # no compiled implementation installed
+        return None
 
 
 def unrearrange(X: Any, shape: Any) -> Any:
@@ -264,6 +290,9 @@ def unrearrange(X: Any, shape: Any) -> Any:
             f"(m1·n1, m2·n2) = {s.rearranged_shape} of A {s.a} ⊗ B {s.b}"
         )
     xp = array_namespace(X)
+    fast = _copy_kernel("unrearrange", xp, X, s)
+    if fast is not None:
+        return fast(X, s)
     X4 = xp.reshape(X, (s.m1, s.n1, s.m2, s.n2))
     return xp.reshape(xp.permute_dims(X4, (0, 2, 1, 3)), s.matrix_shape)
 
@@ -525,12 +554,13 @@ def _svd_gram(xp: Any, W: Any, s: KroneckerShape, rank: int, kernel: str):
     impl, gram = resolve("rearranged_gram", kernel, W)
     _, matmul = resolve("rearranged_matmul", impl, W)
     X = None
-    if impl != "numba":
-        X = rearrange(W, s)
+    if impl != "numba":  # the one rearranged copy, with the library's own operations
+        X = _rearrange_xp(xp, W, s)
         if is_numpy(xp):
             X = np.ascontiguousarray(X)
     side = "right" if p <= q else "left"
-    G = gram(W, s, side, X)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, as a bad W
+        G = gram(W, s, side, X)
     if not bool(xp.all(xp.isfinite(G))):
         return None
     lam, Vt = _top_from_gram(xp, G, rank)  # Vt: (r, small side)

@@ -153,18 +153,10 @@ def is_compressed_folder(path: str | os.PathLike[str]) -> bool:
     -------
     bool
     """
+    from tqla_torch.io import is_compressed_folder as _is_compressed
+
     path = Path(path)
-    if not path.is_dir():
-        return False
-    try:
-        from tqla_torch import io as tqla_io
-    except ImportError:  # pragma: no cover - io.py is part of the package
-        return False
-    checker = getattr(tqla_io, "is_compressed_folder", None)
-    if callable(checker):
-        return bool(checker(path))
-    marker = getattr(tqla_io, "COMPRESSION_FILE", None) or getattr(tqla_io, "CONFIG_NAME", None)
-    return bool(marker) and (path / marker).is_file()
+    return path.is_dir() and _is_compressed(path)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

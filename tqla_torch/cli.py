@@ -48,7 +48,7 @@ examples:
   tqla demo --quick --output /tmp/demo         # a tiny version (seconds)
   tqla inspect ./gpt2 --preset tq_gpt2         # what the plan would compress, params before/after
   tqla compress ./gpt2 --preset tq_gpt2 --output ./gpt2-tq
-  tqla distill --teacher ./gpt2 --preset tq_gpt2 --data train.txt --output ./run \
+  tqla distill --teacher ./gpt2 --preset tq_gpt2 --data train.txt --output ./run \\
       --tokens-per-stage 1000000
   tqla evaluate ./run/model --data wiki.test.raw --lambada lambada_test.jsonl
 
@@ -103,6 +103,13 @@ examples:
 Writes results.json (everything), results.md (the table), results.png (plot), the teacher
 and the distilled students (teacher/, models/METHOD/) and resumable checkpoints.
 """
+
+
+def _wrap(text: str) -> str:
+    """Fill a description to the help width (the formatter keeps descriptions as given)."""
+    import textwrap
+
+    return textwrap.fill(text, width=96)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -169,6 +176,18 @@ def _field_type(f: dataclasses.Field) -> Any:
     return str
 
 
+def _none_or(kind: Any) -> Any:
+    """An argparse type that also accepts ``none`` (for fields whose value may be None)."""
+
+    def convert(text: str) -> Any:
+        if text.strip().lower() in {"none", "null"}:
+            return None
+        return kind(text)
+
+    convert.__name__ = getattr(kind, "__name__", "value")
+    return convert
+
+
 def _add_distill_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "distillation settings (DistillConfig fields; override --config)"
@@ -176,22 +195,31 @@ def _add_distill_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in _distill_fields():
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
-        help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{help_text} (default: {default})"
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        dest = f"dc_{f.name}"
         if kind == "bool":
             group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        else:
-            group.add_argument(
                 flag,
-                type=kind,
-                default=None,
-                dest=f"dc_{f.name}",
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                dest=dest,
                 help=help_text,
-                metavar=f.name.upper() if kind is not str else "STR",
             )
+            continue
+        kwargs: dict[str, Any] = {}
+        if f.name == "mixed_precision":
+            kwargs["choices"] = ["no", "bf16"]
+        nullable = "None" in str(f.type)
+        group.add_argument(
+            flag,
+            type=_none_or(kind) if nullable else kind,
+            default=argparse.SUPPRESS,
+            dest=dest,
+            metavar="N" if kind is int else "X" if kind is float else "STR",
+            help=help_text,
+            **kwargs,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,8 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=_PROG,
-        description="Compress transformers with permuted Kronecker, Kronecker and low-rank "
-        "factorizations; distil, evaluate, and run the built-in demo.",
+        description=_wrap(
+            "Compress transformers with permuted Kronecker, Kronecker and low-rank "
+            "factorizations; distil, evaluate, and run the built-in demo."
+        ),
         epilog=_MAIN_EPILOG,
         formatter_class=_Formatter,
     )
@@ -219,9 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "inspect",
         help="dry run: which modules a plan compresses, parameters before/after",
-        description="Dry run of a compression plan on a model: the matched modules, their "
-        "factor shapes and ranks, and the parameter count before and after. Nothing is "
-        "computed or written (except --json).",
+        description=_wrap(
+            "Dry run of a compression plan on a model: the matched modules, their "
+            "factor shapes and ranks, and the parameter count before and after. Nothing is "
+            "computed or written (except --json)."
+        ),
         epilog=_INSPECT_EPILOG,
         formatter_class=_Formatter,
     )
@@ -236,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compress",
         help="compress a model with a preset or config and save it",
-        description="Compress a model in place with a named preset or a JSON compression "
-        "config (all steps of a multi-step preset at once) and save it with "
-        "tqla_torch.save_pretrained.",
+        description=_wrap(
+            "Compress a model in place with a named preset or a JSON compression "
+            "config (all steps of a multi-step preset at once) and save it with "
+            "tqla_torch.save_pretrained."
+        ),
         epilog=_COMPRESS_EPILOG,
         formatter_class=_Formatter,
     )
@@ -256,10 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "distill",
         help="distil a compressed student from its teacher (resumable)",
-        description="Knowledge distillation of a compressed student from a teacher. The "
-        "student is a compressed folder (--student, one stage) or made from the teacher with "
-        "a preset applied stage by stage (--preset: embedding, MLPs, embedding again for "
-        "tq_gpt2) or with a JSON compression config (--compression-config, one stage).",
+        description=_wrap(
+            "Knowledge distillation of a compressed student from a teacher. The "
+            "student is a compressed folder (--student, one stage) or made from the teacher with "
+            "a preset applied stage by stage (--preset: embedding, MLPs, embedding again for "
+            "tq_gpt2) or with a JSON compression config (--compression-config, one stage)."
+        ),
         epilog=_DISTILL_EPILOG,
         formatter_class=_Formatter,
     )
@@ -301,9 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         help="perplexity on text (published protocol or strided) and LAMBADA",
-        description="Perplexity of a causal LM on a text source and, optionally, LAMBADA "
-        "last-word accuracy. Default protocol: non-overlapping windows of --window tokens, "
-        "exp(mean of window NLL) (methods.md §3); --stride switches to sliding windows.",
+        description=_wrap(
+            "Perplexity of a causal LM on a text source and, optionally, LAMBADA "
+            "last-word accuracy. Default protocol: non-overlapping windows of --window tokens, "
+            "exp(mean of window NLL) (methods.md §3); --stride switches to sliding windows."
+        ),
         epilog=_EVALUATE_EPILOG,
         formatter_class=_Formatter,
     )
@@ -332,10 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="the built-in demo: train, compress three ways, distil, evaluate (no downloads)",
-        description="Train a small GPT-2 on the built-in corpus (or take --model), compress it "
-        "with permuted Kronecker, plain Kronecker and low-rank SVD at equal parameter count, "
-        "distil each with the same token budget, evaluate, and write a table, a plot and a "
-        "JSON report.",
+        description=_wrap(
+            "Train a small GPT-2 on the built-in corpus (or take --model), compress it "
+            "with permuted Kronecker, plain Kronecker and low-rank SVD at equal parameter count, "
+            "distil each with the same token budget, evaluate, and write a table, a plot and a "
+            "JSON report."
+        ),
         epilog=_DEMO_EPILOG,
         formatter_class=_Formatter,
     )
@@ -393,6 +433,10 @@ def _setup_logging(verbosity: int) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity(logging.INFO if verbosity >= 2 else logging.ERROR)
+        if verbosity >= 2:
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency of tqla_torch
         pass
 
@@ -692,10 +736,9 @@ def _distill_config(args: argparse.Namespace, output: Path) -> Any:
             )
         values.update(loaded)
     for f in _distill_fields():
-        kind = _field_type(f)
-        value = getattr(args, f.name if kind == "bool" else f"dc_{f.name}", None)
-        if value is not None:
-            values[f.name] = value
+        dest = f"dc_{f.name}"
+        if hasattr(args, dest):  # given on the command line (the flags default to SUPPRESS)
+            values[f.name] = getattr(args, dest)
     values.setdefault("checkpoint_dir", os.fspath(output / "checkpoints"))
     if args.device is not None or "device" not in values:
         values["device"] = args.device or "auto"

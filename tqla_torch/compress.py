@@ -146,23 +146,50 @@ class CompressionReport:
 
     def table(self) -> str:
         """The modules as a fixed-width text table, with totals."""
-        head = ["module", "kind", "in→out", "method", "factors (in×out)", "rank", "perm",
-                "params before", "params after"]
+        head = [
+            "module",
+            "kind",
+            "in→out",
+            "method",
+            "factors (in×out)",
+            "rank",
+            "perm",
+            "params before",
+            "params after",
+        ]
         show_err = any(m.error is not None for m in self.modules)
         if show_err:
             head.append("rel. error")
         rows = []
         for m in self.modules:
-            row = [m.name, m.kind, f"{m.in_features}→{m.out_features}", m.method, m.factors,
-                   str(m.rank), m.permute, f"{m.params_before:,}", f"{m.params_after:,}"]
+            row = [
+                m.name,
+                m.kind,
+                f"{m.in_features}→{m.out_features}",
+                m.method,
+                m.factors,
+                str(m.rank),
+                m.permute,
+                f"{m.params_before:,}",
+                f"{m.params_after:,}",
+            ]
             if show_err:
                 row.append("" if m.error is None else f"{m.error:.4f}")
             rows.append(row)
         before = sum(m.params_before for m in self.modules)
         after = sum(m.params_after for m in self.modules)
         total = ["matched modules", "", "", "", "", "", "", f"{before:,}", f"{after:,}"]
-        model = ["whole model", "", "", "", "", "", "", f"{self.params_before:,}",
-                 f"{self.params_after:,}"]
+        model = [
+            "whole model",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{self.params_before:,}",
+            f"{self.params_after:,}",
+        ]
         if show_err:
             total.append("")
             model.append("")
@@ -171,8 +198,9 @@ class CompressionReport:
         right = {2, 5, 7, 8, 9}
 
         def fmt(r: list[str]) -> str:
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            return "  ".join(
+                c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
 
         sep = "  ".join("-" * w for w in widths)
         lines = [fmt(head), sep, *(fmt(r) for r in rows), sep, fmt(total), fmt(model)]
@@ -291,11 +319,15 @@ def _resolve_one(name: str, module: nn.Module, kind: str, config: CompressionCon
     if st.repeat > 1 and not is_emb:
         raise ValueError(f"{where}: repeat={st.repeat} applies to embeddings only")
     if kind == "kron_embedding" and st.method == "svd":
-        raise ValueError(f"{where}: a KroneckerEmbedding can be compressed again only by "
-                         f"method 'permuted_kron' or 'kron', not 'svd'")
+        raise ValueError(
+            f"{where}: a KroneckerEmbedding can be compressed again only by "
+            f"method 'permuted_kron' or 'kron', not 'svd'"
+        )
     if kind == "lowrank_embedding" and st.method != "svd":
-        raise ValueError(f"{where}: a LowRankEmbedding can be compressed again only by "
-                         f"method 'svd' (a lower rank)")
+        raise ValueError(
+            f"{where}: a LowRankEmbedding can be compressed again only by "
+            f"method 'svd' (a lower rank)"
+        )
     if st.method == "svd":
         dim_v, dim_d = in_f, out_f
         if st.rank is not None:
@@ -307,12 +339,27 @@ def _resolve_one(name: str, module: nn.Module, kind: str, config: CompressionCon
         if rank > min(in_f, out_f):
             raise ValueError(f"{where}: svd rank {rank} exceeds min(in, out) = {min(in_f, out_f)}")
         if kind == "lowrank_embedding" and rank >= module.rank:
-            raise ValueError(f"{where}: svd rank {rank} must be below the current rank "
-                             f"{module.rank} to compress a LowRankEmbedding again")
+            raise ValueError(
+                f"{where}: svd rank {rank} must be below the current rank "
+                f"{module.rank} to compress a LowRankEmbedding again"
+            )
         after = rank * (in_f + out_f) + bias
         layer = "LowRankEmbedding" if is_emb else "LowRankLinear"
-        rep = ModuleReport(name, type(module).__name__, in_f, out_f, "svd", layer,
-                           f"rank {rank}", None, rank, "none", 1, before, after)
+        rep = ModuleReport(
+            name,
+            type(module).__name__,
+            in_f,
+            out_f,
+            "svd",
+            layer,
+            f"rank {rank}",
+            None,
+            rank,
+            "none",
+            1,
+            before,
+            after,
+        )
         return _Item(name, module, kind, in_f, out_f, st, None, rank, rep)
     # Kronecker methods
     shape = resolve_shape(in_f, out_f, shape=st.shape, b_shape=st.b_shape, where=where)
@@ -352,15 +399,43 @@ def _resolve_one(name: str, module: nn.Module, kind: str, config: CompressionCon
         last = KroneckerShape((in_f, width), (1, k))
         permute = "none" if st.permute == "none" else "output"
         dim = module.embedding_dim if kind == "kron_embedding" else out_f
-        rep = ModuleReport(name, type(module).__name__, in_f, dim, st.method,
-                           "KroneckerEmbedding", factors, [list(last.a), list(last.b)], 1,
-                           permute, st.repeat, before, after)
+        rep = ModuleReport(
+            name,
+            type(module).__name__,
+            in_f,
+            dim,
+            st.method,
+            "KroneckerEmbedding",
+            factors,
+            [list(last.a), list(last.b)],
+            1,
+            permute,
+            st.repeat,
+            before,
+            after,
+        )
         return _Item(name, module, kind, in_f, out_f, st, shape, 1, rep)
-    layer_shape(shape).check_rank(rank, f"{where}: rank")
+    if rank > shape.max_rank:
+        raise ValueError(
+            f"{where}: rank {rank} exceeds the Kronecker rank bound min(p·q, s·t) = "
+            f"{shape.max_rank} of A {shape.a} ⊗ B {shape.b}"
+        )
     after = shape.n_params(rank) + bias
-    rep = ModuleReport(name, type(module).__name__, in_f, out_f, st.method, "KroneckerLinear",
-                       _fmt_shape(shape), [list(shape.a), list(shape.b)], rank, st.permute, 1,
-                       before, after)
+    rep = ModuleReport(
+        name,
+        type(module).__name__,
+        in_f,
+        out_f,
+        st.method,
+        "KroneckerLinear",
+        _fmt_shape(shape),
+        [list(shape.a), list(shape.b)],
+        rank,
+        st.permute,
+        1,
+        before,
+        after,
+    )
     return _Item(name, module, kind, in_f, out_f, st, shape, rank, rep)
 
 
@@ -384,7 +459,7 @@ def _check_ties(model: nn.Module, items: list[_Item], config: CompressionConfig)
     for it in items:
         if it.kind not in ("embedding", "kron_embedding", "lowrank_embedding"):
             continue
-        for head_name, head in _tied_heads(model, it.module):
+        for head_name, _head in _tied_heads(model, it.module):
             if head_name in names:
                 raise ValueError(
                     f"module {head_name!r} is tied to {it.name!r}; compress the embedding "
@@ -414,8 +489,11 @@ def _params_after(model: nn.Module, items: list[_Item], config: CompressionConfi
     total = count_parameters(model)
     for it in items:
         total += it.report.params_after - it.report.params_before
-        if not config.tie_lm_head and it.kind in ("embedding", "kron_embedding",
-                                                   "lowrank_embedding"):
+        if not config.tie_lm_head and it.kind in (
+            "embedding",
+            "kron_embedding",
+            "lowrank_embedding",
+        ):
             for _ in _tied_heads(model, it.module):
                 total += _dense_size(it.module)  # the head's bias was counted already
     return total
@@ -489,8 +567,9 @@ def _build(it: _Item) -> nn.Module:
         if it.kind == "embedding":
             return LowRankEmbedding.from_embedding(m, it.rank, implementation=st.implementation)
         if it.kind == "lowrank_embedding":
-            return LowRankEmbedding.from_embedding(m.to_embedding(), it.rank,
-                                                   implementation=st.implementation)
+            return LowRankEmbedding.from_embedding(
+                m.to_embedding(), it.rank, implementation=st.implementation
+            )
         return LowRankLinear.from_linear(m, it.rank, implementation=st.implementation)
     if it.kind in ("embedding", "kron_embedding"):
         new = m
@@ -565,9 +644,14 @@ def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
             _retie(model, it, new, config.tie_lm_head)
         logger.info(
             "compressed %s (%s → %s, %s): %d → %d parameters, relative error %s, %.2f s",
-            it.name, it.report.kind, it.report.layer, it.report.factors,
-            it.report.params_before, it.report.params_after,
-            "n/a" if it.report.error is None else f"{it.report.error:.4g}", it.report.seconds,
+            it.name,
+            it.report.kind,
+            it.report.layer,
+            it.report.factors,
+            it.report.params_before,
+            it.report.params_after,
+            "n/a" if it.report.error is None else f"{it.report.error:.4g}",
+            it.report.seconds,
         )
     history = list(getattr(model, HISTORY_ATTR, []) or [])
     history.append(config.to_dict())
@@ -597,8 +681,13 @@ def _retie(model: nn.Module, it: _Item, new: nn.Module, tie: bool) -> None:
             else:
                 weight = head.weight.detach().clone()
                 bias = head.bias
-            dense = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
-                              device=weight.device, dtype=weight.dtype)
+            dense = nn.Linear(
+                weight.shape[1],
+                weight.shape[0],
+                bias=bias is not None,
+                device=weight.device,
+                dtype=weight.dtype,
+            )
             with torch.no_grad():
                 dense.weight.copy_(weight)
                 if bias is not None:

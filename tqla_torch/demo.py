@@ -117,6 +117,10 @@ class DemoConfig:
         default=METHODS, metadata={"help": "compression methods, from permuted_kron, kron, svd"}
     )
     eval_batch_size: int = field(default=8, metadata={"help": "windows per evaluation pass"})
+    eval_tokens: int | None = field(
+        default=None,
+        metadata={"help": "evaluate on the first N validation tokens only (None: all of them)"},
+    )
     model: str | None = field(
         default=None,
         metadata={"help": "local GPT-2 folder to use as the teacher instead of training one"},
@@ -149,6 +153,12 @@ class DemoConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.eval_tokens is not None and (
+            isinstance(self.eval_tokens, bool)
+            or not isinstance(self.eval_tokens, (int, np.integer))
+            or self.eval_tokens < 2
+        ):
+            raise ValueError(f"eval_tokens must be None or an int >= 2, got {self.eval_tokens!r}")
         if self.vocab_size < 257:
             raise ValueError(f"vocab_size must be at least 257, got {self.vocab_size}")
         if self.n_embd % self.n_head:
@@ -199,6 +209,8 @@ class DemoConfig:
             "distill_tokens": 3 * 4 * 8 * 32,
             "distill_batch_size": 8,
             "distill_lr": 2e-3,
+            "eval_tokens": 2048,
+            "eval_batch_size": 16,
         }
         values.update(overrides)
         return cls(**values)
@@ -516,12 +528,18 @@ def _write_plot(path: Path, rows: list[dict[str, Any]], curves: dict[str, Any]) 
     ax_bar.set_title("perplexity on the built-in validation split")
     ax_bar.legend(fontsize=8)
 
+    boundaries: set[int] = set()
     for method, history in curves.items():
         if not history:
             continue
         tokens = [h["tokens"] for h in history]
         losses = [h["loss"] for h in history]
         ax_loss.plot(tokens, losses, label=_METHOD_LABELS.get(method, method), lw=1.2)
+        for previous, record in zip(history, history[1:]):
+            if record["stage_index"] != previous["stage_index"]:
+                boundaries.add(previous["tokens"])
+    for x_boundary in sorted(boundaries):
+        ax_loss.axvline(x_boundary, color="#999999", lw=0.8, ls=":")
     ax_loss.set_xlabel("distillation tokens")
     ax_loss.set_ylabel("distillation loss")
     ax_loss.set_title("loss per stage: embedding → MLPs → embedding again")
@@ -814,6 +832,8 @@ def run_demo(
     block_size = int(built["block_size"])
     train = PackedDataset.from_source("builtin", tokenizer, block_size, split="train")
     val_ids = tokenize_texts(builtin_documents("validation"), tokenizer)
+    if config.eval_tokens is not None:
+        val_ids = val_ids[: config.eval_tokens]
     start = time.perf_counter()
     teacher_ppl = _evaluate(teacher, val_ids, block_size, config, device)
     teacher_eval_s = time.perf_counter() - start

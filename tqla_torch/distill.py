@@ -738,6 +738,8 @@ def distill(
     -------
     DistillResult
     """
+    if not isinstance(config, DistillConfig):
+        raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
     if config.max_steps is None and config.max_tokens is None:
         raise ValueError("config: set max_steps or max_tokens (both are None)")
     return distill_stages(student, teacher, data, [Stage("distill")], config)
@@ -754,8 +756,8 @@ def distill_stages(
 
     Every stage optionally compresses the student in place (:attr:`Stage.compress`), then
     trains all parameters that require gradients with a fresh AdamW (decay on matrices only)
-    and a fresh schedule: linear warm-up over ``warmup_steps``, cosine decay to
-    ``min_lr_ratio * lr`` at the stage's last step. Each optimizer step accumulates
+    and a fresh schedule: linear warm-up over ``warmup_steps``, then cosine decay
+    towards ``min_lr_ratio * lr``, reached at the end of the stage. Each optimizer step accumulates
     ``grad_accum`` micro-batches of ``batch_size`` blocks, clips the gradient norm to
     ``max_grad_norm`` and minimises :func:`distillation_loss` (plus ``hidden_mse`` times
     :func:`hidden_state_mse` over the block outputs). The teacher is frozen for the run: eval
@@ -1066,6 +1068,12 @@ def _run(
                 grad_norm = None
                 if config.max_grad_norm is not None:
                     grad_norm = float(nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+                    if not math.isfinite(grad_norm):
+                        raise FloatingPointError(
+                            f"stage {stage.name!r} step {step + 1}: the gradient norm is "
+                            f"{grad_norm}; the weights were not updated (lower lr, check the "
+                            "data and models for NaN/inf)"
+                        )
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 scheduler.step()

@@ -117,7 +117,9 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
             by_ptr.setdefault((t.device.type, t.untyped_storage().data_ptr()), []).append(key)
     for keys in by_ptr.values():
         for key in keys[1:]:
-            logger.debug("save_pretrained: %s shares storage with %s; stored as a copy", key, keys[0])
+            logger.debug(
+                "save_pretrained: %s shares storage with %s; stored as a copy", key, keys[0]
+            )
             kept[key] = kept[key].clone()
     return kept, aliases
 
@@ -408,7 +410,7 @@ def _install(model: nn.Module, specs: dict[str, dict[str, Any]], cfg_path: Path)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{cfg_path}: modules[{name!r}] is invalid: {err}") from None
         _set_module(model, name, layer)
-    for name, spec, base in heads:
+    for name, spec, _base in heads:
         if spec["type"] == "TiedEmbeddingHead":
             try:
                 emb = model.get_submodule(spec["embedding"])
@@ -502,7 +504,9 @@ def from_pretrained(
         model = _build_base(data, cfg_path)
     else:
         if not isinstance(base_model, nn.Module):
-            raise TypeError(f"base_model must be a torch.nn.Module, got {type(base_model).__name__}")
+            raise TypeError(
+                f"base_model must be a torch.nn.Module, got {type(base_model).__name__}"
+            )
         model = base_model
     _install(model, data["modules"], cfg_path)
     hf_config = getattr(model, "config", None)

@@ -170,7 +170,7 @@ def _kron_decompose(
     seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Any, Any, float]:
     """Decompose an (out, in) matrix; returns (A, B, row_perm, col_perm, relative error)."""
-    import tqla
+    from tqla.kron import kron_svd
 
     if method not in KRON_METHODS:
         raise ValueError(f"method must be one of {KRON_METHODS}, got {method!r}")
@@ -184,7 +184,7 @@ def _kron_decompose(
                 f"permute={permute!r} needs method='permuted_kron'; method='kron' has no "
                 f"permutations (use permute='none')"
             )
-        K = tqla.kron_svd(W, shape, rank)
+        K = kron_svd(W, shape, rank)
         A, B = K.A, K.B
         rp = cp = None
         approx = K.to_dense()
@@ -197,11 +197,13 @@ def _kron_decompose(
             opts["n_iter"] = n_iter
         if tol is not None:
             opts["tol"] = tol
-        P = tqla.permuted_kron(W, shape, rank, **opts)
+        from tqla.permuted import permuted_kron
+
+        P = permuted_kron(W, shape, rank, **opts)
         A, B = P.kron.A, P.kron.B
         rp = P.row_perm if P.permuted[0] else None
         cp = P.col_perm if P.permuted[1] else None
-        approx = P.to_dense()
+        return torch.as_tensor(A), torch.as_tensor(B), rp, cp, float(P.errors[-1])
     norm = torch.linalg.norm(W)
     err = float(torch.linalg.norm(W - approx) / norm) if float(norm) > 0 else 0.0
     return torch.as_tensor(A), torch.as_tensor(B), rp, cp, err
@@ -257,8 +259,8 @@ class KroneckerLinear(nn.Module):
     >>> import torch
     >>> lin = torch.nn.Linear(8, 6)
     >>> kl = KroneckerLinear.from_linear(lin, ((3, 4), (2, 2)), rank=4, method="kron")
-    >>> kl
-    KroneckerLinear(in_features=8, out_features=6, A=(3, 4), B=(2, 2), rank=4, permuted=none, params=38, dense_params=54, implementation=factorized)
+    >>> kl.kshape, kl.n_params, kl.permute
+    (KroneckerShape(a=(3, 4), b=(2, 2)), 70, 'none')
     >>> x = torch.randn(5, 8)
     >>> torch.allclose(kl(x), torch.nn.functional.linear(x, kl.to_dense(), kl.bias), atol=1e-6)
     True
@@ -728,6 +730,48 @@ def low_rank_for_budget(in_features: int, out_features: int, n_params: int, bias
     return min(r, min(in_features, out_features))
 
 
+# Below this small side, the truncated SVD goes through the small Gram matrix in float64.
+_GRAM_SVD_MAX_SIDE = 4096
+
+
+def _truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Best rank-``rank`` factors ``W ≈ U·V`` (U = U_r√Σ_r, V = √Σ_r V_rᵀ) and the relative
+    error ‖W − U·V‖/‖W‖.
+
+    When the small side s of W is at most 4096 the top singular pairs come from the s×s
+    Gram matrix in float64 (one pass over W; a 50257×768 embedding costs one GEMM instead of
+    a full SVD), otherwise from ``torch.linalg.svd``.  Signs are deterministic: the entry of
+    largest magnitude of each column of U is positive.
+    """
+    out_f, in_f = (int(v) for v in W.shape)
+    small = min(out_f, in_f)
+    Wd = W.to(torch.float64)
+    if small <= _GRAM_SVD_MAX_SIDE:
+        left = out_f <= in_f
+        G = Wd @ Wd.T if left else Wd.T @ Wd
+        lam, Q = torch.linalg.eigh(G)  # ascending
+        lam = lam.flip(0).clamp_min(0)
+        Q = Q.flip(1)[:, :rank]
+        sig = lam[:rank].sqrt()
+        inv = torch.where(sig > 0, 1.0 / torch.where(sig > 0, sig, torch.ones_like(sig)), 0.0)
+        if left:  # Q = U_r;  V_rᵀ = Σ⁻¹ U_rᵀ W
+            Ur, Vt = Q, (Q.T @ Wd) * inv[:, None]
+        else:  # Q = V_r;  U_r = W V_r Σ⁻¹
+            Ur, Vt = (Wd @ Q) * inv[None, :], Q.T
+        total = float(lam.sum())
+        tail = max(total - float((sig**2).sum()), 0.0)
+        err = (tail / total) ** 0.5 if total > 0 else 0.0
+    else:
+        U_, S, Vh = torch.linalg.svd(Wd, full_matrices=False)
+        Ur, sig, Vt = U_[:, :rank], S[:rank], Vh[:rank]
+        norm = float(torch.linalg.norm(S))
+        err = float(torch.linalg.norm(S[rank:])) / norm if norm > 0 else 0.0
+    sign = torch.sign(Ur[Ur.abs().argmax(0), torch.arange(rank, device=Ur.device)])
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    root = sig.sqrt() * sign
+    return Ur * root[None, :], root[:, None] * Vt, err
+
+
 class LowRankLinear(nn.Module):
     """A linear layer with a rank-r weight ``W = U·V`` (U: out×r, V: r×in), the SVD baseline.
 
@@ -810,7 +854,9 @@ class LowRankLinear(nn.Module):
                 f"give exactly one of rank and n_params, got rank={rank!r}, n_params={n_params!r}"
             )
         if rank is None:
-            rank = low_rank_for_budget(in_f, out_f, _check_pos_int(n_params, "n_params"), bias is not None)
+            rank = low_rank_for_budget(
+                in_f, out_f, _check_pos_int(n_params, "n_params"), bias is not None
+            )
         layer = cls(
             in_f,
             out_f,
@@ -820,20 +866,13 @@ class LowRankLinear(nn.Module):
             device=weight.device,
             dtype=weight.dtype,
         )
-        W = weight.detach().to(_decomposition_dtype(weight))
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        root = S[:rank].sqrt()
-        # deterministic signs: the largest-magnitude entry of each column of U is positive
-        sign = torch.sign(U[U[:, :rank].abs().argmax(0), torch.arange(rank, device=U.device)])
-        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+        U, V, err = _truncated_svd(weight.detach(), rank)
         with torch.no_grad():
-            layer.U.copy_((U[:, :rank] * (root * sign)).to(weight.dtype))
-            layer.V.copy_(((root * sign)[:, None] * Vh[:rank]).to(weight.dtype))
+            layer.U.copy_(U.to(weight.dtype))
+            layer.V.copy_(V.to(weight.dtype))
             if bias is not None:
                 layer.bias.copy_(bias.detach())
-        norm = torch.linalg.norm(S)
-        tail = torch.linalg.norm(S[rank:])
-        layer.approximation_error = float(tail / norm) if float(norm) > 0 else 0.0
+        layer.approximation_error = err
         return layer
 
     @classmethod
@@ -1050,9 +1089,7 @@ class KroneckerEmbedding(_EmbeddingBase):
         self.implementation = _check_implementation(implementation)
         d0 = self.embedding_dim // prod
         self.table = nn.Parameter(torch.empty((self.num_embeddings, d0), **factory))
-        self.factors = nn.ParameterList(
-            [nn.Parameter(torch.empty((1, k), **factory)) for k in ks]
-        )
+        self.factors = nn.ParameterList([nn.Parameter(torch.empty((1, k), **factory)) for k in ks])
         d = d0
         for level, (k, p) in enumerate(zip(ks, permute)):
             d *= k

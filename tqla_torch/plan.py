@@ -310,9 +310,7 @@ class CompressionConfig:
     exclude_modules: str | list[str] | None = field(
         default=None, metadata={"help": "regex or list of names/suffixes to leave alone"}
     )
-    method: str = field(
-        default="permuted_kron", metadata={"help": "permuted_kron, kron or svd"}
-    )
+    method: str = field(default="permuted_kron", metadata={"help": "permuted_kron, kron or svd"})
     shape: list | None = field(
         default=None, metadata={"help": "[[p, q], [s, t]]: factors A and B, in×out orientation"}
     )
@@ -344,9 +342,7 @@ class CompressionConfig:
 
     def __post_init__(self) -> None:
         self.target_modules = _v_patterns("target_modules", self.target_modules, allow_none=False)
-        self.exclude_modules = _v_patterns(
-            "exclude_modules", self.exclude_modules, allow_none=True
-        )
+        self.exclude_modules = _v_patterns("exclude_modules", self.exclude_modules, allow_none=True)
         for name in OVERRIDABLE:
             setattr(self, name, _VALIDATORS[name](name, getattr(self, name)))
         if self.shape is not None and self.b_shape is not None:
@@ -504,7 +500,9 @@ def _blocks_regex(blocks: str | Sequence[int]) -> str:
     if blocks == "all":
         return r"\d+"
     if isinstance(blocks, str) or not isinstance(blocks, Sequence) or not blocks:
-        raise ValueError(f"blocks must be 'odd', 'even', 'all' or a list of indices, got {blocks!r}")
+        raise ValueError(
+            f"blocks must be 'odd', 'even', 'all' or a list of indices, got {blocks!r}"
+        )
     idx = [_v_pos_int("blocks[i]", b, allow_none=False, minimum=0) for b in blocks]
     return "(?:" + "|".join(str(i) for i in sorted(set(idx))) + ")"
 
@@ -593,8 +591,10 @@ def tq_gpt2(
     Examples
     --------
     >>> cfg = tq_gpt2()
-    >>> cfg.settings_for("transformer.h.3.mlp.c_proj").b_shape, cfg.matches("transformer.h.2.mlp.c_fc")
-    ([4, 2], False)
+    >>> cfg.settings_for("transformer.h.3.mlp.c_proj").b_shape
+    [4, 2]
+    >>> cfg.matches("transformer.h.2.mlp.c_fc")
+    False
     """
     opts = _check_gpt2_opts("permuted_kron", opts)
     target = rf"{_EMB}|{_mlp_regex(blocks)}"

@@ -151,10 +151,13 @@ def _row_reduction(cost, v, x, y, prev):
 
 
 @nb.njit(cache=True, nogil=True)
-def _augmenting_row_reduction(cost, v, x, y, free_rows, n_free):
+def _augmenting_row_reduction(cost, v, x, y, free_rows, n_free, max_steps):
     """One pass of Jonker–Volgenant's augmenting row reduction (as in LAPJV).
 
     Invariant kept: an assigned row's column attains min_j cost[i, j] − v[j].
+    At most ``max_steps`` row reductions (each O(n)) are made: on costs with many
+    near-ties (geometric, low-rank) the reductions can chase each other for O(n²) steps,
+    where shortest augmenting paths are cheaper; the rows still free are left to them.
     Returns the number of rows still free (written to the front of ``free_rows``).
     """
     n = cost.shape[0]
@@ -162,6 +165,12 @@ def _augmenting_row_reduction(cost, v, x, y, free_rows, n_free):
     new_free = 0
     rr_cnt = 0
     while current < n_free:
+        if rr_cnt >= max_steps:  # hand the rest to the shortest-augmenting-path phase
+            while current < n_free:
+                free_rows[new_free] = free_rows[current]
+                new_free += 1
+                current += 1
+            break
         rr_cnt += 1
         i = free_rows[current]
         current += 1
@@ -214,7 +223,7 @@ def _augmenting_row_reduction(cost, v, x, y, free_rows, n_free):
 
 
 @nb.njit(cache=True, nogil=True)
-def _solve(cost, v, col4row, warm, n_arr):
+def _solve(cost, v, col4row, warm, n_arr, arr_steps):
     """Solve the square LSAP ``cost``; ``v`` (column prices) and ``col4row`` in/out.
 
     Cold (``warm`` False): column reduction and reduction transfer set the prices.  Warm:
@@ -242,7 +251,7 @@ def _solve(cost, v, col4row, warm, n_arr):
     for _ in range(n_arr):
         if n_free == 0:
             break
-        n_free = _augmenting_row_reduction(cost, v, x, row4col, free_rows, n_free)
+        n_free = _augmenting_row_reduction(cost, v, x, row4col, free_rows, n_free, arr_steps)
     u = np.empty(n)
     for i in range(n):
         if x[i] >= 0:
@@ -297,12 +306,14 @@ def lsap_jv(
     prices: np.ndarray | None = None,
     init: np.ndarray | None = None,
     n_arr: int = 2,
+    arr_steps: float = 4.0,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Solve a square float64 LSAP; return (col4row, column prices, n_augmentations).
 
     ``prices`` (length n) warm-starts the column duals, ``init`` (a previous col4row) the
     assignment; without prices the Jonker–Volgenant column reduction starts.  ``n_arr``
-    passes of augmenting row reduction precede the shortest-augmenting-path phase.
+    passes of augmenting row reduction, of at most ``arr_steps``·n row reductions each,
+    precede the shortest-augmenting-path phase.
     ``n_augmentations`` counts the rows left to the path phase.
     """
     cost = np.ascontiguousarray(cost, dtype=np.float64)
@@ -319,7 +330,8 @@ def lsap_jv(
             else np.array(init, dtype=np.int64, copy=True)
         )
         warm = True
-    status, n_aug = _solve(cost, v, col4row, warm, int(n_arr))
+    steps = max(1, int(arr_steps * n))
+    status, n_aug = _solve(cost, v, col4row, warm, int(n_arr), steps)
     if status != 0:
         raise ValueError("cost matrix is infeasible: no assignment avoids every +inf entry")
     return col4row, v, int(n_aug)
@@ -329,7 +341,8 @@ def lsap_jv(
 def _slots_cost(C, Vs, Y, cost, P):
     m1, n1, n2 = C.shape
     r = Vs.shape[1]
-    # P[c, j1, :] = C[c, j1, :] @ Vs
+    L = n1 * r
+    # P[c, j1, :] = C[c, j1, :] @ Vs, read from the strided slot view in one pass
     for c in range(m1):
         for j1 in range(n1):
             for k in range(r):
@@ -337,25 +350,36 @@ def _slots_cost(C, Vs, Y, cost, P):
                 for j2 in range(n2):
                     acc += C[c, j1, j2] * Vs[j2, k]
                 P[c, j1, k] = acc
-    # cost[c, t] = −‖H[t] + P[c]‖², H = Y − P
-    L = n1 * r
     Pf = P.reshape(m1, L)
-    Yf = Y.reshape(m1, L)
-    for t in range(m1):
-        for c in range(m1):
-            acc = 0.0
-            for q in range(L):
-                d = Yf[t, q] - Pf[t, q] + Pf[c, q]
-                acc += d * d
-            cost[c, t] = -acc
+    H = Y.reshape(m1, L) - Pf
+    p = np.empty(m1, dtype=P.dtype)
+    h = np.empty(m1, dtype=P.dtype)
+    for c in range(m1):
+        a = 0.0
+        b = 0.0
+        for q in range(L):
+            a += Pf[c, q] * Pf[c, q]
+            b += H[c, q] * H[c, q]
+        p[c] = a
+        h[c] = b
+    cross = np.dot(Pf, H.T)  # BLAS GEMM m1 × n1·r × m1
+    # cost[c, t] = −‖H[t] + P[c]‖² = −(p[c] + h[t] + 2⟨P[c], H[t]⟩)
+    for c in range(m1):
+        for t in range(m1):
+            cost[c, t] = -(p[c] + h[t] + 2.0 * cross[c, t])
     return cost
 
 
 @register("slots_cost", "numba")
 def slots_cost(C: np.ndarray, Vs: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fused loops: cost[c, t] = −‖Y[t] − P[t] + P[c]‖² with P = C @ Vs (no GEMM)."""
+    """Fused loops around one BLAS GEMM: cost[c, t] = −‖Y[t] − P[t] + P[c]‖², P = C @ Vs.
+
+    The candidates' projections P are computed straight from the strided slot view, the
+    norms and the cost assembly in single passes; the cross term is one GEMM
+    (m1 × n1·r × m1) through Numba's BLAS binding.
+    """
     dt = np.result_type(C.dtype, Vs.dtype, Y.dtype)
-    C = np.ascontiguousarray(C, dtype=dt)
+    C = C.astype(dt, copy=False)
     Vs = np.ascontiguousarray(Vs, dtype=dt)
     Y = np.ascontiguousarray(Y, dtype=dt)
     m1, n1, _ = C.shape

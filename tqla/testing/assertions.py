@@ -82,13 +82,15 @@ def assert_nonincreasing(errors: Any, *, rtol: float = 1e-10, atol: float = 0.0)
     e = as_numpy(errors).ravel()
     if not np.all(np.isfinite(e)):
         bad = int(np.flatnonzero(~np.isfinite(e))[0])
-        raise AssertionError(f"errors[{bad}] = {e[bad]} is not finite; errors = {e.tolist()}")
+        raise AssertionError(
+            f"errors[{bad}] = {float(e[bad])} is not finite; errors = {e.tolist()}"
+        )
     allowed = e[:-1] + atol + rtol * np.abs(e[:-1])
     up = np.flatnonzero(e[1:] > allowed)
     if up.size:
         i = int(up[0])
         raise AssertionError(
-            f"errors increase at step {i} -> {i + 1}: {e[i]!r} -> {e[i + 1]!r} "
+            f"errors increase at step {i} -> {i + 1}: {float(e[i])!r} -> {float(e[i + 1])!r} "
             f"(+{_fmt(e[i + 1] - e[i])}, allowed +{_fmt(allowed[i] - e[i])} with "
             f"rtol={rtol}, atol={atol}); {up.size} increase(s) in {e.size} values"
         )
@@ -146,8 +148,8 @@ def assert_kron_optimal(
     tol = atol + rtol * total
     if not abs(err2 - tail) <= tol:
         raise AssertionError(
-            f"K is not a best rank-{rank} Kronecker approximation: ‖W − K‖²_F = {err2!r}, "
-            f"but the tail Σ_(k>{rank}) σ_k² of R(W)'s singular values is {tail!r} "
+            f"K is not a best rank-{rank} Kronecker approximation: ‖W − K‖²_F = {err2:.12g}, "
+            f"but the tail Σ_(k>{rank}) σ_k² of R(W)'s singular values is {tail:.12g} "
             f"(difference {_fmt(err2 - tail)}, tolerance atol + rtol·‖W‖²_F = {_fmt(tol)}); "
             f"σ = {np.array2string(sigma[: rank + 3], precision=6)}"
         )
@@ -223,7 +225,9 @@ def assert_kron_close(
             diff = float(np.max(np.abs(Fn[k] - Rn[k]))) if Rn[k].size else 0.0
             if not diff <= atol + rtol * scale:
                 flipped = float(np.max(np.abs(Fn[k] + Rn[k]))) if Rn[k].size else 0.0
-                hint = " (it matches with the opposite sign)" if flipped <= atol + rtol * scale else ""
+                hint = (
+                    " (it matches with the opposite sign)" if flipped <= atol + rtol * scale else ""
+                )
                 raise AssertionError(
                     f"factor {name}[{k}] differs from the reference by {_fmt(diff)} (max abs), "
                     f"> atol + rtol·max|ref| = {_fmt(atol + rtol * scale)}{hint}"

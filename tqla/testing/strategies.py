@@ -75,6 +75,14 @@ def convert(a: np.ndarray, xp: Any = None, device: Any = None) -> Any:
     return xp.asarray(a, device=device)
 
 
+def _matrix_shape(shape: Any) -> tuple[int, int]:
+    """(M, N) from (M, N), a KroneckerShape or ((m1, n1), (m2, n2))."""
+    if isinstance(shape, KroneckerShape) or all(isinstance(v, (tuple, list)) for v in shape):
+        return KroneckerShape.of(shape).matrix_shape
+    M, N = shape
+    return (int(M), int(N))
+
+
 def _elements(dtype: np.dtype, bound: float) -> st.SearchStrategy[float]:
     return st.floats(
         min_value=-bound,
@@ -151,9 +159,9 @@ def matrices(
 
     Parameters
     ----------
-    shape : (int, int), KroneckerShape, SearchStrategy or None
-        The matrix shape; a KroneckerShape means its ``matrix_shape``; ``None`` draws both
-        dimensions from 1 to ``max_dim``.
+    shape : (M, N), KroneckerShape, ((m1, n1), (m2, n2)), SearchStrategy or None
+        The matrix shape; factor shapes mean their ``matrix_shape`` (m1·m2, n1·n2);
+        ``None`` draws both dimensions from 1 to ``max_dim``.
     dtype : "float32" or "float64" (or a NumPy/torch dtype)
     elements : SearchStrategy of float, optional
         Entry strategy; default: floats in [-bound, bound], no NaN, inf or subnormals.
@@ -168,10 +176,9 @@ def matrices(
         dims = st.integers(1, max_dim)
         shapes: st.SearchStrategy = st.tuples(dims, dims)
     elif isinstance(shape, st.SearchStrategy):
-        shapes = shape.map(lambda s: s.matrix_shape if isinstance(s, KroneckerShape) else s)
+        shapes = shape.map(_matrix_shape)
     else:
-        fixed = shape.matrix_shape if isinstance(shape, KroneckerShape) else tuple(shape)
-        shapes = st.just(fixed)
+        shapes = st.just(_matrix_shape(shape))
     elems = elements if elements is not None else _elements(dt, bound)
 
     def arrays(shp: tuple[int, int]) -> st.SearchStrategy[np.ndarray]:
@@ -324,7 +331,9 @@ def kronecker_structured(
             W = W + (scale * E).astype(dt)
             added = float(np.linalg.norm(scale * E))
         W = np.ascontiguousarray(W, dtype=dt)
-        K_out = KroneckerSum(convert(np.asarray(K.A), xp, device), convert(np.asarray(K.B), xp, device))
+        K_out = KroneckerSum(
+            convert(np.asarray(K.A), xp, device), convert(np.asarray(K.B), xp, device)
+        )
         return PlantedKronecker(
             convert(W, xp, device), K_out, convert(rp, xp, device), convert(cp, xp, device), added
         )
@@ -338,11 +347,13 @@ def make_strategies_namespace(xp: Any, device: Any = None) -> types.SimpleNamesp
     Examples
     --------
     >>> import numpy as np
+    >>> from hypothesis import given
     >>> from tqla.testing import make_strategies_namespace
     >>> tst = make_strategies_namespace(np)
-    >>> K = tst.kronecker_sums(((2, 3), (2, 2)), rank=2).example()
-    >>> K.shape, K.rank
-    ((4, 6), 2)
+    >>> @given(tst.kronecker_sums(((2, 3), (2, 2)), rank=2))
+    ... def test_shape(K):
+    ...     assert K.shape == (4, 6) and K.rank == 2
+    >>> test_shape()
     """
     bound = {
         name: partial(fn, xp=xp, device=device)

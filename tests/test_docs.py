@@ -1,0 +1,52 @@
+"""The documentation stays true: its Python examples run, and the docstring examples pass.
+
+Every ```python fence of the pages below is executed, in order, in one namespace per page
+(so a page reads top to bottom like a session); a fence whose first line is
+``# doctest: skip`` (e.g. a GPU-only example) is left out.  Docstring examples of the core
+modules run as doctests.
+"""
+
+from __future__ import annotations
+
+import doctest
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PAGES = ["kron.md", "testing.md", "backends.md"]
+FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def python_blocks(page: str) -> list[str]:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return [b for b in FENCE.findall(text) if not b.lstrip().startswith("# doctest: skip")]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_python_examples_run(page):
+    blocks = python_blocks(page)
+    assert blocks, f"docs/{page} has no python examples"
+    namespace: dict = {"__name__": f"docs_{page.replace('.', '_')}"}
+    for i, block in enumerate(blocks):
+        code = compile(block, f"docs/{page} [python block {i + 1}]", "exec")
+        exec(code, namespace)  # noqa: S102 - our own documentation
+
+
+@pytest.mark.parametrize(
+    "module", ["tqla.kron", "tqla.testing.strategies", "tqla.testing.assertions", "tqla._array"]
+)
+def test_docstring_examples(module):
+    mod = pytest.importorskip(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} doctests of {module} failed"
+
+
+def test_index_links_exist():
+    text = (DOCS / "index.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]+)?\)", text)
+    mine = {"kron.md", "testing.md", "backends.md"}
+    assert mine <= set(links)
+    for link in mine:
+        assert (DOCS / link).exists(), link
