@@ -546,12 +546,22 @@ def test_distill_compression_config_file(tiny_gpt2, small_text, tmp_path, capsys
     out = tmp_path / "run"
     code, _, err = run(
         _distill_args(
-            tiny_gpt2, small_text, out, "--compression-config", str(plan), "--max-steps", "2"
+            tiny_gpt2,
+            small_text,
+            out,
+            "--compression-config",
+            str(plan),
+            "--max-steps",
+            "2",
+            "--max-grad-norm",
+            "none",
         ),
         capsys,
     )
     assert code == 0, err
-    assert json.loads((out / "distill.json").read_text())["stages"][0]["name"] == "compress"
+    summary = json.loads((out / "distill.json").read_text())
+    assert summary["stages"][0]["name"] == "compress"
+    assert summary["config"]["max_grad_norm"] is None
 
 
 def test_distill_needs_a_budget(tiny_gpt2, small_text, tmp_path, capsys):
@@ -633,3 +643,16 @@ def test_python_m_distill_subprocess(tiny_gpt2, small_text, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (out / "model" / "tqla_config.json").is_file()
+
+
+def test_logging_configuration_is_restored(tiny_gpt2, small_text, capsys):
+    import logging
+
+    package = logging.getLogger("tqla_torch")
+    before = (package.level, package.propagate, list(package.handlers))
+    code, _, err = run(
+        ["evaluate", str(tiny_gpt2), "--data", str(small_text), "--window", "64", "-v"], capsys
+    )
+    assert code == 0
+    assert "INFO tqla_torch._models: loaded hf model" in err
+    assert (package.level, package.propagate, list(package.handlers)) == before

@@ -129,7 +129,7 @@ def test_kronecker_linear_matches_dense(shape, rank, permute, implementation):
     layer, W, b = random_layer(shape, rank, permute, implementation)
     assert rel(layer.to_dense(), W) < RTOL
     dense = layer.to_linear()
-    for lead in [(7,), (2, 5), (1,)]:
+    for lead in [(7,), (2, 5), (1,), (300,)]:  # 300 tokens: the one-GEMM "B first" path
         x = torch.randn(*lead, W.shape[1], dtype=torch.float64)
         y = layer(x)
         assert y.shape == (*lead, W.shape[0])

@@ -300,3 +300,21 @@ def test_estimator_wrapper():
     assert est.errors_ == ref.errors and est.n_iter_ == ref.n_iter
     np.testing.assert_array_equal(est.row_perm_, ref.row_perm)
     np.testing.assert_allclose(est.transform(), ref.to_dense())
+
+
+def test_docs_examples_and_docstrings_run():
+    import doctest
+    import re
+    from pathlib import Path
+
+    import tqla.permuted
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "permuted.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
+    assert blocks
+    namespace: dict = {"__name__": "docs_permuted"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/permuted.md [python block {i + 1}]", "exec"), namespace)
+    for mod in (asg, tqla.permuted):
+        result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, mod.__name__

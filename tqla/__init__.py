@@ -20,3 +20,21 @@ __all__ = [
     "unrearrange",
     "__version__",
 ]
+
+# Permuted Kronecker sums (TQCompressor) and their linear sum assignment.
+from tqla.assignment import LSAPResult, assign_cost, lsap, slots_cost  # noqa: E402
+from tqla.permuted import (  # noqa: E402
+    PermutedKronecker,
+    PermutedKroneckerApprox,
+    permuted_kron,
+)
+
+__all__ += [
+    "LSAPResult",
+    "PermutedKronecker",
+    "PermutedKroneckerApprox",
+    "assign_cost",
+    "lsap",
+    "permuted_kron",
+    "slots_cost",
+]

@@ -14,13 +14,14 @@ traceback. Results go to stdout; logs go to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -403,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="do not save the teacher and students",
     )
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="no tqdm bars"
+    )
     _add_common(p, config_help="DemoConfig as JSON (n_embd, teacher_steps, distill_tokens, ...)")
     p.set_defaults(handler=_cmd_demo)
     subparsers["demo"] = p
@@ -416,29 +419,50 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 
 
-def _setup_logging(verbosity: int) -> None:
-    """Log tqla_torch (and, with -vv, transformers) to stderr at the requested level."""
+@contextlib.contextmanager
+def _logging_setup(verbosity: int, command: str) -> Iterator[None]:
+    """Log tqla_torch to stderr at the requested level for the duration of one command.
+
+    The ``tqla_torch`` logger's handlers, level and propagation, and transformers' verbosity
+    and progress bars, are restored afterwards, so in-process callers (tests, notebooks) keep
+    their own logging configuration.
+    """
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    root = logging.getLogger("tqla_torch")
-    for handler in list(root.handlers):
-        if getattr(handler, "_tqla_cli", False):
-            root.removeHandler(handler)
+    package = logging.getLogger("tqla_torch")
+    demo = logging.getLogger("tqla_torch.demo")
+    saved = (package.level, package.propagate, demo.level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._tqla_cli = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    package.addHandler(handler)
+    package.setLevel(level)
+    package.propagate = False
+    if command == "demo" and verbosity <= 1:
+        demo.setLevel(logging.INFO)  # the demo narrates its steps by default
+    hf_logging: Any = None
     try:
         from transformers.utils import logging as hf_logging
 
+        hf_saved = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
         hf_logging.set_verbosity(logging.INFO if verbosity >= 2 else logging.ERROR)
         if verbosity >= 2:
             hf_logging.enable_progress_bar()
         else:
             hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency of tqla_torch
-        pass
+        hf_logging = None
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(saved[0])
+        package.propagate = saved[1]
+        demo.setLevel(saved[2])
+        if hf_logging is not None:
+            hf_logging.set_verbosity(hf_saved[0])
+            if hf_saved[1]:
+                hf_logging.enable_progress_bar()
+            else:
+                hf_logging.disable_progress_bar()
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -823,6 +847,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = distill_stages(student, teacher, data, stages, config)
     wall = time.perf_counter() - start
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes and reports
+        return EXIT_OK
     student.to("cpu")
     model_dir = output / "model"
     _save_model(student, model_dir)
@@ -906,9 +932,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             config,
             distill_tokens=args.steps * 3 * config.distill_batch_size * config.block_size,
         )
-    logging.getLogger("tqla_torch.demo").setLevel(
-        logging.INFO if args.verbose <= 1 else logging.DEBUG
-    )
     result = run_demo(config, args.output)
     print(result.table)
     print()
@@ -962,11 +985,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
-    _setup_logging(args.verbose)
     try:
-        if args.command == "evaluate":
-            args = _apply_json_defaults(parser, args, argv)
-        return int(args.handler(args) or EXIT_OK)
+        with _logging_setup(args.verbose, args.command):
+            if args.command == "evaluate":
+                args = _apply_json_defaults(parser, args, argv)
+            return int(args.handler(args) or EXIT_OK)
     except KeyboardInterrupt:
         print(f"{_PROG} {args.command}: interrupted", file=sys.stderr)
         return 130

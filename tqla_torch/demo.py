@@ -52,6 +52,7 @@ __all__ = [
     "METHODS",
     "DemoConfig",
     "DemoResult",
+    "environment_info",
     "format_table",
     "method_plans",
     "run_demo",
@@ -437,8 +438,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     | teacher (dense) | 1,000 | — | 12.50 | 3.0 |
     """
     header = (
-        "| method | parameters | ppl before distillation | ppl after distillation "
-        "| wall time (s) |"
+        "| method | parameters | ppl before distillation | ppl after distillation | wall time (s) |"
     )
     lines = [
         header,
@@ -594,16 +594,6 @@ def method_plans(
             raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
         plans[method] = list(zip(_STAGE_NAMES, makers[method]()))
     return plans
-
-
-def _compress(model: nn.Module, config: Any) -> None:
-    from tqla_torch.compress import compress
-
-    compress(model, config)
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    return config.to_dict()
 
 
 def _save_student(model: nn.Module, tokenizer: Any, folder: Path) -> None:
@@ -812,6 +802,7 @@ def run_demo(
     ['teacher', 'permuted_kron', 'kron', 'svd']
     """
     from tqla_torch._models import count_parameters, resolve_device
+    from tqla_torch.compress import compress
     from tqla_torch.data import PackedDataset, builtin_documents, tokenize_texts
     from tqla_torch.distill import DistillConfig, Stage, distill_stages
 
@@ -867,7 +858,7 @@ def run_demo(
         one_shot = copy.deepcopy(teacher)
         t_compress = time.perf_counter()
         for _, stage_config in stage_configs:
-            _compress(one_shot, stage_config)
+            compress(one_shot, stage_config)
         compress_s = time.perf_counter() - t_compress
         params = count_parameters(one_shot)
         ppl_before = _evaluate(one_shot, val_ids, block_size, config, device)
@@ -938,7 +929,7 @@ def run_demo(
                 "distill_tokens": result.tokens_seen,
                 "resumed_from": result.resumed_from,
                 "stages": [
-                    {"name": name, "tokens": stage_tokens, "config": _config_dict(cfg)}
+                    {"name": name, "tokens": stage_tokens, "config": cfg.to_dict()}
                     for name, cfg in stage_configs
                 ],
                 "history": result.history,

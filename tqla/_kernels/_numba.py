@@ -106,8 +106,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
         if _POOL is None or _POOL_SIZE < workers:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
+            # A larger pool replaces the old one, which is not shut down: another thread
+            # may still be submitting to it; its idle workers just stay blocked.
             _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tqla-numba")
             _POOL_SIZE = workers
         return _POOL
