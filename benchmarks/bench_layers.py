@@ -55,10 +55,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+# "wall": wall-clock time with torch's threads; "thread": CPU time of the calling thread
+# with torch.set_num_threads(1) — insensitive to other processes taking turns on the cores.
+TIMERS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
 def time_variants(
-    fns: dict[str, Callable[[], Any]], device: str, rounds: int, inner: int
+    fns: dict[str, Callable[[], Any]], device: str, rounds: int, inner: int, timer: str = "wall"
 ) -> dict[str, tuple[float, float]]:
     """(min, median) seconds per call of each function, rounds interleaved."""
+    clock = TIMERS[timer]
     for f in fns.values():  # warm-up
         for _ in range(max(2, inner)):
             f()
@@ -67,11 +73,11 @@ def time_variants(
     for _ in range(rounds):
         for k, f in fns.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 f()
             _sync(device)
-            samples[k].append((time.perf_counter() - t0) / inner)
+            samples[k].append((clock() - t0) / inner)
     return {k: (min(v), statistics.median(v)) for k, v in samples.items()}
 
 
@@ -149,7 +155,7 @@ def make_layer(in_f: int, out_f: int, shape, permuted: bool, device: str, dtype)
     return layer.to(device=device, dtype=dtype)
 
 
-def bench_layers(device: str, dtype, rounds: int) -> list[dict[str, Any]]:
+def bench_layers(device: str, dtype, rounds: int, timer: str = "wall") -> list[dict[str, Any]]:
     rows = []
     for name, (in_f, out_f, shape) in LAYERS.items():
         dense = torch.nn.Linear(in_f, out_f, device=device, dtype=dtype)
@@ -168,7 +174,7 @@ def bench_layers(device: str, dtype, rounds: int) -> list[dict[str, Any]]:
                     "reconstructed": lambda m=recon, x=x: m(x),
                 }
                 with torch.inference_mode():
-                    times = time_variants(fns, device, rounds, inner)
+                    times = time_variants(fns, device, rounds, inner, timer)
                     mem = {k: peak_memory(f, device) for k, f in fns.items()}
                 rows.append(
                     {
@@ -214,7 +220,7 @@ def _randomize_permutations(model: torch.nn.Module, seed: int = 0) -> None:
                 )
 
 
-def bench_model(device: str, dtype, rounds: int) -> list[dict[str, Any]]:
+def bench_model(device: str, dtype, rounds: int, timer: str = "wall") -> list[dict[str, Any]]:
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.initialization import no_init_weights
 
@@ -247,11 +253,20 @@ def bench_model(device: str, dtype, rounds: int) -> list[dict[str, Any]]:
         inner = 1 if batch * seq > 64 else 10
         fns = {k: (lambda m=m, ids=ids: m(ids).logits) for k, m in models.items()}
         with torch.inference_mode():
-            times = time_variants(fns, device, max(3, rounds // 3), inner)
+            times = time_variants(fns, device, max(3, rounds // 3), inner, timer)
             mem = {k: peak_memory(f, device) for k, f in fns.items()}
-        rows.append({"shape": f"{batch}×{seq}", "times": times, "memory": mem, "params": params})
+        rows.append(
+            {
+                "shape": f"{batch}×{seq}",
+                "times": times,
+                "memory": mem,
+                "params": params,
+                "timer": timer,
+                "threads": torch.get_num_threads(),
+            }
+        )
         print(
-            f"GPT-2 small {batch}×{seq}: "
+            f"GPT-2 small {batch}×{seq} ({timer}): "
             + "  ".join(
                 f"{k} {v[0] * 1e3:.1f} ms ({v[0] / times['dense'][0]:.2f}×)"
                 for k, v in times.items()
@@ -272,24 +287,9 @@ def _mib(b: int) -> str:
     return f"{b / 2**20:.1f}"
 
 
-def report(info, layer_rows, model_rows, device, dtype) -> str:
+def _layer_table(title: str, layer_rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        f"# KroneckerLinear forward speed — {device}, {str(dtype).removeprefix('torch.')}",
-        "",
-        "Written by `benchmarks/bench_layers.py`. Times are the minimum over interleaved rounds "
-        "(median in parentheses), in milliseconds; `×` is relative to the dense layer's "
-        "minimum. Memory is the peak allocated during one forward, in MiB.",
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in info.items()],
-        "",
-        "## Layers (published shapes, rank 4)",
-        "",
-        "Multiply-adds per token: c_fc dense 2,359,296; factorized (A first) 2,383,872 (1.01×); "
-        "the other order (B first, as in the published implementation) 4,730,880 (2.01×). "
-        "c_proj: the same numbers with the orders swapped. Parameters: c_fc 1,182,752 of "
-        "2,362,368 dense; c_proj 1,180,448 of 2,360,064.",
+        f"## {title}",
         "",
         "| layer | perms | tokens | dense ms | factorized ms | × | reconstructed ms | × "
         "| MACs/token fact. | MACs/token dense | peak MiB dense / fact. / recon. |",
@@ -306,6 +306,29 @@ def report(info, layer_rows, model_rows, device, dtype) -> str:
             f"{_mib(r['memory']['dense'])} / {_mib(r['memory']['factorized'])} / "
             f"{_mib(r['memory']['reconstructed'])} |"
         )
+    return lines + [""]
+
+
+def report(info, layer_tables, model_rows, device, dtype) -> str:
+    lines = [
+        f"# KroneckerLinear forward speed — {device}, {str(dtype).removeprefix('torch.')}",
+        "",
+        "Written by `benchmarks/bench_layers.py`. Times are the minimum over interleaved rounds "
+        "(median in parentheses), in milliseconds; `×` is relative to the dense layer's "
+        "minimum. Memory is the peak allocated during one forward above the inputs, in MiB.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in info.items()],
+        "",
+        "Published shapes, rank 4. Multiply-adds per token: c_fc dense 2,359,296; factorized "
+        "(A first) 2,383,872 (1.01×); the other order (B first, as in the published "
+        "implementation) 4,730,880 (2.01×). c_proj: the same numbers with the orders swapped. "
+        "Parameters: c_fc 1,182,752 of 2,362,368 dense; c_proj 1,180,448 of 2,360,064.",
+        "",
+    ]
+    for title, rows in layer_tables:
+        lines += _layer_table(title, rows)
     if model_rows:
         p = model_rows[0]["params"]
         lines += [
@@ -316,15 +339,16 @@ def report(info, layer_rows, model_rows, device, dtype) -> str:
             "buffers hold random permutations (as after training), so every gather is paid. "
             "Logits for all positions (the tied head runs through the embedding's factors).",
             "",
-            "| tokens | dense ms | tq factorized ms | × | tq reconstructed ms | × "
+            "| timer | tokens | dense ms | tq factorized ms | × | tq reconstructed ms | × "
             "| peak MiB dense / fact. / recon. |",
-            "|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in model_rows:
             t = r["times"]
             d = t["dense"][0]
+            clock = f"wall, {r['threads']} threads" if r["timer"] == "wall" else "CPU, 1 thread"
             lines.append(
-                f"| {r['shape']} | {_ms(t['dense'])} | {_ms(t['tq factorized'])} | "
+                f"| {clock} | {r['shape']} | {_ms(t['dense'])} | {_ms(t['tq factorized'])} | "
                 f"{t['tq factorized'][0] / d:.2f} | {_ms(t['tq reconstructed'])} | "
                 f"{t['tq reconstructed'][0] / d:.2f} | {_mib(r['memory']['dense'])} / "
                 f"{_mib(r['memory']['tq factorized'])} / {_mib(r['memory']['tq reconstructed'])} |"
@@ -342,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--rounds", type=int, default=25, help="interleaved timing rounds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--timer",
+        default="both",
+        choices=["wall", "thread", "both"],
+        help="layer timings: wall clock (torch threads), CPU time of one thread, or both",
+    )
     p.add_argument("--no-model", action="store_true", help="skip the whole-model benchmark")
     p.add_argument(
         "--output", default=None, help="markdown file (default results/layers_<device>.md)"
@@ -353,9 +383,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     info = machine(args.device)
-    layer_rows = bench_layers(args.device, dtype, args.rounds)
-    model_rows = [] if args.no_model else bench_model(args.device, dtype, args.rounds)
-    text = report(info, layer_rows, model_rows, args.device, dtype)
+    timers = ["wall", "thread"] if args.timer == "both" else [args.timer]
+    if args.device == "cuda":
+        timers = ["wall"]
+    tables = []
+    model_rows: list[dict[str, Any]] = []
+    for timer in timers:
+        threads = torch.get_num_threads()
+        if timer == "thread":
+            torch.set_num_threads(1)
+        rows = bench_layers(args.device, dtype, args.rounds, timer)
+        if not args.no_model:
+            model_rows += bench_model(args.device, dtype, args.rounds, timer)
+        torch.set_num_threads(threads)
+        title = (
+            f"Layers, wall clock, {threads} threads"
+            if timer == "wall"
+            else "Layers, CPU time of one thread (torch.set_num_threads(1), time.thread_time)"
+        )
+        tables.append((title, rows))
+    text = report(info, tables, model_rows, args.device, dtype)
     out = (
         Path(args.output)
         if args.output

@@ -193,6 +193,7 @@ def test_lsap_accepts_other_libraries_and_counts_host_copies(backend):
     _check_solution(C, res, "scipy")
     stats = asg.transfer_stats()
     assert stats["calls"] == 1
+    assert res.host_bytes == (0 if backend.name == "numpy" else C.nbytes)
     if backend.name == "numpy":
         assert stats["host_copies"] == 0  # float64 C-contiguous: used in place
     else:
@@ -385,3 +386,26 @@ def test_builders_validate_arguments():
         assign_cost(W[:4], K)
     with pytest.raises(TypeError, match="KroneckerSum"):
         slots_basis(np.eye(2))
+
+
+def test_without_numba_auto_falls_back_and_jv_names_the_extra(monkeypatch):
+    import tqla._kernels as kernels
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    for mod in ("tqla._kernels._numba", "tqla._kernels._numba_assignment"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    monkeypatch.setattr(kernels, "_LOADED", {i for i in kernels._LOADED if i != "numba"})
+    table = {
+        name: {i: f for i, f in impls.items() if i != "numba"}
+        for name, impls in kernels._TABLE.items()
+    }
+    monkeypatch.setattr(kernels, "_TABLE", table)
+    monkeypatch.setattr(kernels, "_NUMPY_ORDER", dict(kernels._NUMPY_ORDER))
+    C = _costs(10, "uniform", 0)
+    with pytest.raises(ImportError, match=r"pip install 'tqla\[numba\]'"):
+        lsap(C, solver="jv")
+    assert "jv" not in available_solvers()
+    res = lsap(C)
+    assert res.solver == "scipy"
+    _check_solution(C, res, "auto")
+    assert available("slots_cost") == ["numpy", "array_api"]

@@ -219,6 +219,16 @@ def test_from_linear_permuted_is_no_worse_than_kron():
     assert perm.approximation_error <= kron.approximation_error + 1e-12
     x = torch.randn(3, 16, dtype=torch.float64)
     assert rel(perm(x), F.linear(x, perm.to_dense(), perm.bias)) < RTOL
+    # the same through GPT-2's transposed Conv1D: the layer approximates weight.T
+    conv = Conv1D(24, 16).double()
+    with torch.no_grad():
+        conv.weight.copy_(lin.weight.T)
+        conv.bias.copy_(lin.bias)
+    pc = KroneckerLinear.from_conv1d(conv, s, 2, method="permuted_kron", n_iter=3, seed=0)
+    assert pc.permute != "none"
+    assert abs(rel(pc.to_dense(), conv.weight.T) - pc.approximation_error) < 1e-12
+    assert rel(pc(x), F.linear(x, pc.to_dense(), pc.bias)) < RTOL
+    assert torch.equal(pc.to_dense(), perm.to_dense())  # same weight, same seed, same result
     with pytest.raises(ValueError, match="needs method='permuted_kron'"):
         KroneckerLinear.from_linear(lin, s, 2, method="kron", permute="both")
     with pytest.raises(TypeError, match="torch.nn.Linear"):

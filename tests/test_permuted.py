@@ -185,6 +185,7 @@ def test_counts_and_repr(fitted):
     t = P.timings
     assert {"cost", "lsap", "svd", "total", "n_lsap", "host_copies"} <= set(t)
     assert t["n_lsap"] > 0 and t["total"] >= t["lsap"]
+    assert t["host_copies"] == 0 and t["host_bytes"] == 0  # float64 costs solved in place
     rows_only = permuted_kron(W, P.kshape, 1, permute="rows", n_iter=1)
     assert rows_only.n_perm_indices == M
 

@@ -151,7 +151,8 @@ _STATS = {"calls": 0, "host_copies": 0, "device_to_host": 0, "bytes": 0}
 
 
 def transfer_stats() -> dict[str, int]:
-    """Counters of :func:`lsap`'s input conversions since the last reset.
+    """Counters of :func:`lsap`'s input conversions since the last reset (process-wide and
+    not synchronised between threads; a single solve's copy is ``LSAPResult.host_bytes``).
 
     ``calls``: solves; ``host_copies``: inputs that had to be copied to a host float64
     array (another dtype, layout or library); ``device_to_host``: those that came from a
@@ -213,6 +214,9 @@ class LSAPResult(tuple):
         close problem.
     n_augment : int or None
         Augmenting paths the ``"jv"`` solver needed (0 when the warm start was optimal).
+    host_bytes : int
+        Bytes of the float64 host copy this solve made of ``cost`` (0 when ``cost`` already
+        was a C-ordered float64 NumPy array).
 
     Examples
     --------
@@ -231,12 +235,14 @@ class LSAPResult(tuple):
         solver: str,
         prices: np.ndarray | None = None,
         n_augment: int | None = None,
+        host_bytes: int = 0,
     ) -> LSAPResult:
         self = super().__new__(cls, (row_ind, col_ind))
         self.cost = float(cost)
         self.solver = solver
         self.prices = prices
         self.n_augment = n_augment
+        self.host_bytes = int(host_bytes)
         return self
 
     @property
@@ -445,6 +451,7 @@ def lsap(
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     C = _check_cost(cost)
+    copied = 0 if C is cost else C.nbytes
     n = C.shape[0]
     _STATS["calls"] += 1
     prices, prev = _init_prices(init, n)
@@ -458,7 +465,7 @@ def lsap(
         )
     rows = np.arange(n, dtype=np.int64)
     if n == 0:
-        return LSAPResult(rows, rows.copy(), cost=0.0, solver=solver)
+        return LSAPResult(rows, rows.copy(), cost=0.0, solver=solver, host_bytes=copied)
     if (init is not None) and solver != "jv":
         logger.debug("lsap: solver=%r has no warm start; init ignored", solver)
     v = None
@@ -479,7 +486,9 @@ def lsap(
     total = float(C[rows, col].sum())
     if not np.isfinite(total):
         raise ValueError("cost matrix is infeasible: no assignment avoids every +inf entry")
-    return LSAPResult(rows, col, cost=total, solver=solver, prices=v, n_augment=n_aug)
+    return LSAPResult(
+        rows, col, cost=total, solver=solver, prices=v, n_augment=n_aug, host_bytes=copied
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -322,11 +322,9 @@ class _Run:
         t1 = time.perf_counter()
         self.t["cost"] += t1 - t_build
         init = self.warm.get(key) if self.warm_start else None
-        before = _asg.transfer_stats()
         res = _asg.lsap(cost, solver=self.solver, init=init)
-        after = _asg.transfer_stats()
-        self.t["host_copies"] += after["host_copies"] - before["host_copies"]
-        self.t["host_bytes"] += after["bytes"] - before["bytes"]
+        self.t["host_copies"] += res.host_bytes > 0
+        self.t["host_bytes"] += res.host_bytes
         self.t["n_lsap"] += 1
         self.t["lsap"] += time.perf_counter() - t1
         if self.warm_start and res.prices is not None:

@@ -164,6 +164,10 @@ class DemoConfig:
             raise ValueError(f"vocab_size must be at least 257, got {self.vocab_size}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_embd % 4:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by 4: the embedding is halved twice"
+            )
         if self.block_size < 2:
             raise ValueError(f"block_size must be at least 2, got {self.block_size}")
         for name in ("teacher_lr", "distill_lr", "temperature"):

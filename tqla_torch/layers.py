@@ -707,11 +707,13 @@ class KroneckerLinear(nn.Module):
             # Z[t, (j2, k), i1] = Σ_j1 X[t, j1, j2] A[k, i1, j1]: one GEMM against A.
             Xt = self._input_transposed(x, n1, n2).reshape(T * n2, n1).contiguous()
             Z = F.linear(Xt, A.reshape(r * m1, n1)).view(T, n2 * r, m1)
+            del Xt  # intermediates are released as soon as possible (peak memory)
             if self.output_perm is not None:
                 # Yt[t, i2, i1] = Σ_(j2,k) B[k, i2, j2] Z[t, (j2, k), i1]; the output gather
                 # undoes the (i2, i1) layout and applies the permutation in one pass.
                 BvT = B.permute(1, 2, 0).reshape(m2, n2 * r)
                 Yt = torch.matmul(BvT, Z).view(T, m2 * m1)
+                del Z
                 return Yt.index_select(-1, self._output_index(m1, m2))
             # Y[t, i1, i2] = Σ_(j2,k) Z[t, (j2, k), i1] B[k, i2, j2]: the canonical layout.
             Bv = B.permute(2, 0, 1).reshape(n2 * r, m2)
@@ -720,6 +722,7 @@ class KroneckerLinear(nn.Module):
         Xt = self._input_transposed(x, n1, n2)
         Bs = B.permute(1, 0, 2).reshape(m2 * r, n2)
         Z = torch.matmul(Bs, Xt).view(T, m2, r, n1)
+        del Xt
         # Yt[(t, i2), i1] = Σ_(k, j1) Z[t, i2, k, j1] A[k, i1, j1].
         if T * m2 >= _ONE_GEMM_MIN_ROWS:
             # One GEMM with inner dimension r·n1 against A laid out as (m1, r·n1): the copy
@@ -732,6 +735,7 @@ class KroneckerLinear(nn.Module):
             Yt = torch.mm(Z[:, :, 0].reshape(T * m2, n1), A[0].t())
             for k in range(1, r):
                 Yt = Yt.addmm_(Z[:, :, k].reshape(T * m2, n1), A[k].t())
+        del Z
         if self.output_perm is not None:
             return Yt.view(T, m2 * m1).index_select(-1, self._output_index(m1, m2))
         return Yt.view(T, m2, m1).transpose(1, 2).reshape(T, m1 * m2)

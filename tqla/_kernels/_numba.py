@@ -418,7 +418,6 @@ def _make_matmul_right_small(N2: int):
     return kernel
 
 
-
 _SPECIALISED: dict[tuple[Any, int], Any] = {}
 _SPECIALISED_LOCK = threading.Lock()
 
@@ -548,19 +547,22 @@ def _rearrange_copy(W, out, m1, m2, n1, n2, ntasks, nchunks, c_lo, c_hi):  # pra
 
 
 def _make_rearrange_copy_small(N2: int):
-    """The copy with n2 = N2 fixed at compile time (the n2-element moves are unrolled)."""
+    """The copy with n2 = N2 fixed at compile time: each output row is written whole,
+    from its m2 segments of N2 entries (unrolled moves)."""
 
     @njit(**_JIT)
     def kernel(W, out, m1, m2, n1, n2, ntasks, nchunks, c_lo, c_hi):  # pragma: no cover
         p = m2 * N2
+        N = n1 * N2
         flat = out.reshape(-1)
+        src = W.reshape(-1)
         for i1 in range(c_lo * ntasks // nchunks, c_hi * ntasks // nchunks):
-            for i2 in range(m2):
-                row = W[i1 * m2 + i2]
-                base = i1 * n1 * p + i2 * N2
-                for j1 in range(n1):
+            for j1 in range(n1):
+                o = (i1 * n1 + j1) * p
+                for i2 in range(m2):
+                    w = (i1 * m2 + i2) * N + j1 * N2
                     for j2 in range(N2):
-                        flat[base + j1 * p + j2] = row[j1 * N2 + j2]
+                        flat[o + i2 * N2 + j2] = src[w + j2]
 
     return kernel
 
