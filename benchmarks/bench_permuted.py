@@ -368,6 +368,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     args.raw = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in args.part]
     if args.blas_threads is not None:
+        import scipy.linalg  # noqa: F401 - load every BLAS first, so that all are limited
+        import scipy.optimize  # noqa: F401
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(args.blas_threads)

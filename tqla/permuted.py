@@ -519,7 +519,7 @@ def permuted_kron(
     M, N = s.matrix_shape
     rows_on = permute in ("both", "rows") and s.m1 > 1 and s.m2 > 1
     cols_on = permute in ("both", "cols") and s.n1 > 1 and s.n2 > 1
-    for side, on, _small in (("rows", rows_on, s.m2), ("cols", cols_on, s.n2)):
+    for side, on in (("rows", rows_on), ("cols", cols_on)):
         if permute in ("both", side) and not on:
             logger.info("permuted_kron: %s not permuted (a factor dimension is 1)", side)
     # the larger side first: it has the more freedom, and its optimisation is the one the

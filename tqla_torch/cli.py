@@ -451,7 +451,14 @@ def _logging_setup(verbosity: int, command: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - transformers is a dependency of tqla_torch
         hf_logging = None
     try:
-        yield
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect: Any = logging_redirect_tqdm(loggers=[package])
+    except ImportError:  # pragma: no cover - tqdm is a dependency of tqla_torch
+        redirect = contextlib.nullcontext()
+    try:
+        with redirect:  # log lines print above progress bars instead of through them
+            yield
     finally:
         package.removeHandler(handler)
         package.setLevel(saved[0])
