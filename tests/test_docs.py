@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md"]
+README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
@@ -35,7 +36,15 @@ def test_python_examples_run(page):
 
 
 @pytest.mark.parametrize(
-    "module", ["tqla.kron", "tqla.testing.strategies", "tqla.testing.assertions", "tqla._array"]
+    "module",
+    [
+        "tqla.kron",
+        "tqla.testing.strategies",
+        "tqla.testing.assertions",
+        "tqla._array",
+        "tqla.assignment",
+        "tqla.permuted",
+    ],
 )
 def test_docstring_examples(module):
     mod = pytest.importorskip(module)
@@ -46,7 +55,21 @@ def test_docstring_examples(module):
 def test_index_links_exist():
     text = (DOCS / "index.md").read_text(encoding="utf-8")
     links = re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]+)?\)", text)
-    mine = {"kron.md", "testing.md", "backends.md"}
+    mine = {"kron.md", "testing.md", "backends.md", "permuted.md", "torch.md", "distillation.md"}
     assert mine <= set(links)
-    for link in mine:
+    for link in links:
         assert (DOCS / link).exists(), link
+
+
+def test_readme_core_example_runs():
+    """The README's first python example (the NumPy one) runs as written."""
+    text = README.read_text(encoding="utf-8")
+    blocks = FENCE.findall(text)
+    assert blocks, "README.md has no python examples"
+    exec(compile(blocks[0], "README.md [python block 1]", "exec"), {"__name__": "readme"})  # noqa: S102
+
+
+def test_readme_links_exist():
+    text = README.read_text(encoding="utf-8")
+    for link in re.findall(r"\]\((docs/[\w./-]+\.md)\)", text):
+        assert (README.parent / link).exists(), link

@@ -81,8 +81,8 @@ class ModuleReport:
     params_before, params_after : int
         Parameters of the module (weight and bias; buffers not counted).
     error : float or None
-        Relative Frobenius error ‖W − Ŵ‖/‖W‖ of the decomposition (after compress; for a
-        repeated embedding, of the last step's table).
+        Relative Frobenius error ‖W − Ŵ‖/‖W‖ of the module's weight (after compress; for a
+        repeated embedding, of all repetitions together).
     seconds : float or None
         Time spent decomposing.
     """
@@ -582,6 +582,11 @@ def _build(it: _Item) -> nn.Module:
                 implementation=st.implementation,
                 **_opts(st, f"{it.name}#{step}" if step else it.name),
             )
+        if st.repeat > 1:  # report the error of all steps together, not of the last one
+            ref = m.weight if it.kind == "embedding" else m.to_dense()
+            norm = float(torch.linalg.norm(ref))
+            err = float(torch.linalg.norm(new.to_dense() - ref)) / norm if norm > 0 else 0.0
+            new.approximation_error = err
         return new
     lshape = layer_shape(it.shape)  # (out, in) orientation of the layer
     v = weight_view(m)

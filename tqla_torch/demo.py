@@ -466,13 +466,22 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other processes slow the demo down), if known."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # not available on Windows
+        return None
+
+
 def environment_info() -> dict[str, Any]:
     """Versions, machine and date, for result files.
 
     Returns
     -------
     dict
-        ``date`` (UTC, ISO 8601), ``versions`` and ``machine``.
+        ``date`` (UTC, ISO 8601), ``versions``, ``machine`` (with the load average at the
+        time of the call) and ``command``.
     """
     import tqla_torch
 
@@ -502,6 +511,7 @@ def environment_info() -> dict[str, Any]:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": _load_average(),
         },
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None,
     }
@@ -971,6 +981,7 @@ def run_demo(
         "methods": methods_report,
         "rows": rows,
         "wall_s": wall_s,
+        "load_average_end": _load_average(),
     }
     files: dict[str, Path] = {}
     table = format_table(rows)

@@ -170,10 +170,16 @@ def _kron_decompose(
     n_iter: int | None = None,
     tol: float | None = None,
     n_restarts: int = 1,
-    seed: int | None = None,
+    seed: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Any, Any, float]:
-    """Decompose an (out, in) matrix; returns (A, B, row_perm, col_perm, relative error)."""
+    """Decompose a matrix; returns (A, B, row_perm, col_perm, relative error).
+
+    Rows are the outputs and columns the inputs (a layer's (out, in) weight); for an
+    embedding table (V, d), "input" therefore names the feature columns.  ``seed`` is
+    anything ``numpy.random.default_rng`` accepts (compress passes ``[seed, hash(name)]``).
+    """
     from tqla.kron import kron_svd
+    from tqla.permuted import permuted_kron
 
     if method not in KRON_METHODS:
         raise ValueError(f"method must be one of {KRON_METHODS}, got {method!r}")
@@ -200,8 +206,6 @@ def _kron_decompose(
             opts["n_iter"] = n_iter
         if tol is not None:
             opts["tol"] = tol
-        from tqla.permuted import permuted_kron
-
         P = permuted_kron(W, shape, rank, **opts)
         A, B = P.kron.A, P.kron.B
         rp = P.row_perm if P.permuted[0] else None
@@ -215,6 +219,20 @@ def _kron_decompose(
 # --------------------------------------------------------------------------------------
 # KroneckerLinear
 # --------------------------------------------------------------------------------------
+
+def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """A new ``nn.Linear`` holding copies of an (out, in) ``weight`` and ``bias``."""
+    out_features, in_features = weight.shape
+    lin = nn.Linear(
+        in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin
+
+
 class KroneckerLinear(nn.Module):
     r"""A linear layer whose weight is a permuted Kronecker sum.
 
@@ -411,7 +429,7 @@ class KroneckerLinear(nn.Module):
         n_iter: int | None = None,
         tol: float | None = None,
         n_restarts: int = 1,
-        seed: int | None = 0,
+        seed: Any = 0,
     ) -> KroneckerLinear:
         """Decompose an (out, in) weight matrix into a layer (see :meth:`from_linear`)."""
         s = KroneckerShape.of(shape)
@@ -633,18 +651,7 @@ class KroneckerLinear(nn.Module):
 
     def to_linear(self) -> nn.Linear:
         """A dense ``torch.nn.Linear`` holding :meth:`to_dense` (a copy)."""
-        lin = nn.Linear(
-            self.in_features,
-            self.out_features,
-            bias=self.bias is not None,
-            device=self.A.device,
-            dtype=self.A.dtype,
-        )
-        with torch.no_grad():
-            lin.weight.copy_(self.to_dense())
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
+        return _dense_linear(self.to_dense(), self.bias)
 
     # -- forward -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -979,18 +986,8 @@ class LowRankLinear(nn.Module):
         return self.U @ self.V
 
     def to_linear(self) -> nn.Linear:
-        lin = nn.Linear(
-            self.in_features,
-            self.out_features,
-            bias=self.bias is not None,
-            device=self.U.device,
-            dtype=self.U.dtype,
-        )
-        with torch.no_grad():
-            lin.weight.copy_(self.to_dense())
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
+        """A dense ``torch.nn.Linear`` holding :meth:`to_dense` (a copy)."""
+        return _dense_linear(self.to_dense(), self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.implementation == "reconstructed":
@@ -1150,7 +1147,7 @@ class KroneckerEmbedding(_EmbeddingBase):
         n_iter: int | None = None,
         tol: float | None = None,
         n_restarts: int = 1,
-        seed: int | None = 0,
+        seed: Any = 0,
     ) -> KroneckerEmbedding:
         """Compress an embedding (dense, or a KroneckerEmbedding again) by ``V×(d/k) ⊗ 1×k``.
 

@@ -7,7 +7,7 @@ import numpy as np
 from tqla._kernels import register
 
 
-@register("rearranged_gram", "numpy", numpy_order=("numpy", "numba"))
+@register("rearranged_gram", "numpy")
 def rearranged_gram(W: np.ndarray, s, side: str, X: np.ndarray | None = None) -> np.ndarray:
     """Gram matrix of X = R(W): a contiguous rearranged copy, then one BLAS GEMM."""
     from tqla.kron import rearrange
@@ -18,7 +18,7 @@ def rearranged_gram(W: np.ndarray, s, side: str, X: np.ndarray | None = None) ->
     return X.T @ X if side == "right" else X @ X.T
 
 
-@register("rearranged_matmul", "numpy", numpy_order=("numpy", "numba"))
+@register("rearranged_matmul", "numpy")
 def rearranged_matmul(W: np.ndarray, s, side: str, V: np.ndarray, X=None) -> np.ndarray:
     from tqla.kron import rearrange
 
