@@ -158,11 +158,21 @@ def test_permutation_conventions():
     assert sd["input_perm"].dtype == torch.int64
 
 
-def test_identity_permutations_are_dropped():
+def test_identity_permutations_are_kept_as_buffers():
+    """Structure depends on configuration only: an identity found by a search is still a
+    buffer, so a checkpoint of one run loads into a module rebuilt by another run."""
     A, B = torch.randn(1, 2, 3), torch.randn(1, 2, 2)
     layer = KroneckerLinear.from_factors(A, B, torch.arange(4), torch.arange(6))
-    assert layer.input_perm is None and layer.output_perm is None and layer.permute == "none"
-    assert "input_perm" not in layer.state_dict()
+    assert layer.permute == "both"
+    assert {"input_perm", "output_perm"} <= set(layer.state_dict())
+    x = torch.randn(5, 6)
+    plain = KroneckerLinear.from_factors(A, B)
+    assert plain.permute == "none" and "input_perm" not in plain.state_dict()
+    torch.testing.assert_close(layer(x), plain(x))
+    # a layer built with other (non-identity) permutations has the same state-dict keys
+    other = KroneckerLinear.from_factors(A, B, torch.randperm(4), torch.randperm(6))
+    other.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(other(x), plain(x))
 
 
 def test_from_factors_validates():

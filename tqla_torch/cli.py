@@ -45,7 +45,7 @@ class CLIError(Exception):
 
 _MAIN_EPILOG = """\
 examples:
-  tqla demo                                    # the built-in demo, no downloads (~15 min CPU)
+  tqla demo                                    # the built-in demo, no downloads (~6 min CPU)
   tqla demo --quick --output /tmp/demo         # a tiny version (seconds)
   tqla inspect ./gpt2 --preset tq_gpt2         # what the plan would compress, params before/after
   tqla compress ./gpt2 --preset tq_gpt2 --output ./gpt2-tq
@@ -97,7 +97,7 @@ examples:
 
 _DEMO_EPILOG = """\
 examples:
-  tqla demo                                   # full demo into ./tqla-demo (~15 min on 2 CPU cores)
+  tqla demo                                   # full demo into ./tqla-demo (~6 min, 2 CPU cores)
   tqla demo --quick --output /tmp/demo        # tiny, for a smoke test
   tqla demo --model ./my-gpt2 --tokenizer ./my-gpt2   # use a local GPT-2 as the teacher
   tqla demo --methods permuted_kron,svd --distill-tokens 100000

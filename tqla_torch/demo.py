@@ -81,8 +81,9 @@ _METHOD_LABELS = {
 class DemoConfig:
     """Settings of :func:`run_demo`.
 
-    The defaults are the full demo, tuned to finish in about a quarter of an hour on a 2-core
-    CPU; :meth:`quick` is a tiny version for tests (well under a minute).
+    The defaults are the full demo: about 5.5 minutes on an idle 2-core CPU, longer when other
+    jobs share the cores (benchmarks/results/demo_cpu.md); :meth:`quick` is a tiny version for
+    tests (seconds).
 
     Examples
     --------

@@ -91,7 +91,7 @@ def _check_permute(value: Any) -> str:
 
 
 def _as_perm(p: Any, n: int, name: str, device: Any) -> torch.Tensor | None:
-    """An int64 permutation tensor of length n on ``device``, or None for the identity."""
+    """An int64 permutation tensor of length n on ``device`` (None stays None)."""
     if p is None:
         return None
     t = torch.as_tensor(np.asarray(p) if not isinstance(p, torch.Tensor) else p)
@@ -104,8 +104,9 @@ def _as_perm(p: Any, n: int, name: str, device: Any) -> torch.Tensor | None:
     check[t] = True
     if not bool(check.all()):
         raise ValueError(f"{name} must be a permutation of 0..{n - 1} (it repeats an index)")
-    if bool((t == torch.arange(n, device=t.device)).all()):
-        return None
+    # An identity is kept: a module's structure (which buffers exist) must depend on its
+    # configuration only, never on the values a search found, or checkpoints made from one
+    # run would not load into a module rebuilt by another.
     return t.contiguous()
 
 
@@ -219,6 +220,7 @@ def _kron_decompose(
 # --------------------------------------------------------------------------------------
 # KroneckerLinear
 # --------------------------------------------------------------------------------------
+
 
 def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """A new ``nn.Linear`` holding copies of an (out, in) ``weight`` and ``bias``."""
@@ -366,7 +368,8 @@ class KroneckerLinear(nn.Module):
         B : tensor of shape (r, m2, n2)
         row_perm, col_perm : integer arrays of length out / in, optional
             tqla's convention (:func:`tqla.permuted_kron`): ``W[i, j] = K[row_perm[i],
-            col_perm[j]]``.  None or an identity means "not permuted" (no buffer).
+            col_perm[j]]``.  None means "not permuted" (no buffer); a given permutation is
+            kept as a buffer even when it is the identity.
         bias : tensor of shape (m1·m2,), optional
         implementation : {"factorized", "reconstructed"}
 
