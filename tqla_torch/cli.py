@@ -824,10 +824,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         assert plan_steps is not None
         student = copy.deepcopy(teacher)
         stage_specs = plan_steps
-    n_positions = getattr(teacher.config, "n_positions", None) or getattr(
-        teacher.config, "max_position_embeddings", 1024
-    )
-    block_size = args.block_size or min(1024, int(n_positions))
+    from tqla_torch._lm import max_positions
+
+    block_size = args.block_size or min(1024, max_positions(teacher) or 1024)
     data = PackedDataset.from_source(
         args.data, tokenizer, block_size, text_field=args.text_field, split=args.split
     )

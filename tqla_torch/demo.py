@@ -699,10 +699,9 @@ def _build_teacher(config: DemoConfig, out: Path, device: torch.device) -> dict[
         loaded = load_model(config.model, device="cpu")
         tokenizer = load_tokenizer(config.tokenizer, config.model)
         model = loaded.model
-        n_positions = getattr(model.config, "n_positions", None) or getattr(
-            model.config, "max_position_embeddings", config.block_size
-        )
-        block_size = min(config.block_size, int(n_positions))
+        from tqla_torch._lm import max_positions
+
+        block_size = min(config.block_size, max_positions(model) or config.block_size)
         return {
             "model": model,
             "tokenizer": tokenizer,

@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from tqla_torch._atomic import atomic_write_bytes, atomic_write_json
 from tqla_torch.compress import HISTORY_ATTR
 from tqla_torch.layers import COMPRESSED_TYPES, TiedEmbeddingHead
 
@@ -52,35 +52,6 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "tqla_torch.compressed"
 FORMAT_VERSION = 1
 _SCOPES = ("all", "compressed")
-
-
-# --------------------------------------------------------------------------------------
-# Atomic writes (the shared helper when present, else a private one)
-# --------------------------------------------------------------------------------------
-def _atomic_writers() -> tuple[Callable[[Path, bytes], None], Callable[[Path, Any], None]]:
-    try:
-        from tqla_torch._atomic import atomic_write_bytes, atomic_write_json
-
-        return atomic_write_bytes, atomic_write_json
-    except ImportError:  # pragma: no cover - _atomic.py ships with the package
-        import tempfile
-
-        def write_bytes(path: Path, data: bytes) -> None:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-        def write_json(path: Path, obj: Any) -> None:
-            write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-        return write_bytes, write_json
 
 
 # --------------------------------------------------------------------------------------
@@ -252,7 +223,7 @@ def save_pretrained(
         },
     }
     json.dumps(document)  # fail before touching the disk if anything is not serialisable
-    write_bytes, write_json = _atomic_writers()
+    write_bytes, write_json = atomic_write_bytes, atomic_write_json
     write_bytes(directory / WEIGHTS_NAME, blob)
     write_json(directory / CONFIG_NAME, document)
     logger.info(
