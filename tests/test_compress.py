@@ -23,19 +23,7 @@ GPT2Config, GPT2LMHeadModel = transformers.GPT2Config, transformers.GPT2LMHeadMo
 FAST = {"n_iter": 1}  # one alternating iteration keeps permuted_kron quick on tiny models
 
 
-def tiny_gpt2(seed: int = 0, dtype=torch.float64) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(
-        vocab_size=96,
-        n_embd=32,
-        n_layer=4,
-        n_head=2,
-        n_positions=32,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
-    return GPT2LMHeadModel(cfg).to(dtype).eval()
+from _tiny import tiny_gpt2  # noqa: E402
 
 
 def dense_twin(model: nn.Module) -> nn.Module:

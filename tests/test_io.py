@@ -18,19 +18,12 @@ GPT2Config, GPT2LMHeadModel = transformers.GPT2Config, transformers.GPT2LMHeadMo
 IDS = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(1))
 
 
-def tiny_gpt2(dtype=torch.float32, seed=0) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(
-        vocab_size=96,
-        n_embd=32,
-        n_layer=4,
-        n_head=2,
-        n_positions=32,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
-    return GPT2LMHeadModel(cfg).to(dtype).eval()
+from _tiny import tiny_gpt2 as _tiny_gpt2  # noqa: E402
+
+
+def tiny_gpt2(*, seed: int = 0, dtype: torch.dtype = torch.float32) -> GPT2LMHeadModel:
+    """The shared tiny GPT-2, in float32 by default here."""
+    return _tiny_gpt2(seed=seed, dtype=dtype)
 
 
 @pytest.fixture(scope="module")
