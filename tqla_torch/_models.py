@@ -203,6 +203,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _check_hf_folder(path: Path) -> None:
+    """A plain Hugging Face folder: config.json that asks for no code, safetensors weights."""
+    from tqla_torch._hf_folder import read_hf_config
+    from tqla_torch._trust import resolve_classes
+
     if not (path / "config.json").is_file():
         raise ModelLoadError(
             f"model folder {str(path)!r} has no config.json; expected a Hugging Face model "
@@ -213,15 +217,64 @@ def _check_hf_folder(path: Path) -> None:
             f"model folder {str(path)!r} has a config.json but no weights "
             f"(looked for {', '.join(_WEIGHT_FILES)})"
         )
+    if not any((path / name).is_file() for name in _WEIGHT_FILES[:2]):
+        raise ModelLoadError(
+            f"model folder {str(path)!r} holds pickle weights (pytorch_model.bin) only; weights "
+            "are loaded from safetensors only (a pickle can run code): re-save the model with "
+            "save_pretrained (safetensors is its default)"
+        )
+    try:
+        config = read_hf_config(path)
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if config.get("model_type") not in CONFIG_MAPPING:
+            raise ValueError(
+                f"model_type {config.get('model_type')!r} is not a model type this "
+                "transformers knows; remote code is never run"
+            )
+        archs = config.get("architectures")
+        if isinstance(archs, list) and len(archs) == 1:
+            resolve_classes(config["model_type"], archs[0])
+    except ValueError as err:
+        raise ModelLoadError(f"model folder {str(path)!r}: {err}") from None
 
 
 def _load_hf(name: str, *, local_files_only: bool, dtype: torch.dtype | None) -> nn.Module:
+    """transformers' loader, never running remote code, safetensors only, and refusing a
+    checkpoint that would leave any weight randomly initialised."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"local_files_only": local_files_only}
+    kwargs: dict[str, Any] = {
+        "local_files_only": local_files_only,
+        "trust_remote_code": False,
+        "use_safetensors": True,
+        "output_loading_info": True,
+    }
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    model, info = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    problems = {
+        key: sorted(str(k) for k in (info.get(key) or ()))
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        detail = "; ".join(
+            f"{k.replace('_', ' ')} {v[:8]}" + (" ..." if len(v) > 8 else "")
+            for k, v in problems.items()
+        )
+        compressed = any(k.endswith((".A", ".B", "_perm")) for k in problems.get("unexpected_keys", []))
+        hint = (
+            "it was saved from a tqla-compressed model without tqla's record: compress and "
+            "save it again with this tqla_torch (tqla_torch.save_pretrained)"
+            if compressed
+            else "save the complete model again"
+        )
+        raise ModelLoadError(
+            f"model {name!r} does not fill the architecture exactly ({detail}); refusing to load "
+            f"it with randomly initialised weights: {hint}"
+        )
+    return model
 
 
 def _is_repo_not_found(err: BaseException) -> bool:
@@ -303,7 +356,9 @@ def load_model(
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
     if path.is_dir():
-        if is_compressed_folder(path):
+        from tqla_torch._hf_folder import is_hf_compressed_folder
+
+        if is_compressed_folder(path) or is_hf_compressed_folder(path):
             from tqla_torch.io import from_pretrained
 
             base = None
@@ -426,12 +481,33 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
 def save_tokenizer(tokenizer: Any, folder: str | os.PathLike[str]) -> None:
     """Save ``tokenizer`` next to a model so the folder is self-contained.
 
+    The tokenizer is written into a temporary folder first and each of its files then moved
+    into ``folder`` atomically (``os.replace``): an existing file is replaced whole or not at
+    all, and files of other names are left alone.
+
     Parameters
     ----------
     tokenizer : transformers.PreTrainedTokenizerBase
     folder : str or os.PathLike
     """
-    tokenizer.save_pretrained(os.fspath(folder))
+    import shutil
+    import tempfile
+
+    from tqla_torch._atomic import _fsync_directory
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tokenizer.", suffix=".tmp", dir=folder))
+    try:
+        tokenizer.save_pretrained(os.fspath(staging))
+        for item in sorted(staging.iterdir()):
+            if item.is_file():
+                with open(item, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(item, folder / item.name)
+        _fsync_directory(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:

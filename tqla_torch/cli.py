@@ -281,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(p, required=True)
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing, non-empty output folder"
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty output folder, replacing only the files tqla writes",
     )
     _add_common(p, config_help=None)
     p.set_defaults(handler=_cmd_compress)
@@ -492,13 +494,6 @@ def _print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
         print("| " + " | ".join(str(c) for c in row) + " |")
 
 
-def _check_output_dir(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"--output {str(path)!r} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise CLIError(f"--output {str(path)!r} is not empty; pass --overwrite to replace it")
-
-
 def _load(args: argparse.Namespace, name: str, device: str, base_model: str | None = None):
     from tqla_torch._models import load_model
 
@@ -600,8 +595,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from tqla_torch._models import save_tokenizer
     from tqla_torch.compress import compress
 
+    from tqla_torch.io import prepare_output_folder
+
     output = Path(args.output)
-    _check_output_dir(output, args.overwrite)
+    prepare_output_folder(output, inputs=[args.model, args.base_model], overwrite=args.overwrite)
     if args.config is not None and not Path(args.config).is_file():
         raise CLIError(f"--config: no such file: {args.config!r}")
     device = _device(args)
@@ -612,11 +609,6 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     report = compress(loaded.model, config)
     seconds = time.perf_counter() - start
     loaded.model.to("cpu")
-    if output.is_dir() and args.overwrite:
-        import shutil
-
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
     _save_model(loaded.model, output)
     if tokenizer is not None:
         save_tokenizer(tokenizer, output)
