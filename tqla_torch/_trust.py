@@ -135,6 +135,12 @@ def resolve_classes(
     """
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    name, module = _class_name(model_class, "model class")
+    if module is not None and module.split(".")[0] != "transformers":
+        raise ValueError(
+            f"model class {model_class!r} is not one of the transformers classes a folder may "
+            f"name (only classes of transformers' auto-model registry are built)"
+        )
     if not isinstance(model_type, str) or not model_type:
         raise ValueError(f"model_type must be a non-empty string, got {model_type!r}")
     try:
@@ -145,14 +151,13 @@ def resolve_classes(
             f"remote code is never run (upgrade transformers or pass base_model=)"
         ) from None
     if config_class is not None:
-        name, module = _class_name(config_class, "config class")
-        if name != config_cls.__name__ or module not in (None, config_cls.__module__):
+        cfg_name, cfg_module = _class_name(config_class, "config class")
+        if cfg_name != config_cls.__name__ or cfg_module not in (None, config_cls.__module__):
             raise ValueError(
                 f"config class {config_class!r} is not the transformers config class of "
                 f"model_type {model_type!r} ({config_cls.__name__})"
             )
     registered = _registered_models(config_cls)
-    name, module = _class_name(model_class, "model class")
     cls = registered.get(name)
     if cls is None or module not in (None, cls.__module__):
         allowed = ", ".join(sorted(registered)) or "none"
@@ -231,9 +236,13 @@ def build_model(model_cls: type, config_cls: type, config: dict[str, Any]) -> An
         except ImportError:
             no_init_weights = None
     if no_init_weights is None:
-        return model_cls(cfg)
-    with no_init_weights():
-        return model_cls(cfg)
+        model = model_cls(cfg)
+    else:
+        with no_init_weights():
+            model = model_cls(cfg)
+    if callable(getattr(model, "tie_weights", None)):
+        model.tie_weights()  # no_init_weights also skips the ties the config asks for
+    return model
 
 
 def file_inside(directory: Path, name: Any, where: str) -> Path:

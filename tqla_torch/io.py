@@ -379,14 +379,17 @@ def _build_base(data: dict[str, Any], cfg_path: Path) -> nn.Module:
             f"{cfg_path} records no model config to rebuild the architecture from; pass "
             f"base_model= (the uncompressed model)"
         )
-    base_config = _trust.check_config_dict(data["base_config"], str(cfg_path))
-    model_type = data.get("model_type") or base_config.get("model_type")
+    base_config = data["base_config"]
+    model_type = data.get("model_type")
+    if model_type is None and isinstance(base_config, dict):
+        model_type = base_config.get("model_type")
     try:
         model_cls, config_cls = _trust.resolve_classes(
             model_type, data["model_class"], data.get("config_class")
         )
     except ValueError as err:
         raise ValueError(f"{cfg_path}: {err}; pass base_model= to load into your model") from None
+    _trust.check_config_dict(base_config, str(cfg_path))
     if base_config.get("model_type", model_type) != model_type:
         raise ValueError(
             f"{cfg_path}: base_config.model_type {base_config.get('model_type')!r} differs "
