@@ -167,7 +167,7 @@ def load_hf_folder(directory: Path, base_model: nn.Module | None = None) -> nn.M
     tensors: dict[str, Any] = {}
     files = _weight_files(directory, cfg_path)
     for path in files:
-        tensors.update(_trust.read_weights(path, {}, cfg_path.name))
+        tensors.update(_trust.read_weights(path, {}, cfg_path.name)[0])
     if base_model is None:
         archs = config.get("architectures")
         if not (isinstance(archs, list) and len(archs) == 1):

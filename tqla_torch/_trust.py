@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -336,11 +337,21 @@ def check_output_folder(
     return out
 
 
-def read_weights(path: Path, info: dict[str, Any], cfg_name: str) -> dict[str, Any]:
+def read_weights(
+    path: Path, info: dict[str, Any], cfg_name: str, while_checking: Any = None
+) -> tuple[dict[str, Any], Any]:
     """Read a safetensors file once and check it against what ``cfg_name`` records.
 
     Size, SHA-256 and save id (each when recorded) are checked on the very bytes that are
-    then parsed, so the file cannot change between the check and the use.
+    then parsed, so the file cannot change between the check and the use.  The digest is
+    computed on a second thread (hashlib releases the GIL) while the bytes are parsed and
+    ``while_checking()`` runs (building the architecture from the JSON, which uses nothing
+    read from the weights); nothing is returned before the digest has been compared.
+
+    Returns
+    -------
+    (dict, object)
+        The tensors and what ``while_checking`` returned (None without it).
 
     Raises
     ------
@@ -370,20 +381,27 @@ def read_weights(path: Path, info: dict[str, Any], cfg_name: str) -> dict[str, A
             f"folder was written partially or files were mixed"
         )
     expected = info.get("sha256")
-    if expected is not None and sha256_hex(data) != expected.lower():
+    # hashlib releases the GIL: hash on a second thread while safetensors parses the same
+    # immutable bytes; nothing parsed is returned before the digest is compared
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(sha256_hex, data) if expected is not None else None
+        try:
+            tensors, parse_error = st_load(data), None
+        except Exception as err:  # safetensors raises its own error types
+            tensors, parse_error = None, err
+        extra = while_checking() if while_checking is not None and parse_error is None else None
+        if digest is not None and digest.result() != expected.lower():
+            raise ValueError(
+                f"{path} is corrupted: its SHA-256 differs from the one {cfg_name} records (a "
+                f"changed byte); restore the file from a good copy or save the model again"
+            )
+    if parse_error is not None:
         raise ValueError(
-            f"{path} is corrupted: its SHA-256 differs from the one {cfg_name} records (a "
-            f"changed byte); restore the file from a good copy or save the model again"
-        )
-    try:
-        tensors = st_load(data)
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(
-            f"{path} is not a readable safetensors file (truncated or corrupted?): {err}"
+            f"{path} is not a readable safetensors file (truncated or corrupted?): {parse_error}"
         ) from None
     if meta is None:
         raise ValueError(f"{path} is not a readable safetensors file: damaged header")
-    return tensors
+    return tensors, extra
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:

@@ -551,20 +551,21 @@ def from_pretrained(
             "is caught only when it breaks the file; save the model again to add one",
             cfg_path,
         )
-    tensors = _trust.read_weights(weights_path, info, CONFIG_NAME)
-    if base_model is None:
-        if scope == "compressed":
-            raise ValueError(
-                f"{directory} stores only the compressed modules (weights='compressed'); pass "
-                f"base_model= (the uncompressed model they were made from)"
-            )
-        model = _build_base(data, cfg_path)
-    else:
-        if not isinstance(base_model, nn.Module):
-            raise TypeError(
-                f"base_model must be a torch.nn.Module, got {type(base_model).__name__}"
-            )
-        model = base_model
+    if base_model is None and scope == "compressed":
+        raise ValueError(
+            f"{directory} stores only the compressed modules (weights='compressed'); pass "
+            f"base_model= (the uncompressed model they were made from)"
+        )
+    if base_model is not None and not isinstance(base_model, nn.Module):
+        raise TypeError(f"base_model must be a torch.nn.Module, got {type(base_model).__name__}")
+    # the architecture is built from the JSON alone while the weights' checksum is computed
+    tensors, model = _trust.read_weights(
+        weights_path,
+        info,
+        CONFIG_NAME,
+        while_checking=(lambda: _build_base(data, cfg_path)) if base_model is None else None,
+    )
+    model = base_model if model is None else model
     _install(model, data["modules"], cfg_path)
     hf_config = getattr(model, "config", None)
     base_config = data.get("base_config") or {}
