@@ -135,7 +135,11 @@ def _set(path: str, value):
 HOSTILE = [
     # class names: nothing outside transformers' registry for the model type
     ("probe model class", _set("model_class", f"{PROBE}:Thing"), "is not one of the transformers"),
-    ("probe config class", _set("config_class", f"{PROBE}:Thing"), "is not the transformers config"),
+    (
+        "probe config class",
+        _set("config_class", f"{PROBE}:Thing"),
+        "is not the transformers config",
+    ),
     ("os.system", _set("model_class", "os:system"), "is not one of the transformers"),
     ("builtins.eval", _set("model_class", "builtins:eval"), "is not one of the transformers"),
     ("dotted path", _set("model_class", "a.b.GPT2LMHeadModel"), "is not a class name"),
@@ -167,7 +171,11 @@ HOSTILE = [
     ("size type", _set("weights/size", "big"), "weights.size must be an integer"),
     ("checksum type", _set("weights/sha256", 1), "weights.sha256 must be a string"),
     ("module spec type", _set("modules/x", "KroneckerLinear"), r"modules\['x'\] has no layer type"),
-    ("layer type", _set("modules/transformer.h.1.mlp.c_fc/type", "os.system"), "unknown layer type"),
+    (
+        "layer type",
+        _set("modules/transformer.h.1.mlp.c_fc/type", "os.system"),
+        "unknown layer type",
+    ),
     ("tie type", _set("tied_parameters/lm_head.weight", 3), "must be a tensor name"),
     ("history type", _set("compression_history", "rm -rf"), "must be a list"),
     ("version type", _set("format_version", True), "format_version True is not supported"),

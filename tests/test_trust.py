@@ -92,8 +92,18 @@ def test_tqla_evaluate_scores_the_saved_weights(tmp_path, capsys):
     expected = text_perplexity(model, tok, text, window=32).ppl
     capsys.readouterr()
     code = main(
-        ["evaluate", str(tmp_path / "hf"), "--data", str(text), "--window", "32", "--device",
-         "cpu", "--json", str(tmp_path / "r.json")]
+        [
+            "evaluate",
+            str(tmp_path / "hf"),
+            "--data",
+            str(text),
+            "--window",
+            "32",
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
     )
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())

@@ -15,9 +15,11 @@ Examples
 >>> from transformers import GPT2Config, GPT2LMHeadModel
 >>> import tqla_torch
 >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
->>> report = tqla_torch.compress(model, tqla_torch.presets.kron_gpt2())
+>>> cfg = tqla_torch.CompressionConfig(target_modules=["c_fc"], method="kron", b_shape=[2, 4],
+...                                    rank=4)
+>>> report = tqla_torch.compress(model, cfg)
 >>> sorted(model.config.tqla_compression["modules"])
-['transformer.h.0.mlp.c_fc', 'transformer.h.0.mlp.c_proj']
+['transformer.h.0.mlp.c_fc']
 >>> folder = tempfile.mkdtemp()
 >>> model.save_pretrained(folder)
 >>> is_hf_compressed_folder(folder)
@@ -199,8 +201,6 @@ def load_hf_folder(directory: Path, base_model: nn.Module | None = None) -> nn.M
             else "the folder is incomplete or does not match its config.json: save the "
             "complete model again (tqla_torch.save_pretrained after tqla_torch.compress)"
         )
-        raise ValueError(
-            f"{err}. Refusing to fill the gaps with random weights: {hint}"
-        ) from None
+        raise ValueError(f"{err}. Refusing to fill the gaps with random weights: {hint}") from None
     object.__setattr__(model, HISTORY_ATTR, list((record or {}).get("compression_history") or []))
     return model

@@ -263,7 +263,9 @@ def _load_hf(name: str, *, local_files_only: bool, dtype: torch.dtype | None) ->
             f"{k.replace('_', ' ')} {v[:8]}" + (" ..." if len(v) > 8 else "")
             for k, v in problems.items()
         )
-        compressed = any(k.endswith((".A", ".B", "_perm")) for k in problems.get("unexpected_keys", []))
+        compressed = any(
+            k.endswith((".A", ".B", "_perm")) for k in problems.get("unexpected_keys", [])
+        )
         hint = (
             "it was saved from a tqla-compressed model without tqla's record: compress and "
             "save it again with this tqla_torch (tqla_torch.save_pretrained)"

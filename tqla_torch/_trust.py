@@ -24,7 +24,11 @@ Examples
 >>> resolve_classes("gpt2", "subprocess:Popen", None)
 Traceback (most recent call last):
 ...
-ValueError: model class 'subprocess:Popen' is not one of the transformers classes registered for model_type 'gpt2' (allowed: ...)
+ValueError: model class 'subprocess:Popen' is not one of the transformers classes ...
+>>> resolve_classes("gpt2", "BertModel", None)
+Traceback (most recent call last):
+...
+ValueError: model class 'BertModel' is not one of the transformers classes registered ...
 """
 
 from __future__ import annotations
@@ -472,5 +476,3 @@ def load_checked(
                     f"model does not have"
                 ) from None
         setattr(parent, attr, target)
-
-

@@ -594,7 +594,6 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from tqla_torch._atomic import atomic_write_json
     from tqla_torch._models import save_tokenizer
     from tqla_torch.compress import compress
-
     from tqla_torch.io import prepare_output_folder
 
     output = Path(args.output)

@@ -37,16 +37,15 @@ from torch import nn
 
 from tqla_torch import _trust
 from tqla_torch._atomic import atomic_write_bytes, atomic_write_json
+from tqla_torch._hf_folder import HF_RECORD_KEY, record_compression  # re-exported
 from tqla_torch.compress import HISTORY_ATTR
 from tqla_torch.layers import COMPRESSED_TYPES, TiedEmbeddingHead
-
-# Re-exported: the record transformers' own save_pretrained carries in config.json.
-from tqla_torch._hf_folder import HF_RECORD_KEY, record_compression  # noqa: E402
 
 __all__ = [
     "CONFIG_NAME",
     "FORMAT",
     "FORMAT_VERSION",
+    "HF_RECORD_KEY",
     "WEIGHTS_NAME",
     "from_pretrained",
     "is_compressed_folder",
@@ -398,7 +397,9 @@ def _build_base(data: dict[str, Any], cfg_path: Path) -> nn.Module:
     try:
         return _trust.build_model(model_cls, config_cls, base_config)
     except (TypeError, ValueError, KeyError, AttributeError) as err:
-        raise ValueError(f"{cfg_path}: base_config does not build a {model_cls.__name__}: {err}") from None
+        raise ValueError(
+            f"{cfg_path}: base_config does not build a {model_cls.__name__}: {err}"
+        ) from None
 
 
 def _check_base_module(name: str, spec: dict[str, Any], base: nn.Module, cfg_path: Path) -> None:
@@ -523,7 +524,9 @@ def from_pretrained(
     >>> from transformers import GPT2Config, GPT2LMHeadModel
     >>> import tqla_torch
     >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
-    >>> report = tqla_torch.compress(model, tqla_torch.presets.kron_gpt2())
+    >>> cfg = tqla_torch.CompressionConfig(target_modules=["c_fc"], method="kron", b_shape=[2, 4],
+    ...                                    rank=4)
+    >>> report = tqla_torch.compress(model, cfg)
     >>> folder = tempfile.mkdtemp()
     >>> model.save_pretrained(folder)  # transformers' own method
     >>> type(tqla_torch.from_pretrained(folder).transformer.h[0].mlp.c_fc).__name__
