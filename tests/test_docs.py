@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "security.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -44,6 +44,8 @@ def test_python_examples_run(page):
         "tqla._array",
         "tqla.assignment",
         "tqla.permuted",
+        "tqla_torch._trust",
+        "tqla_torch._hf_folder",
     ],
 )
 def test_docstring_examples(module):
@@ -56,6 +58,7 @@ def test_index_links_exist():
     text = (DOCS / "index.md").read_text(encoding="utf-8")
     links = re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]+)?\)", text)
     mine = {"kron.md", "testing.md", "backends.md", "permuted.md", "torch.md", "distillation.md"}
+    mine |= {"security.md"}
     assert mine <= set(links)
     for link in links:
         assert (DOCS / link).exists(), link
