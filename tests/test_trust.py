@@ -202,3 +202,58 @@ def test_tqla_evaluate_refuses_a_text_shorter_than_one_window(tmp_path, capsys, 
     assert code == 2 and "Traceback" not in err
     assert "fewer than one window of 64" in err and " token" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------
+# Item 11: one clear line, exit status 2, no traceback
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A 1-block GPT-2 with a 300-token vocabulary and a 300-token tokenizer, and a text."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tqla_torch.data import builtin_documents, builtin_tokenizer
+
+    root = tmp_path_factory.mktemp("small")
+    tok = builtin_tokenizer(vocab_size=300)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tok))
+    ).save_pretrained(root / "m")
+    tok.save_pretrained(root / "m")
+    (root / "t.txt").write_text(builtin_documents("validation")[0][:2000])
+    (root / "binary.json").write_bytes(bytes(range(256)) * 4)
+    return root
+
+
+def _clean_error(capsys, argv, *needles):
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_device_meta_is_refused(small_model, capsys):
+    m, t = str(small_model / "m"), str(small_model / "t.txt")
+    _clean_error(capsys, ["evaluate", m, "--data", t, "--device", "meta"], "device must be")
+    _clean_error(capsys, ["evaluate", m, "--data", t, "--device", "cuda:7"], "'cuda:7'")
+
+
+def test_tokenizer_larger_than_the_vocabulary_is_refused(small_model, capsys):
+    argv = ["evaluate", str(small_model / "m"), "--data", str(small_model / "t.txt")]
+    _clean_error(
+        capsys,
+        [*argv, "--tokenizer", "builtin:512"],
+        "the tokenizer has 512 tokens but the model's vocabulary has 300",
+    )
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compress"])
+def test_binary_config_file_is_refused(small_model, tmp_path, capsys, command):
+    argv = [command, str(small_model / "m"), "--config", str(small_model / "binary.json")]
+    if command == "compress":
+        argv += ["-o", str(tmp_path / "out")]
+    _clean_error(capsys, argv, "is a binary file, not a JSON text file")

@@ -47,6 +47,7 @@ from torch import nn
 __all__ = [
     "LoadedModel",
     "ModelLoadError",
+    "check_vocabulary",
     "count_parameters",
     "hub_is_offline",
     "is_compressed_folder",
@@ -177,15 +178,54 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    usage = f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
     try:
         resolved = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-        ) from err
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(usage) from err
+    if resolved.type not in ("cpu", "cuda"):  # meta holds no data; others are not supported
+        raise ValueError(usage)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return resolved
+
+
+def check_vocabulary(tokenizer: Any, model: nn.Module, *, what: str = "--tokenizer") -> None:
+    """Refuse a tokenizer whose token ids do not all fit the model's input embedding.
+
+    Parameters
+    ----------
+    tokenizer : transformers.PreTrainedTokenizerBase
+    model : torch.nn.Module
+        Its ``get_input_embeddings()`` (or ``config.vocab_size``) gives the vocabulary size.
+    what : str
+        The argument the tokenizer came from, for the message.
+
+    Raises
+    ------
+    ValueError
+        If ``len(tokenizer)`` exceeds the model's vocabulary.
+    """
+    vocab = None
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    if embedding is not None:
+        vocab = getattr(embedding, "num_embeddings", None)
+    if vocab is None:
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    try:
+        size = len(tokenizer)
+    except TypeError:
+        return
+    if isinstance(vocab, int) and size > vocab:
+        raise ValueError(
+            f"{what}: the tokenizer has {size:,} tokens but the model's vocabulary has "
+            f"{vocab:,}; use the model's own tokenizer"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -536,7 +576,15 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file: {str(path)!r}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise ValueError(f"{what}: {str(path)!r} is a binary file, not a JSON text file")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what}: {str(path)!r} is nested too deeply to be a config") from None
     except json.JSONDecodeError as err:
         raise ValueError(
             f"{what}: {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: "

@@ -649,7 +649,7 @@ def _apply_json_defaults(
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from tqla_torch._models import count_parameters, load_tokenizer
+    from tqla_torch._models import check_vocabulary, count_parameters, load_tokenizer
     from tqla_torch.evaluate import lambada, text_perplexity
 
     data = None if args.data.lower() == "none" else args.data
@@ -666,6 +666,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     loaded = _load(args, args.model, device, args.base_model)
     tokenizer = load_tokenizer(args.tokenizer, args.model)
     model = loaded.model
+    check_vocabulary(tokenizer, model)
     report: dict[str, Any] = {
         "model": args.model,
         "kind": loaded.kind,
@@ -775,7 +776,12 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     import copy
 
     from tqla_torch._atomic import atomic_write_json
-    from tqla_torch._models import count_parameters, load_tokenizer, save_tokenizer
+    from tqla_torch._models import (
+        check_vocabulary,
+        count_parameters,
+        load_tokenizer,
+        save_tokenizer,
+    )
     from tqla_torch.data import PackedDataset
     from tqla_torch.distill import Stage, distill_stages
 
@@ -808,8 +814,10 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     elif args.compression_config is not None:
         plan_steps = [("compress", _compression_config_from_file(args.compression_config))]
     tokenizer = load_tokenizer(args.tokenizer, args.teacher)
+    check_vocabulary(tokenizer, teacher)
     if args.student is not None:
         student = _load(args, args.student, "cpu", args.base_model).model
+        check_vocabulary(tokenizer, student)
         stage_specs: list[tuple[str, Any]] = [("distill", None)]
     else:
         assert plan_steps is not None
