@@ -54,6 +54,7 @@ from torch import nn
 
 from tqla_torch._atomic import atomic_torch_save, remove_stale_temporaries
 from tqla_torch._lm import lm_forward, max_positions, vocab_size
+from tqla_torch._resume import changed_settings, newest_readable
 from tqla_torch.data import BlockOrder, PackedDataset
 
 __all__ = [
@@ -508,8 +509,9 @@ class DistillResult:
         One record per logged step: ``stage``, ``stage_index``, ``step`` (global optimizer
         step), ``stage_step``, ``loss``, ``ce``, ``kl``, ``hidden_mse``, ``lr``, ``grad_norm``
         (None without clipping), ``tokens`` (seen so far) and ``tokens_per_s``. A resumed run
-        includes the records written before the interruption (a record whose logging interval
-        spans the interruption averages only the steps after it).
+        includes the records written before the interruption, and the logging window the
+        interruption cut is restored from the checkpoint, so the records (but
+        ``tokens_per_s``) and :attr:`final_loss` equal those of an uninterrupted run.
     step : int
         Optimizer steps taken over all stages.
     tokens_seen : int
@@ -525,7 +527,8 @@ class DistillResult:
 
     @property
     def final_loss(self) -> float | None:
-        """Loss of the last logged step (None if nothing was logged)."""
+        """Mean loss of the last logging window, which always ends at the last step (None if
+        nothing was logged); independent of where a resume cut the run."""
         return self.history[-1]["loss"] if self.history else None
 
 
@@ -776,7 +779,11 @@ def distill_stages(
     already holds a checkpoint, the run resumes from it: the compression of every stage up to
     and including the checkpoint's stage is re-applied (so the module structure matches), then
     all states are loaded. A run killed at any moment and restarted with the same arguments ends
-    with bit-identical weights on CPU (given the same number of threads).
+    with bit-identical weights on CPU (given the same number of threads). A resume refuses
+    settings that differ from the checkpoint's (all but ``checkpoint_dir``,
+    ``checkpoint_every``, ``keep_checkpoints``, ``device`` and ``progress``), naming them; a
+    newest checkpoint that cannot be read (truncated, empty) is skipped with a warning for
+    the previous complete one, and with none readable the run stops with one clear error.
 
     **Data parallelism.** Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is
     initialised (NCCL on CUDA, Gloo on CPU) unless it already is, the student is wrapped in
@@ -898,10 +905,16 @@ def _run(
     # ---- resume ---------------------------------------------------------------------------
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
     resume_path: Path | None = None
+    loaded_state: dict[str, Any] | None = None
     if ckpt_dir is not None and ctx.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(ckpt_dir)
-        resume_path = latest_checkpoint(ckpt_dir)
+        # the newest checkpoint that loads; truncated or empty ones are skipped with a warning
+        resume_path, loaded_state = newest_readable(
+            _list_checkpoints(ckpt_dir),
+            lambda p: torch.load(p, map_location="cpu", weights_only=True),
+            lambda st: isinstance(st, dict) and st.get("format") == _CHECKPOINT_FORMAT,
+        )
     if ctx.enabled:
         shared = [None if resume_path is None else os.fspath(resume_path)]
         dist.broadcast_object_list(shared, src=0)
@@ -913,9 +926,15 @@ def _run(
     start_stage, start_step = 0, 0
     resume_state: dict[str, Any] | None = None
     if resume_path is not None:
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        state = loaded_state or torch.load(resume_path, map_location="cpu", weights_only=True)
         if state.get("format") != _CHECKPOINT_FORMAT or state.get("version") != _CHECKPOINT_VERSION:
             raise ValueError(f"{resume_path} is not a tqla distillation checkpoint (version 1)")
+        changed = changed_settings(state.get("config") or {}, config.to_dict())
+        if changed:  # a resumed run keeps its settings, so what is recorded held throughout
+            raise ValueError(
+                f"cannot resume from {resume_path} with changed settings ({'; '.join(changed)}); "
+                f"rerun with the checkpoint's settings, or use a new checkpoint_dir / --output"
+            )
         if state["stages"] != fingerprint:
             raise ValueError(
                 f"checkpoint {resume_path} was written for the schedule {state['stages']}, this "
@@ -951,12 +970,15 @@ def _run(
         stage_index: int, stage_step: int, done: bool, optimizer: Any, scheduler: Any
     ) -> None:
         rng = _rng_state(device)
+        window = {"metrics": metrics.tolist(), "micro": micro_since_log}
         if ctx.enabled:
             gathered: list[Any] = [None] * ctx.world_size
             dist.all_gather_object(gathered, rng)
             rng_all = gathered
+            log_windows: list[Any] = [None] * ctx.world_size
+            dist.all_gather_object(log_windows, window)
         else:
-            rng_all = [rng]
+            rng_all, log_windows = [rng], [window]
         if not ctx.is_main:
             return
         assert ckpt_dir is not None
@@ -977,6 +999,7 @@ def _run(
             "data": order.state_dict(),
             "history": history,
             "config": config.to_dict(),
+            "log_window": log_windows,  # per rank: the open logging window, restored on resume
         }
         path = _checkpoint_path(ckpt_dir, global_step)
         atomic_torch_save(state, path)
@@ -1008,17 +1031,22 @@ def _run(
             optimizer, _WarmupCosine(config.warmup_steps, total, config.min_lr_ratio)
         )
         step = 0
+        window = None
         if resuming_here:
             assert resume_state is not None
             optimizer.load_state_dict(resume_state["optimizer"])
             scheduler.load_state_dict(resume_state["scheduler"])
             _set_rng_state(resume_state["rng"][ctx.rank], device)
             step = start_step
+            window = (resume_state.get("log_window") or [None] * ctx.world_size)[ctx.rank]
             resume_state = None
 
         student.train()
         metrics = torch.zeros(4, dtype=torch.float64, device=device)
         micro_since_log = 0
+        if window is not None:  # the logging window the interruption cut: records, final_loss
+            metrics += torch.tensor(window["metrics"], dtype=torch.float64, device=device)
+            micro_since_log = int(window["micro"])
         t_log = time.perf_counter()
         tokens_at_log = tokens_seen
         bar = tqdm(
