@@ -545,6 +545,11 @@ def test_distill_preset_three_stages_and_resume(tiny_gpt2, small_text, tmp_path,
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
+    # the same command with another learning rate is refused, naming it; nothing is rewritten
+    code, _, err = run([*args[:-4], "--lr", "5e-4", "--alpha", "0.3"], capsys)
+    _assert_clean_error(code, err, "changed settings", "lr: 0.001 in the checkpoint, 0.0005 now")
+    assert json.loads((out / "distill.json").read_text())["config"]["lr"] == 1e-3
+
 
 def test_distill_compressed_student_with_config_file(
     tiny_gpt2, compressed_tq, small_text, tmp_path, capsys

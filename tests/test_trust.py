@@ -236,10 +236,18 @@ def _clean_error(capsys, argv, *needles):
         assert needle in err, err
 
 
-def test_device_meta_is_refused(small_model, capsys):
+def test_device_meta_is_refused(small_model, tmp_path, capsys):
     m, t = str(small_model / "m"), str(small_model / "t.txt")
     _clean_error(capsys, ["evaluate", m, "--data", t, "--device", "meta"], "device must be")
     _clean_error(capsys, ["evaluate", m, "--data", t, "--device", "cuda:7"], "'cuda:7'")
+    distill = ["distill", "--teacher", m, "--data", t, "--output", str(tmp_path / "o")]
+    distill += ["--preset", "kron_gpt2", "--max-steps", "1", "--no-progress"]
+    _clean_error(capsys, [*distill, "--device", "meta"], "device must be")
+    _clean_error(
+        capsys,
+        ["compress", m, "--preset", "kron_gpt2", "-o", str(tmp_path / "c"), "--device", "meta"],
+        "device must be",
+    )
 
 
 def test_tokenizer_larger_than_the_vocabulary_is_refused(small_model, capsys):

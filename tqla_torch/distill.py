@@ -217,12 +217,13 @@ class DistillConfig:
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a str, got {type(self.device).__name__}")
         if self.device != "auto":
+            usage = f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             try:
-                torch.device(self.device)
+                kind = torch.device(self.device).type
             except (RuntimeError, ValueError) as err:
-                raise ValueError(
-                    f"device must be 'auto' or a torch device string, got {self.device!r}"
-                ) from err
+                raise ValueError(usage) from err
+            if kind not in ("cpu", "cuda"):  # 'meta' holds no data: nothing could be trained
+                raise ValueError(usage)
         if not isinstance(self.progress, bool):
             raise ValueError(f"progress must be a bool, got {self.progress!r}")
 
