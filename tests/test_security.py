@@ -292,3 +292,19 @@ def test_folder_without_checksum_loads_with_a_warning(good_doc, folder, caplog):
     with caplog.at_level("WARNING", logger="tqla_torch.io"):
         from_pretrained(folder)
     assert "records no checksum" in caplog.text
+
+
+def test_tokenizer_folder_asking_for_code_is_refused(tmp_path, probe):
+    from tqla_torch._models import ModelLoadError, load_tokenizer
+    from tqla_torch.data import builtin_tokenizer
+
+    folder = tmp_path / "tok"
+    builtin_tokenizer(vocab_size=300).save_pretrained(folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("tokenizer_class", None)  # so that transformers would look at auto_map
+    config["auto_map"] = {"AutoTokenizer": ["x.Y", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "x.py").write_text(f"open({str(probe)!r}, 'w').write('ran')\nclass Y: pass\n")
+    with pytest.raises(ModelLoadError, match=r"\['auto_map'\] is not allowed") as info:
+        load_tokenizer(folder)
+    assert "\n" not in str(info.value) and not probe.exists()

@@ -453,6 +453,24 @@ def _has_tokenizer_files(path: Path) -> bool:
     return any((path / name).is_file() for name in _TOKENIZER_FILES)
 
 
+def _refuse_tokenizer_code(path: Path) -> None:
+    """A tokenizer folder must not ask for code (``auto_map`` and friends); tqla never runs it."""
+    from tqla_torch._trust import refuse_code_keys
+
+    for name in ("tokenizer_config.json", "config.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue  # transformers reports unreadable files itself
+        try:
+            refuse_code_keys(data, str(file))
+        except ValueError as err:
+            raise ModelLoadError(f"tokenizer folder {str(path)!r}: {err}") from None
+
+
 def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None = None) -> Any:
     """Resolve a tokenizer argument.
 
@@ -499,14 +517,17 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
     if path.is_dir():
         if not _has_tokenizer_files(path):
             raise ModelLoadError(f"tokenizer folder {str(path)!r} holds no tokenizer files")
+        _refuse_tokenizer_code(path)
         try:
-            return AutoTokenizer.from_pretrained(os.fspath(path), local_files_only=True)
+            return AutoTokenizer.from_pretrained(
+                os.fspath(path), local_files_only=True, trust_remote_code=False
+            )
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"could not load the tokenizer in {str(path)!r}: {err}") from err
     if path.exists() or _looks_like_path(spec):
         raise ModelLoadError(f"tokenizer folder {spec!r} does not exist")
     try:
-        return AutoTokenizer.from_pretrained(spec, local_files_only=True)
+        return AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=False)
     except OSError:
         pass
     if hub_is_offline() or not _hub_reachable():
@@ -515,7 +536,7 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
             "folder or 'builtin'"
         )
     try:
-        return AutoTokenizer.from_pretrained(spec)
+        return AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
     except OSError as err:
         raise ModelLoadError(f"tokenizer {spec!r} could not be loaded: {err}") from err
 

@@ -204,6 +204,12 @@ def check_config_dict(config: Any, where: str) -> dict[str, Any]:
     return config
 
 
+def refuse_code_keys(data: Any, where: str) -> None:
+    """Refuse ``data`` (a JSON document) if anywhere in it asks for code, as
+    :func:`check_config_dict` does, without its rule on key names."""
+    _scan(data, where, "file", 0)
+
+
 def _scan(value: Any, where: str, path: str, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise ValueError(f"{where}: {path} is nested more than {_MAX_DEPTH} levels deep")
