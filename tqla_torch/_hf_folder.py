@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from tqla_torch import _trust
@@ -186,7 +187,12 @@ def load_hf_folder(directory: Path, base_model: nn.Module | None = None) -> nn.M
     aliases = _dedupe(model.state_dict())[1]  # the ties the architecture itself makes
     for alias, canonical in aliases.items():
         if alias in tensors:  # transformers keeps one name of a tie; load it under the other
-            tensors.setdefault(canonical, tensors[alias])
+            kept = tensors.setdefault(canonical, tensors[alias])
+            if kept is not tensors[alias] and not torch.equal(kept, tensors[alias]):
+                raise ValueError(
+                    f"{cfg_path}: {alias!r} and {canonical!r} are tied in the model but differ "
+                    f"in the weights file; the folder does not describe this model"
+                )
             del tensors[alias]
     weights_path = files[0] if len(files) == 1 else directory
     try:
