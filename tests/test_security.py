@@ -177,6 +177,26 @@ HOSTILE = [
         "unknown layer type",
     ),
     ("tie type", _set("tied_parameters/lm_head.weight", 3), "must be a tensor name"),
+    (
+        "spec without sizes",
+        _set("modules/transformer.h.1.mlp.c_fc", {"type": "KroneckerLinear"}),
+        r"modules\['transformer.h.1.mlp.c_fc'\] is invalid",
+    ),
+    (
+        "spec sizes type",
+        _set("modules/transformer.h.1.mlp.c_fc/rank", "four"),
+        r"modules\['transformer.h.1.mlp.c_fc'\] is invalid",
+    ),
+    (
+        "head to a non-embedding",
+        _set("modules/lm_head", {"type": "TiedEmbeddingHead", "embedding": "transformer.ln_f"}),
+        "head 'lm_head'",
+    ),
+    (
+        "untied head sizes",
+        _set("modules/lm_head", {"type": "UntiedHead", "in_features": "x"}),
+        "head 'lm_head' is invalid",
+    ),
     ("history type", _set("compression_history", "rm -rf"), "must be a list"),
     ("version type", _set("format_version", True), "format_version True is not supported"),
 ]

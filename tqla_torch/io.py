@@ -452,7 +452,10 @@ def _install(model: nn.Module, specs: dict[str, dict[str, Any]], cfg_path: Path)
             continue
         if kind not in COMPRESSED_TYPES:
             raise ValueError(f"{cfg_path}: module {name!r} has unknown layer type {kind!r}")
-        _check_base_module(name, spec, base, cfg_path)
+        try:
+            _check_base_module(name, spec, base, cfg_path)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{cfg_path}: modules[{name!r}] is invalid: {err!r}") from None
         ref = next(iter(base.parameters()), None)
         device = ref.device if ref is not None and ref.device.type != "meta" else None
         try:
@@ -469,14 +472,20 @@ def _install(model: nn.Module, specs: dict[str, dict[str, Any]], cfg_path: Path)
                     f"{cfg_path}: head {name!r} is tied to {spec.get('embedding')!r}, which "
                     f"the model does not have"
                 ) from None
-            bias = torch.empty(emb.num_embeddings) if spec.get("bias") else None
-            _set_module(model, name, TiedEmbeddingHead(emb, bias=bias))
+            try:
+                bias = torch.empty(emb.num_embeddings) if spec.get("bias") else None
+                head: nn.Module = TiedEmbeddingHead(emb, bias=bias)
+            except (AttributeError, TypeError, ValueError) as err:
+                raise ValueError(f"{cfg_path}: head {name!r} is invalid: {err}") from None
         else:
-            dense = torch.nn.utils.skip_init(  # every tensor is loaded next: no random init
-                nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"]
-            )
-            dense.tqla_untied_head = True
-            _set_module(model, name, dense)
+            try:
+                head = torch.nn.utils.skip_init(  # every tensor is loaded next: no random init
+                    nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"]
+                )
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"{cfg_path}: head {name!r} is invalid: {err!r}") from None
+            head.tqla_untied_head = True
+        _set_module(model, name, head)
 
 
 def from_pretrained(
