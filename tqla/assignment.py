@@ -42,6 +42,7 @@ from tqla._array import (
     array_namespace,
     as_float_matrix,
     check_int,
+    check_permutation,
     from_numpy,
     is_numpy,
     lib_name,
@@ -500,23 +501,8 @@ def _check_side(side: str) -> None:
 
 
 def _check_perm(p: Any, n: int, name: str) -> np.ndarray | None:
-    """A permutation of range(n) as host int64, or None."""
-    if p is None:
-        return None
-    a = _host(p)
-    a = np.asarray(a)
-    if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(
-            f"{name} must be an integer array of shape ({n},), got {a.dtype} {a.shape}"
-        )
-    a = a.astype(np.int64, copy=False)
-    seen = np.zeros(n, dtype=bool)
-    if a.min(initial=0) < 0 or a.max(initial=0) >= n:
-        raise ValueError(f"{name} must be a permutation of range({n}): entries out of range")
-    seen[a] = True
-    if not seen.all():
-        raise ValueError(f"{name} must be a permutation of range({n}): it repeats entries")
-    return a
+    """:func:`tqla.check_permutation`, or None for None (the identity)."""
+    return None if p is None else check_permutation(p, n, name)
 
 
 def _take(xp: Any, x: Any, idx: np.ndarray, axis: int) -> Any:

@@ -455,8 +455,10 @@ def permuted_kron(
         and, once they stop improving by ``tol``, polishes with ``"assign"`` steps (each
         followed by a ``"slots"`` sweep) within the same ``n_iter`` budget.
     permute : {"both", "rows", "cols", "none"}
-        Which sides to permute.  ``"none"`` returns plain :func:`tqla.kron_svd` in this
-        result type.  A side whose factors make a permutation useless — m1 = 1 or m2 = 1
+        Which sides to permute.  ``"rows"`` permutes the M side — W's rows, the output
+        features of an ``nn.Linear`` weight (out × in) — through ``row_perm``; ``"cols"``
+        the N side (input features) through ``col_perm``.  ``"none"`` returns plain
+        :func:`tqla.kron_svd` in this result type.  A side whose factors make a permutation useless — m1 = 1 or m2 = 1
         for rows, n1 = 1 or n2 = 1 for columns — is never permuted (so a 50257-row
         embedding with B of shape 1×2 never builds a 50257² cost matrix).
     n_iter : int
