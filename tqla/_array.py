@@ -21,6 +21,7 @@ __all__ = [
     "check_finite",
     "check_int",
     "check_permutation",
+    "take",
     "check_rng",
     "device_of",
     "is_numpy",
@@ -169,6 +170,11 @@ def from_numpy(a: np.ndarray, like: Any) -> Any:
 
         return torch.from_numpy(np.ascontiguousarray(a)).to(dev)
     return xp.asarray(a, device=dev)
+
+
+def take(xp: Any, x: Any, idx: np.ndarray, axis: int) -> Any:
+    """``x`` gathered along ``axis`` by the host index array ``idx`` (moved to x's device)."""
+    return xp.take(x, from_numpy(np.ascontiguousarray(idx, dtype=np.int64), x), axis=axis)
 
 
 def check_permutation(perm: Any, n: int, name: str = "perm") -> np.ndarray:

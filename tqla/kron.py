@@ -1,4 +1,4 @@
-"""Kronecker sums and the Van Loan–Pitsianis rearrangement (methods.md §1).
+"""Kronecker sums and the Van Loan–Pitsianis rearrangement (docs/kron.md).
 
 A Kronecker sum of rank r approximates an M×N matrix, M = m1·m2, N = n1·n2, as
 
