@@ -23,9 +23,11 @@ from tqla._array import (
     as_float_matrix,
     check_finite,
     check_int,
+    device_of,
     is_numpy,
 )
 from tqla._kernels import resolve
+from tqla._memory import available_memory, fmt_bytes, positive_bytes
 from tqla.svd import SVDMethod, auto_method, check_method, gram_rows, svd_rows
 
 __all__ = [
@@ -574,6 +576,7 @@ def kron_svd(
     method: SVDMethod = "auto",
     rng: None | int | np.random.Generator = None,
     kernel: str = "auto",
+    max_bytes: int | None = None,
 ) -> KroneckerSum:
     """Best rank-``rank`` Kronecker sum approximation of W in the Frobenius norm.
 
@@ -599,6 +602,12 @@ def kron_svd(
         "array_api"); see :doc:`backends <backends>`.  "auto" takes "numba" for NumPy
         input when it is installed (it reads W in place, no rearranged copy), else
         "numpy"; other libraries use "array_api".
+    max_bytes : int, optional
+        Ceiling for the temporaries of the decomposition (rearranged copy, Gram matrix,
+        LAPACK copies and factors; :func:`svd_memory` gives the estimate).  Default: the
+        host memory available now (Linux's MemAvailable, else half the physical memory)
+        for host arrays, no ceiling for device arrays.  A decomposition that would not fit
+        raises MemoryError naming the sizes, before anything is allocated.
 
     Returns
     -------
@@ -619,14 +628,16 @@ def kron_svd(
     s = KroneckerShape.of(shape)
     s.check_matrix(W)
     rank = s.check_rank(rank)
-    if W.dtype not in (xp.float32, xp.float64):
-        # Half precisions (float16, bfloat16): LAPACK/cuSOLVER have no such routines, so
-        # compute in float32 and return factors of the input dtype.
-        K = kron_svd(xp.astype(W, xp.float32), s, rank, method=method, rng=rng, kernel=kernel)
-        return K.astype(W.dtype)
     check_method(method)
     if method == "auto":
         method = choose_svd_method(s, rank)
+    _check_svd_memory(xp, W, s, rank, method, kernel, max_bytes)
+    if W.dtype not in (xp.float32, xp.float64):
+        # Half precisions (float16, bfloat16): LAPACK/cuSOLVER have no such routines, so
+        # compute in float32 and return factors of the input dtype.
+        W32 = xp.astype(W, xp.float32)
+        K = kron_svd(W32, s, rank, method=method, rng=rng, kernel=kernel, max_bytes=max_bytes)
+        return K.astype(W.dtype)
     if method == "gram":
         # The Gram matrix is finite exactly when W is (and no square overflows), so the
         # finiteness check costs nothing extra on this route.
@@ -648,6 +659,87 @@ def kron_svd(
     A = xp.reshape(Ar, (rank, s.m1, s.n1))
     B = xp.reshape(Br, (rank, s.m2, s.n2))
     return KroneckerSum(A, B)
+
+
+def svd_memory(shape: Any, rank: int, method: str, itemsize: int, *, in_place: bool = False) -> int:
+    """Bytes of temporaries :func:`kron_svd` allocates on a route (W itself not counted).
+
+    With X = R(W) of shape (q, p), k = min(q, p) and b bytes per entry: the rearranged
+    copy q·p·b (not for ``in_place`` kernels of the Gram route), plus
+
+    * ``"gram"``: the k×k Gram matrix and its eigenvectors (2·k²·b) and the factors
+      r·(q + p)·b;
+    * ``"full"``: LAPACK's working copy of X (q·p·b), U and Vᵀ ((q + p)·k·b) and about
+      4·k²·b of workspace;
+    * ``"randomized"``: three (q + p)·(r + 10) blocks and the small SVD.
+
+    Examples
+    --------
+    >>> svd_memory(((384, 768), (2, 4)), 4, "gram", 4)
+    14156416
+    """
+    s = KroneckerShape.of(shape)
+    q, p = s.rearranged_shape
+    k, r, b = min(q, p), int(rank), int(itemsize)
+    copy = 0 if in_place else q * p * b
+    if method == "gram":
+        return copy + 2 * k * k * b + r * (q + p) * b
+    if method == "full":
+        return 2 * q * p * b + (q + p) * k * b + 4 * k * k * b
+    ell = min(r + 10, k)
+    return q * p * b + 3 * (q + p) * ell * b + 2 * ell * ell * b
+
+
+def _check_svd_memory(
+    xp: Any, W: Any, s: KroneckerShape, rank: int, method: str, kernel: str, max_bytes: Any
+) -> None:
+    """Refuse a decomposition whose temporaries exceed ``max_bytes`` (see kron_svd)."""
+    if max_bytes is None:
+        if not _on_host(xp, W):
+            return
+        limit = available_memory()
+        if limit is None:  # pragma: no cover - OS without memory information
+            return
+        source = "the memory available now"
+    else:
+        limit = positive_bytes(max_bytes, "max_bytes")
+        source = "max_bytes"
+    half = W.dtype not in (xp.float32, xp.float64)
+    itemsize = 4 if half else int(getattr(W.dtype, "itemsize", 8))
+    in_place = (
+        method == "gram"
+        and is_numpy(xp)
+        and not half
+        and W.flags.c_contiguous  # the compiled kernels copy any other layout once
+        and _gram_kernel(kernel, W) == "numba"
+    )
+    need = svd_memory(s, rank, method, itemsize, in_place=in_place)
+    if half:
+        need += int(W.shape[0]) * int(W.shape[1]) * 4  # the float32 working copy
+    if need > limit:
+        q, p = s.rearranged_shape
+        raise MemoryError(
+            f"kron_svd(method={method!r}) of W {tuple(int(v) for v in W.shape)} with "
+            f"A {s.a} ⊗ B {s.b}: its rearrangement R(W) is {q}×{p} and the route needs "
+            f"about {fmt_bytes(need)} of temporaries (tqla.kron.svd_memory), over "
+            f"{source} ({fmt_bytes(limit)}). Use method='gram' (a min(q, p)² = "
+            f"{min(q, p)}² Gram matrix) or 'randomized', factor shapes with a smaller side, "
+            f"or pass a larger max_bytes= if the memory is there."
+        )
+
+
+def _on_host(xp: Any, W: Any) -> bool:
+    if is_numpy(xp):
+        return True
+    dev = device_of(W)
+    return str(getattr(dev, "type", dev)).lower() in ("cpu", "array_api_strict_cpu_device")
+
+
+def _gram_kernel(kernel: str, W: Any) -> str | None:
+    try:
+        return resolve("rearranged_gram", kernel, W)[0]
+    except (ImportError, ValueError):
+        return None  # the error is raised, with its message, where the kernel is used
 
 
 def kron_singular_values(W: Any, shape: Any) -> Any:
