@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -45,6 +45,8 @@ def test_python_examples_run(page):
         "tqla.assignment",
         "tqla.permuted",
         "tqla.svd",
+        "tqla.lsap",
+        "tqla._kernels",
     ],
 )
 def test_docstring_examples(module):

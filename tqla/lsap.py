@@ -445,7 +445,7 @@ def lsap(
     >>> float(cost[row_ind, col_ind].sum())
     5.0
     >>> lsap(cost[:, :2], maximize=True).cost          # rectangular, maximised
-    7.0
+    6.0
     """
     order = check_solver(solver)
     if not isinstance(maximize, (bool, np.bool_)):
