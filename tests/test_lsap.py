@@ -208,7 +208,7 @@ def test_finite_costs_whose_sum_overflows(solver):
     """Finite costs whose sum over the matrix overflows were reported as '+inf (forbidden
     pairs)' by lap/lapx; now every solver gives the right assignment and total."""
     big = 1e307
-    C = np.array([[big, 2 * big, 3 * big], [2 * big, 4 * big, 6 * big], [3 * big, 6 * big, 9 * big]])
+    C = big * np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [3.0, 6.0, 9.0]])
     ref_r, ref_c = linear_sum_assignment(C / big)
     res = lsap(C, solver=solver)
     expected = math.fsum((C[ref_r, ref_c] / big).tolist()) * big

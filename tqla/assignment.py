@@ -35,10 +35,8 @@ from tqla._array import (
     check_int,
     check_permutation,
     take,
-    from_numpy,
     is_numpy,
     lib_name,
-    to_numpy,
 )
 from tqla._kernels import available, get_kernel
 from tqla._memory import fmt_bytes, physical_memory, positive_bytes
