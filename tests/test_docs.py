@@ -39,6 +39,7 @@ def test_python_examples_run(page):
     "module",
     [
         "tqla.kron",
+        "tqla.shapes",
         "tqla.testing.strategies",
         "tqla.testing.assertions",
         "tqla._array",
