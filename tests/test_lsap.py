@@ -240,3 +240,23 @@ def test_infinitely_good_entries_are_refused(cost, maximize, match):
 def test_maximize_must_be_a_bool():
     with pytest.raises(TypeError, match="maximize must be a bool"):
         lsap(np.eye(2), maximize="yes")
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize(
+    "cost",
+    [
+        [[-1.7e308, -3.0, 1e308], [1.0, 1.7e308, 1.7e308], [2.0, -1.7e308, 1e308]],
+        [[1.0, 1e308, 1.0], [-1.7e308, 1.0, 2.0], [2.0, 1.7e308, 1e308]],
+    ],
+)
+def test_huge_costs_whose_solver_intermediates_overflow(solver, cost):
+    """Reduced costs c − u − v of such matrices overflow inside the solvers (SciPy, jv and
+    lapx gave wrong answers or errors); the exact power-of-two scaling prevents it."""
+    C = np.array(cost)
+    scale = 2.0**-20  # exact: the reference solves the scaled problem, which cannot overflow
+    r, c = linear_sum_assignment(C * scale)
+    ref = math.fsum((C[r, c] * scale).tolist()) / scale
+    res = lsap(C, solver=solver)
+    # entries near 1e308 are resolved to eps·max|C| only: optimal totals agree to that
+    assert abs(res.cost - ref) <= 4 * len(C) * np.finfo(np.float64).eps * np.abs(C).max()
