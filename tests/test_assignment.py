@@ -495,3 +495,11 @@ def test_slots_cost_sweep_state_matches_a_fresh_build():
     with pytest.raises(ValueError, match="col_ind must be a permutation"):
         sweep.cost(0)
         sweep.assign(0, np.zeros(5, dtype=np.int64))
+
+
+def test_slots_cost_names_a_bad_basis():
+    W = np.random.default_rng(0).standard_normal((6, 8))
+    with pytest.raises(TypeError, match="V must be a KroneckerSum or an array, got str"):
+        slots_cost(W, ((3, 4), (2, 2)), "basis", 0)
+    with pytest.raises(ValueError, match=r"V must be an \(m2·n2, r\) = \(4, r\) orthonormal"):
+        slots_cost(W, ((3, 4), (2, 2)), np.ones((3, 1)), 0)
