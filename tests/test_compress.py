@@ -249,8 +249,8 @@ def dense_twin_generic(model):
             "embeddings are compressed at rank 1",
         ),
         (
-            CompressionConfig(target_modules=["wte"], b_shape=[1, 2], permute="input"),
-            "would permute the vocabulary rows",
+            CompressionConfig(target_modules=["wte"], b_shape=[1, 2], permute="cols"),
+            "would permute the vocabulary",
         ),
         (CompressionConfig(target_modules=["wte"], b_shape=[1, 32]), "leave at least 2 columns"),
         (

@@ -160,7 +160,7 @@ def _add_plan_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def _distill_fields() -> list[dataclasses.Field]:
-    from tqla_torch.distill import DistillConfig
+    from tqla_torch.training.distill import DistillConfig
 
     skip = {"checkpoint_dir", "device", "seed", "progress"}
     return [f for f in dataclasses.fields(DistillConfig) if f.name not in skip]
@@ -429,7 +429,7 @@ def _logging_setup(verbosity: int, command: str) -> Iterator[None]:
     """
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     package = logging.getLogger("tqla_torch")
-    demo = logging.getLogger("tqla_torch.demo")
+    demo = logging.getLogger("tqla_torch.training.demo")
     saved = (package.level, package.propagate, demo.level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -528,7 +528,7 @@ def _fmt_int(n: int) -> str:
 
 
 def _compression_config_from_file(path: str) -> Any:
-    from tqla_torch.plan import CompressionConfig
+    from tqla_torch.compression.config import CompressionConfig
 
     values = _read_json(path, "compression config")
     return CompressionConfig.from_dict(values)
@@ -545,7 +545,7 @@ def _call_preset(fn: Any, model: Any) -> Any:
 
 def _preset_config(name: str, model: Any) -> Any:
     """The single config of preset ``name`` (all steps of the recipe at once)."""
-    from tqla_torch.plan import presets
+    from tqla_torch.compression.presets import presets
 
     if name.endswith("_steps"):
         raise CLIError(
@@ -556,7 +556,7 @@ def _preset_config(name: str, model: Any) -> Any:
 
 def _preset_steps(name: str, model: Any) -> list[tuple[str, Any]]:
     """The stages of preset ``name`` as ``(stage name, CompressionConfig)`` pairs."""
-    from tqla_torch.plan import presets
+    from tqla_torch.compression.presets import presets
 
     base = name.removesuffix("_steps")
     configs = _call_preset(presets.get(base + "_steps"), model)
@@ -579,7 +579,7 @@ def _save_model(model: Any, folder: Path) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from tqla_torch.compress import inspect
+    from tqla_torch.compression.apply import inspect
 
     if args.config is not None and not Path(args.config).is_file():
         raise CLIError(f"--config: no such file: {args.config!r}")
@@ -598,7 +598,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from tqla_torch._atomic import atomic_write_json
     from tqla_torch._models import save_tokenizer
-    from tqla_torch.compress import compress
+    from tqla_torch.compression.apply import compress
 
     output = Path(args.output)
     _check_output_dir(output, args.overwrite)
@@ -756,7 +756,7 @@ def _prepare_file(path: str) -> Path:
 
 
 def _distill_config(args: argparse.Namespace, output: Path) -> Any:
-    from tqla_torch.distill import DistillConfig
+    from tqla_torch.training.distill import DistillConfig
 
     values: dict[str, Any] = {}
     if args.config:
@@ -785,8 +785,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
     from tqla_torch._atomic import atomic_write_json
     from tqla_torch._models import count_parameters, load_tokenizer, save_tokenizer
-    from tqla_torch.data import PackedDataset
-    from tqla_torch.distill import Stage, distill_stages
+    from tqla_torch.training.data import PackedDataset
+    from tqla_torch.training.distill import Stage, distill_stages
 
     output = Path(args.output)
     if output.exists() and not output.is_dir():
@@ -906,7 +906,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from tqla_torch.demo import DemoConfig, run_demo
+    from tqla_torch.training.demo import DemoConfig, run_demo
 
     values: dict[str, Any] = {}
     if args.config:
