@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tqla.kron import KroneckerShape
+from tqla import check_permutation
+from tqla.kron import KroneckerShape, KroneckerSum
 from tqla_torch.nn.base import (
     CompressedModule,
     LayerPlan,
@@ -97,16 +98,9 @@ def _as_perm(p: Any, n: int, name: str, device: Any) -> torch.Tensor | None:
     """An int64 permutation tensor of length n on ``device`` (None stays None)."""
     if p is None:
         return None
-    t = torch.as_tensor(np.asarray(p) if not isinstance(p, torch.Tensor) else p)
-    t = t.detach().to(device=device, dtype=torch.int64).reshape(-1)
-    if t.numel() != n:
-        raise ValueError(f"{name} must have length {n}, got {t.numel()}")
-    check = torch.zeros(n, dtype=torch.bool, device=t.device)
-    if bool(((t < 0) | (t >= n)).any()):
-        raise ValueError(f"{name} must hold indices in [0, {n}), got values outside")
-    check[t] = True
-    if not bool(check.all()):
-        raise ValueError(f"{name} must be a permutation of 0..{n - 1} (it repeats an index)")
+    if isinstance(p, torch.Tensor):
+        p = p.detach()
+    t = torch.as_tensor(check_permutation(p, n, name), device=device)
     # An identity is kept: a module's structure (which buffers exist) must depend on its
     # configuration only, never on the values a search found, or checkpoints made from one
     # run would not load into a module rebuilt by another.
@@ -147,9 +141,7 @@ def forward_costs(shape: Any, rank: int = 1) -> dict[str, int]:
     (2383872, 2359296, 4730880)
     """
     s = KroneckerShape.of(shape)
-    r = int(rank)
-    a_first = r * s.m1 * s.n2 * (s.n1 + s.m2)
-    b_first = r * s.n1 * s.m2 * (s.m1 + s.n2)
+    a_first, b_first = s.matmat_costs(rank, 1)  # K·x for one token x (a column)
     return {
         "a_first": a_first,
         "b_first": b_first,
@@ -322,6 +314,8 @@ class KroneckerLinear(CompressedModule):
             "output_perm",
             torch.arange(self.out_features, **idx) if permute in ("rows", "both") else None,
         )
+        # The association order of the factorized forward, fixed by the shapes (tqla's rule).
+        self._order = s.matmat_order(rank)
         self.reset_parameters()
 
     # -- construction ------------------------------------------------------------------
@@ -664,11 +658,8 @@ class KroneckerLinear(CompressedModule):
 
     # -- dense -------------------------------------------------------------------------
     def _kron_dense(self) -> torch.Tensor:
-        """K = Σ A_k ⊗ B_k as an (out, in) matrix (one GEMM and one rearranging copy)."""
-        r, m1, n1 = self.A.shape
-        _, m2, n2 = self.B.shape
-        R = torch.mm(self.A.reshape(r, m1 * n1).t(), self.B.reshape(r, m2 * n2))
-        return R.view(m1, n1, m2, n2).permute(0, 2, 1, 3).reshape(m1 * m2, n1 * n2)
+        """K = Σ A_k ⊗ B_k as an (out, in) matrix (:meth:`tqla.KroneckerSum.to_dense`)."""
+        return KroneckerSum(self.A, self.B).to_dense()
 
     def to_dense(self) -> torch.Tensor:
         """The (out, in) weight ``K[row_perm][:, col_perm]`` (differentiable)."""
@@ -739,8 +730,8 @@ class KroneckerLinear(CompressedModule):
         r, m1, n1 = A.shape
         _, m2, n2 = B.shape
         T = x.shape[0]
-        # forward_costs' two orders, with the common factor r·T dropped
-        if m1 * n2 * (n1 + m2) <= n1 * m2 * (m1 + n2):
+        # the cheaper association order of forward_costs (tqla.KroneckerShape.matmat_order)
+        if self._order == "a_first":
             # Z[t, (j2, k), i1] = Σ_j1 X[t, j1, j2] A[k, i1, j1]: one GEMM against A.
             Xt = self._input_transposed(x, n1, n2).reshape(T * n2, n1).contiguous()
             Z = F.linear(Xt, A.reshape(r * m1, n1)).view(T, n2 * r, m1)

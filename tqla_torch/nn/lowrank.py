@@ -56,46 +56,19 @@ def svd_rank(settings: Any, in_features: int, out_features: int, bias: bool, whe
     return rank
 
 
-# Below this small side, the truncated SVD goes through the small Gram matrix in float64.
-_GRAM_SVD_MAX_SIDE = 4096
-
-
 def _truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Best rank-``rank`` factors ``W ≈ U·V`` (U = U_r√Σ_r, V = √Σ_r V_rᵀ) and the relative
-    error ‖W − U·V‖/‖W‖.
+    """Best rank-``rank`` factors ``W ≈ U·V`` (U = U_r√Σ_r, V = √Σ_r V_rᵀ) from
+    :func:`tqla.truncated_svd` (its routes and sign rule), and the relative error
+    ‖W − U·V‖/‖W‖ = √(‖W‖² − Σ σ_k²)/‖W‖ (in float64)."""
+    from tqla import truncated_svd
 
-    When the small side s of W is at most 4096 the top singular pairs come from the s×s
-    Gram matrix in float64 (one pass over W; a 50257×768 embedding costs one GEMM instead of
-    a full SVD), otherwise from ``torch.linalg.svd``.  Signs are deterministic: the entry of
-    largest magnitude of each column of U is positive.
-    """
-    out_f, in_f = (int(v) for v in W.shape)
-    small = min(out_f, in_f)
-    Wd = W.to(torch.float64)
-    if small <= _GRAM_SVD_MAX_SIDE:
-        left = out_f <= in_f
-        G = Wd @ Wd.T if left else Wd.T @ Wd
-        lam, Q = torch.linalg.eigh(G)  # ascending
-        lam = lam.flip(0).clamp_min(0)
-        Q = Q.flip(1)[:, :rank]
-        sig = lam[:rank].sqrt()
-        inv = torch.where(sig > 0, 1.0 / torch.where(sig > 0, sig, torch.ones_like(sig)), 0.0)
-        if left:  # Q = U_r;  V_rᵀ = Σ⁻¹ U_rᵀ W
-            Ur, Vt = Q, (Q.T @ Wd) * inv[:, None]
-        else:  # Q = V_r;  U_r = W V_r Σ⁻¹
-            Ur, Vt = (Wd @ Q) * inv[None, :], Q.T
-        total = float(lam.sum())
-        tail = max(total - float((sig**2).sum()), 0.0)
-        err = (tail / total) ** 0.5 if total > 0 else 0.0
-    else:
-        U_, S, Vh = torch.linalg.svd(Wd, full_matrices=False)
-        Ur, sig, Vt = U_[:, :rank], S[:rank], Vh[:rank]
-        norm = float(torch.linalg.norm(S))
-        err = float(torch.linalg.norm(S[rank:])) / norm if norm > 0 else 0.0
-    sign = torch.sign(Ur[Ur.abs().argmax(0), torch.arange(rank, device=Ur.device)])
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    root = sig.sqrt() * sign
-    return Ur * root[None, :], root[:, None] * Vt, err
+    Wd = W.detach().to(torch.float64)
+    U, sig, Vh = truncated_svd(Wd, rank)
+    total = float((Wd * Wd).sum())
+    tail = max(total - float((sig * sig).sum()), 0.0)
+    err = (tail / total) ** 0.5 if total > 0 else 0.0
+    root = sig.sqrt()
+    return U * root[None, :], root[:, None] * Vh, err
 
 
 class LowRankLinear(CompressedModule):
