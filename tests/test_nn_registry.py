@@ -225,3 +225,28 @@ def test_from_spec_errors():
         CompressedModule.from_spec({"type": "KroneckerLinear", "bogus": 1})
     with pytest.raises(ValueError, match="given to LowRankLinear"):
         REGISTRY["LowRankLinear"].from_spec({"type": "KroneckerLinear"})
+
+
+@pytest.mark.parametrize("order_shape", [((6, 2), (3, 4)), ((2, 6), (4, 3))])  # both orders
+@pytest.mark.parametrize("permute", ["none", "rows", "cols", "both"])
+@pytest.mark.parametrize("tokens", [3, 300])  # both paths of the "B first" order
+def test_fused_forward_agrees_with_the_core(order_shape, permute, tokens):
+    """KroneckerLinear's torch-fused forward = tqla.KroneckerSum.matmat, permuted."""
+    from tqla.kron import KroneckerShape, KroneckerSum
+    from tqla_torch.nn import KroneckerLinear
+
+    g = _gen(11)
+    shape = KroneckerShape(*order_shape)
+    A = torch.randn(3, *shape.a, dtype=DTYPE, generator=g)
+    B = torch.randn(3, *shape.b, dtype=DTYPE, generator=g)
+    M, N = shape.matrix_shape
+    rp = torch.randperm(M, generator=g) if permute in ("rows", "both") else None
+    cp = torch.randperm(N, generator=g) if permute in ("cols", "both") else None
+    layer = KroneckerLinear.from_factors(A, B, rp, cp)
+    x = torch.randn(tokens, N, dtype=DTYPE, generator=g)
+    # W[i, j] = K[rp[i], cp[j]]:  W x = (K · x[inverse cp])[rp]
+    xin = x if cp is None else x[:, torch.argsort(cp)]
+    y = KroneckerSum(A, B).matmat(xin.T).T
+    y = y if rp is None else y[:, rp]
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), y, rtol=TOL, atol=TOL)

@@ -421,15 +421,9 @@ class CompressionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        if not isinstance(data, dict):
-            raise ValueError(f"a CompressionConfig dict is expected, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown CompressionConfig fields {unknown}; known: {sorted(names)}")
-        if "target_modules" not in data:
-            raise ValueError("target_modules is required")
-        return cls(**data)
+        from tqla_torch._dataclasses import dataclass_from_dict
+
+        return dataclass_from_dict(cls, data, required=("target_modules",))
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

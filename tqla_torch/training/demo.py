@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from tqla_torch._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tqla_torch.training.optim import adamw_warmup_cosine, clip_gradients, seed_everything
 
 __all__ = [
     "METHODS",
@@ -230,29 +231,17 @@ class DemoConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DemoConfig:
         """Build from a JSON object; unknown keys raise :class:`ValueError`."""
-        if not isinstance(values, dict):
-            raise ValueError(f"a demo config must be a JSON object, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown DemoConfig fields {unknown}; known: {sorted(known)}")
-        values = dict(values)
-        if "methods" in values and isinstance(values["methods"], list):
+        from tqla_torch._dataclasses import dataclass_from_dict
+
+        values = dict(values) if isinstance(values, dict) else values
+        if isinstance(values, dict) and isinstance(values.get("methods"), list):
             values["methods"] = tuple(values["methods"])
-        return cls(**values)
+        return dataclass_from_dict(cls, values)
 
 
 # --------------------------------------------------------------------------------------------
 # Teacher
 # --------------------------------------------------------------------------------------------
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use the legacy RNG
-    torch.manual_seed(seed)
 
 
 def train_teacher(
@@ -318,21 +307,15 @@ def train_teacher(
     device = torch.device(device)
     model.to(device)
     model.train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+    optimizer, scheduler = adamw_warmup_cosine(
+        model.parameters(),
         lr=lr,
+        weight_decay=0.1,
         betas=(0.9, 0.95),
+        warmup=warmup,
+        total=steps,
+        floor=0.1,
     )
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_ = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress_))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     epoch, position = 0, 0
     order = np.random.default_rng([seed, epoch]).permutation(n_blocks)
     history: list[dict[str, float]] = []
@@ -347,7 +330,7 @@ def train_teacher(
             batch = blocks[idx].to(device)
             out = model(batch, labels=batch, use_cache=False)
             out.loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            clip_gradients(list(model.parameters()), 1.0)
             current_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
@@ -828,7 +811,7 @@ def run_demo(
     started = time.perf_counter()
     env = environment_info()
     _prepare_output(out, config)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
 
     # 1. teacher ---------------------------------------------------------------------------
     built = _build_teacher(config, out, device)
