@@ -53,7 +53,8 @@ def _time(fn, reps: int) -> float:
 def _cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line)
+        lines = out.splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if "Model name" in line)
     except (OSError, StopIteration, subprocess.CalledProcessError):
         return platform.processor() or "unknown"
 
@@ -77,8 +78,10 @@ def main() -> None:
                 reps = 200 if tokens == 1 else 3
                 fused, core = [], []
                 for _ in range(ROUNDS):  # interleaved: a background load hits both alike
-                    fused.append(_time(lambda: layer(x), reps))
-                    core.append(_time(lambda: _core_forward(K, inv_cp, rp, x), reps))
+                    fused.append(_time(lambda L=layer, x=x: L(x), reps))
+                    core.append(
+                        _time(lambda K=K, i=inv_cp, r=rp, x=x: _core_forward(K, i, r, x), reps)
+                    )
             rows.append((name, tokens, min(fused), min(core)))
     lines = [
         "# KroneckerLinear fused forward vs tqla.KroneckerSum.matmat (+ gathers)",
@@ -87,7 +90,8 @@ def main() -> None:
         f"- machine: {_cpu_model()}, torch {torch.__version__}, 1 thread, float32",
         f"- load average at the end: {os.getloadavg()} (shared machine: absolute times are "
         "noisy, the ratio is the robust number)",
-        f"- command: `python benchmarks/bench_torch_forward.py` (min of {ROUNDS} interleaved rounds)",
+        "- command: `python benchmarks/bench_torch_forward.py` "
+        f"(min of {ROUNDS} interleaved rounds)",
         "",
         "| layer | tokens | fused (ms) | core + gathers (ms) | core / fused |",
         "|---|---:|---:|---:|---:|",

@@ -104,10 +104,13 @@ def test_subcommand_help(command, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["inspect", "m", "--preset", "tq_gpt2", "--device", "cpu"],
-             ["inspect", "m", "--preset", "tq_gpt2", "--tokenizer", "t"],
-             ["compress", "m", "--preset", "tq_gpt2", "-o", "x", "--seed", "1"],
-             ["evaluate", "m", "--seed", "1"]]
+    "argv",
+    [
+        ["inspect", "m", "--preset", "tq_gpt2", "--device", "cpu"],
+        ["inspect", "m", "--preset", "tq_gpt2", "--tokenizer", "t"],
+        ["compress", "m", "--preset", "tq_gpt2", "-o", "x", "--seed", "1"],
+        ["evaluate", "m", "--seed", "1"],
+    ],
 )
 def test_unread_flags_are_refused(argv, capsys):
     code, _, err = run(argv, capsys)

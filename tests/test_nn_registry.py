@@ -7,8 +7,9 @@ until it gets a row here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -90,14 +91,14 @@ CASES = {
     "kron-linear": Case(
         "KroneckerLinear",
         lambda: _linear(_kron_weight(2, (4, 3), (2, 4), 0)),  # (out 8, in 12)
-        {"method": "kron", "shape": [[3, 4], [4, 2]], "rank": 2},  # in×out
+        {"method": "kron", "shape": [[4, 3], [2, 4]], "rank": 2},  # out×in
         _features(12),
         exact=True,
     ),
     "kron-conv1d": Case(
         "KroneckerLinear",
         lambda: _conv1d(_kron_weight(1, (4, 3), (2, 4), 1)),
-        {"method": "kron", "b_shape": [4, 2], "rank": 1},
+        {"method": "kron", "b_shape": [2, 4], "rank": 1},
         _features(12),
         exact=True,
     ),
@@ -118,17 +119,19 @@ CASES = {
     "kron-embedding": Case(
         "KroneckerEmbedding",
         lambda: _embedding(
-            torch.kron(torch.randn(10, 4, dtype=DTYPE, generator=_gen(5)),
-                       torch.tensor([[0.5, -2.0]], dtype=DTYPE))
+            torch.kron(
+                torch.randn(10, 4, dtype=DTYPE, generator=_gen(5)),
+                torch.tensor([[0.5, -2.0]], dtype=DTYPE),
+            )
         ),
-        {"method": "kron", "b_shape": [1, 2]},
+        {"method": "kron", "b_shape": [2, 1]},
         _tokens(10),
         exact=True,
     ),
     "permuted-kron-embedding-twice": Case(
         "KroneckerEmbedding",
         lambda: _embedding(torch.randn(10, 8, dtype=DTYPE, generator=_gen(6))),
-        {"method": "permuted_kron", "b_shape": [1, 2], "repeat": 2, "permute": "rows"},
+        {"method": "permuted_kron", "b_shape": [2, 1], "repeat": 2, "permute": "rows"},
         _tokens(10),
         exact=False,
     ),

@@ -16,7 +16,7 @@ and what to do instead, for example ``model 'gpt2' not found locally and the hub
 unreachable; pass a local folder``.
 
 Tokenizers are resolved the same way (:func:`load_tokenizer`), with the extra spec
-``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.training.data.builtin_tokenizer`.
+``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.training.builtin_tokenizer`.
 
 Examples
 --------
@@ -334,7 +334,7 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
     Parameters
     ----------
     spec : str, os.PathLike or None
-        ``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.training.data.builtin_tokenizer`, a
+        ``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.training.builtin_tokenizer`, a
         local folder with tokenizer files, a hub id, or None to use ``model_source``'s.
     model_source : str, optional
         The model argument; its folder (or hub id) is used when ``spec`` is None.

@@ -191,7 +191,7 @@ def perplexity(
         Causal LM called as ``model(input_ids)``, returning logits or an object with
         ``.logits``. It is put in eval mode for the evaluation and its mode restored afterwards.
     token_ids : torch.Tensor, sequence of int or numpy.ndarray
-        1-D token stream (for example :func:`tqla_torch.training.data.tokenize_texts` of a test set).
+        1-D token stream (for example :func:`tqla_torch.data.tokenize_texts` of a test set).
     window : int, default 1024
         Tokens per window; clipped to the model's ``n_positions`` (``max_position_embeddings``).
     stride : int, optional
@@ -293,7 +293,7 @@ def text_perplexity(
 ) -> PerplexityResult:
     """Perplexity on text read from a file, folder or the built-in corpus.
 
-    The documents from :func:`tqla_torch.training.data.load_texts` are tokenised into one stream (each
+    The documents from :func:`tqla_torch.data.load_texts` are tokenised into one stream (each
     followed by the EOS token) and passed to :func:`perplexity`. A WikiText raw test file
     (``wiki.test.raw``) is a single document.
 
@@ -304,7 +304,7 @@ def text_perplexity(
     tokenizer : transformers.PreTrainedTokenizerBase
         The model's tokenizer.
     source : str or os.PathLike
-        ``"builtin"`` or a local path; see :func:`tqla_torch.training.data.load_texts`.
+        ``"builtin"`` or a local path; see :func:`tqla_torch.data.load_texts`.
     text_field : str, default "text"
         Text field of JSON lines / Parquet / dataset folders.
     split : str, default "validation"

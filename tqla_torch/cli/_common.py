@@ -138,7 +138,7 @@ def logging_setup(verbosity: int, command: str) -> Iterator[None]:
                 hf_logging.disable_progress_bar()
 
 
-def device(args: argparse.Namespace) -> str:
+def device_of(args: argparse.Namespace) -> str:
     from tqla_torch._models import resolve_device
 
     return str(resolve_device(args.device or "auto"))

@@ -15,7 +15,7 @@ from tqla_torch.cli._common import (
     add_model_args,
     add_plan_args,
     check_output_dir,
-    device,
+    device_of,
     load,
     plan_config,
     save_model,
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(output, args.overwrite)
     if args.config is not None and not Path(args.config).is_file():
         raise CLIError(f"--config: no such file: {args.config!r}")
-    device = device(args)
+    device = device_of(args)
     loaded = load(args, args.model, device, args.base_model)
     config = plan_config(args, loaded.model)
     tokenizer = try_tokenizer(args.tokenizer, args.model)

@@ -155,8 +155,6 @@ def add_distill_config_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-
-
 def distill_config(args: argparse.Namespace, output: Path) -> Any:
     from tqla_torch.training.distill import DistillConfig
 

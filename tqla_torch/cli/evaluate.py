@@ -15,7 +15,7 @@ from tqla_torch.cli._common import (
     Formatter,
     add_common,
     add_model_args,
-    device,
+    device_of,
     fmt_int,
     load,
     prepare_file,
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("window", "batch_size"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    device = device(args)
+    device = device_of(args)
     loaded = load(args, args.model, device, args.base_model)
     tokenizer = load_tokenizer(args.tokenizer, args.model)
     model = loaded.model

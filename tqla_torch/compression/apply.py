@@ -137,8 +137,11 @@ def _resolve_one(name: str, module: nn.Module, config: CompressionConfig) -> _It
     st = config.settings_for(name)
     layer_type = CompressedModule.for_module(module, st.method)
     if layer_type is None:
-        methods = [m for m in METHODS if any(c.accepts(module) and m in c.methods
-                                              for c in REGISTRY.values())]
+        methods = [
+            m
+            for m in METHODS
+            if any(c.accepts(module) and m in c.methods for c in REGISTRY.values())
+        ]
         raise ValueError(
             f"module {name!r}: a {type(module).__name__} can be compressed again only by "
             f"method {' or '.join(repr(m) for m in methods)}, not {st.method!r}"
@@ -244,7 +247,7 @@ def inspect(model: nn.Module, config: CompressionConfig) -> CompressionReport:
     >>> cfg = CompressionConfig(target_modules=["0"], method="kron", b_shape=[2, 4], rank=2)
     >>> rep = inspect(model, cfg)
     >>> rep.modules[0].factors, rep.params_before, rep.params_after
-    ('4×4 ⊗ 2×4', 280, 200)
+    ('8×2 ⊗ 2×4', 280, 200)
     """
     items, notes = _resolve(model, config)
     return CompressionReport(

@@ -9,15 +9,20 @@ treat an LM head tied to a compressed embedding.  It is a plain JSON-serialisabl
 
 Orientation
 -----------
-Factor shapes are stated in the **in×out** orientation of ``y = x · W`` — the orientation in
-which GPT-2 stores its ``Conv1D`` weights and its embedding (vocabulary × dimension), and
-that of the published TQCompressedGPT-2 table: c_fc 768→3072 is ``A 384×768 ⊗ B 2×4``.
-For a ``torch.nn.Linear`` the in×out matrix is ``weight.T``.  ``shape=((p, q), (s, t))``
-needs ``p·s = in`` and ``q·t = out``; ``b_shape=(s, t)`` gives B alone and derives
-``A = (in/s, out/t)``, a rule that fits every model size.  ``permute`` names sides by role
-(``"rows"`` = the output features, ``"cols"`` = the input features, ``"both"``,
-``"none"``) — the sides of ``nn.Linear``'s (out, in) weight, whatever the orientation in
-which the shapes are stated (``"output"``/``"input"`` are deprecated aliases).
+Factor shapes are stated on the module's matrix in ``torch.nn.Linear``'s **out×in**
+orientation (tqla's M×N, the orientation of the layers): rows = output features, cols =
+input features.  For GPT-2's ``Conv1D`` (stored in×out) that is ``weight.T``; for an
+embedding (a lookup from V tokens to d features) it is the d×V matrix ``weight.T``.
+``shape=((p, q), (s, t))`` needs ``p·s = out`` and ``q·t = in``; ``b_shape=(s, t)`` gives B
+alone and derives ``A = (out/s, in/t)``, a rule that fits every model size.  GPT-2's c_fc
+768→3072 as published (``A 384×768 ⊗ B 2×4`` on the stored in×out matrix) is
+``b_shape=[4, 2]`` here; halving an embedding is ``b_shape=[2, 1]``.  ``permute`` names
+the sides the same way: ``"rows"`` (output features), ``"cols"`` (input features),
+``"both"``, ``"none"`` (``"output"``/``"input"`` are deprecated aliases).
+
+The in×out orientation of the first release is still read for one release, with a
+DeprecationWarning: ``orientation="in_out"``, and any config dict without an
+``orientation`` key (files written by that release).
 
 Presets live in :mod:`tqla_torch.compression.presets`.
 """
@@ -28,17 +33,18 @@ import dataclasses
 import json
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS
-from tqla_torch.nn.kronecker import PERMUTES, check_permute
+from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, PERMUTES, check_permute
 
 __all__ = ["METHODS", "CompressionConfig", "ModuleSettings"]
 
 METHODS = ("permuted_kron", "kron", "svd")
 PERMUTE_VALUES = PERMUTES
+ORIENTATIONS = ("out_in", "in_out")
 
 # Fields an override may set (everything about *how* a module is compressed).
 OVERRIDABLE = (
@@ -86,7 +92,7 @@ def _v_shape(where: str, v: Any) -> Any:
         return None
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise ValueError(
-            f"{where} must be [[p, q], [s, t]] (factors A and B, in×out orientation), got {v!r}"
+            f"{where} must be [[p, q], [s, t]] (factors A and B, out×in orientation), got {v!r}"
         )
     return [_v_pair(f"{where}[0] (factor A)", v[0]), _v_pair(f"{where}[1] (factor B)", v[1])]
 
@@ -233,11 +239,11 @@ class CompressionConfig:
     method : {"permuted_kron", "kron", "svd"}
         :func:`tqla.permuted_kron`, :func:`tqla.kron_svd` or a truncated SVD (low rank).
     shape : [[p, q], [s, t]], optional
-        Kronecker factor shapes A (p×q) and B (s×t) in the in×out orientation
-        (``p·s = in``, ``q·t = out``).  Give this or ``b_shape``.
+        Kronecker factor shapes A (p×q) and B (s×t) in the out×in orientation
+        (``p·s = out``, ``q·t = in``).  Give this or ``b_shape``.
     b_shape : [s, t], optional
-        B's shape alone; A is ``(in/s, out/t)`` for each module.  Embeddings take
-        ``[1, k]``: V×d becomes V×(d/k) ⊗ 1×k.
+        B's shape alone; A is ``(out/s, in/t)`` for each module.  Embeddings take
+        ``[k, 1]``: the d×V matrix becomes (d/k)×V ⊗ k×1 (the V×d table V×(d/k) ⊗ 1×k).
     rank : int, optional
         Kronecker rank (default 1) or SVD rank.
     n_params : int, optional
@@ -291,7 +297,7 @@ class CompressionConfig:
     )
     method: str = field(default="permuted_kron", metadata={"help": "permuted_kron, kron or svd"})
     shape: list | None = field(
-        default=None, metadata={"help": "[[p, q], [s, t]]: factors A and B, in×out orientation"}
+        default=None, metadata={"help": "[[p, q], [s, t]]: factors A and B, out×in orientation"}
     )
     b_shape: list | None = field(
         default=None, metadata={"help": "[s, t]: factor B; A = (in/s, out/t)"}
@@ -318,8 +324,20 @@ class CompressionConfig:
     overrides: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "{pattern: {field: value}} per module"}
     )
+    orientation: str = field(
+        default="out_in",
+        metadata={"help": "out_in (shapes on the out×in matrix); in_out is deprecated"},
+    )
 
     def __post_init__(self) -> None:
+        self.orientation = _v_choice("orientation", self.orientation, ORIENTATIONS)
+        if self.orientation == "in_out":
+            warnings.warn(
+                "shapes in the in×out orientation (orientation='in_out') are deprecated; state "
+                "them out×in like nn.Linear's weight (transpose each pair) and drop the field",
+                DeprecationWarning,
+                stacklevel=3,
+            )
         self.target_modules = _v_patterns("target_modules", self.target_modules, allow_none=False)
         self.exclude_modules = _v_patterns("exclude_modules", self.exclude_modules, allow_none=True)
         for name in OVERRIDABLE:
@@ -400,7 +418,7 @@ class CompressionConfig:
             if values["shape"] is None and values["b_shape"] is None:
                 raise ValueError(
                     f"{where}: method={method!r} needs factor shapes: shape [[p, q], [s, t]] "
-                    f"or b_shape [s, t] (in×out orientation)"
+                    f"or b_shape [s, t] (out×in orientation)"
                 )
             if values["rank"] is None:
                 values["rank"] = 1
@@ -411,6 +429,11 @@ class CompressionConfig:
                     f"{where}: permute={values['permute']!r} needs method='permuted_kron'; "
                     f"method='kron' has no permutations"
                 )
+        if self.orientation == "in_out":  # deprecated: settings are always out×in
+            if values["shape"] is not None:
+                values["shape"] = [values["shape"][0][::-1], values["shape"][1][::-1]]
+            if values["b_shape"] is not None:
+                values["b_shape"] = values["b_shape"][::-1]
         return ModuleSettings(**values)
 
     # -- serialisation -----------------------------------------------------------------
@@ -420,9 +443,15 @@ class CompressionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError.
+
+        A dict without ``orientation`` was written by the first release, whose shapes were
+        in×out: it is read as ``orientation="in_out"`` (with a DeprecationWarning).
+        """
         from tqla_torch._dataclasses import dataclass_from_dict
 
+        if isinstance(data, dict) and "orientation" not in data:
+            data = {**data, "orientation": "in_out"}
         return dataclass_from_dict(cls, data, required=("target_modules",))
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -73,12 +73,12 @@ def _kron_config(
 ) -> CompressionConfig:
     overrides: dict[str, dict[str, Any]] = {}
     if embedding:
-        overrides[_EMB] = {"b_shape": [1, 2], "rank": 1, "repeat": emb_repeat}
+        overrides[_EMB] = {"b_shape": [2, 1], "rank": 1, "repeat": emb_repeat}
         if method == "permuted_kron":
             overrides[_EMB]["permute"] = "rows"
     if mlp:
-        overrides[r"mlp\.c_fc"] = {"b_shape": [2, 4]}
-        overrides[r"mlp\.c_proj"] = {"b_shape": [4, 2]}
+        overrides[r"mlp\.c_fc"] = {"b_shape": [4, 2]}  # published: A 384×768 ⊗ B 2×4, in×out
+        overrides[r"mlp\.c_proj"] = {"b_shape": [2, 4]}
     return CompressionConfig(
         target_modules=target,
         method=method,
@@ -114,10 +114,11 @@ def tq_gpt2(
 ) -> CompressionConfig:
     """The published TQCompressedGPT-2 plan, for any GPT-2 size (methods.md §3).
 
-    ``transformer.wte``: V×d → V×(d/2) ⊗ 1×2, twice (``repeat=2``), rank 1, column
-    permutations; ``mlp.c_fc`` of the chosen blocks: B 2×4 (A = in/2 × out/4), ``mlp.c_proj``:
-    B 4×2, rank 4, input and output permutations.  Shapes are rules, so small GPT-2 configs
-    work as long as d is divisible by 4.
+    ``transformer.wte``: the table V×d → V×(d/2) ⊗ 1×2 (``b_shape=[2, 1]`` on the out×in
+    d×V matrix), twice (``repeat=2``), rank 1, feature permutations; ``mlp.c_fc`` of the
+    chosen blocks: B 4×2 (A = out/4 × in/2; published as ``384×768 ⊗ 2×4`` on GPT-2's
+    in×out storage), ``mlp.c_proj``: B 2×4, rank 4, row and column permutations.  Shapes are
+    rules, so small GPT-2 configs work as long as d is divisible by 4.
 
     Parameters
     ----------
@@ -140,7 +141,7 @@ def tq_gpt2(
     --------
     >>> cfg = tq_gpt2()
     >>> cfg.settings_for("transformer.h.3.mlp.c_proj").b_shape
-    [4, 2]
+    [2, 4]
     >>> cfg.matches("transformer.h.2.mlp.c_fc")
     False
     """

@@ -28,7 +28,8 @@ class ModuleReport:
     layer : str
         Class of the replacement.
     factors : str
-        Readable factor shapes in the in×out orientation, e.g. ``384×768 ⊗ 2×4``.
+        Readable factor shapes in the out×in orientation, e.g. ``768×384 ⊗ 4×2`` (GPT-2's
+        c_fc; embeddings: the d×V matrix, ``192×50257 ⊗ 2×1 ⊗ 2×1``).
     shape : list or None
         ``[[p, q], [s, t]]`` of the Kronecker factors (the last level for embeddings).
     rank : int
@@ -107,7 +108,7 @@ class CompressionReport:
             "kind",
             "in→out",
             "method",
-            "factors (in×out)",
+            "factors (out×in)",
             "rank",
             "perm",
             "params before",

@@ -5,17 +5,18 @@ Every layer derives from :class:`CompressedModule`, which registers it by class 
 ``n_params`` and ``approximation_error``.  One file per layer family:
 
 * :mod:`~tqla_torch.nn.kronecker` — :class:`KroneckerLinear` (a permuted Kronecker sum),
-* :mod:`~tqla_torch.nn.lowrank` — :class:`LowRankLinear` (truncated SVD),
-* :mod:`~tqla_torch.nn.embedding` — :class:`KroneckerEmbedding`, :class:`LowRankEmbedding`
-  and the :class:`TiedEmbeddingHead` that computes logits through them.
+* :mod:`~tqla_torch.nn.lowrank` — :class:`LowRankLinear` and :class:`LowRankEmbedding`
+  (truncated SVD),
+* :mod:`~tqla_torch.nn.embedding` — :class:`KroneckerEmbedding` and the
+  :class:`TiedEmbeddingHead` that computes logits through a compressed embedding.
 
 This package imports only torch and :mod:`tqla`; the compression configs build on it.
 """
 
 from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, REGISTRY, CompressedModule, LayerPlan
-from tqla_torch.nn.embedding import KroneckerEmbedding, LowRankEmbedding, TiedEmbeddingHead
+from tqla_torch.nn.embedding import KroneckerEmbedding, TiedEmbeddingHead
 from tqla_torch.nn.kronecker import KroneckerLinear, forward_costs
-from tqla_torch.nn.lowrank import LowRankLinear, low_rank_for_budget
+from tqla_torch.nn.lowrank import LowRankEmbedding, LowRankLinear, low_rank_for_budget
 
 __all__ = [
     "LAYER_IMPLEMENTATIONS",

@@ -20,6 +20,8 @@ package: the import graph is layers → compression → training → cli).
 from __future__ import annotations
 
 import math
+import warnings
+import zlib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -28,10 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from tqla import check_permutation
+
 __all__ = [
     "LAYER_IMPLEMENTATIONS",
+    "PERMUTES",
     "REGISTRY",
     "CompressedModule",
+    "EmbeddingBase",
     "LayerPlan",
     "dense_linear",
     "set_module",
@@ -73,6 +79,56 @@ def relative_error(approx: torch.Tensor, ref: torch.Tensor) -> float:
     if norm > 0:
         return diff / norm
     return 0.0 if diff == 0 else math.inf
+
+
+# Sides of the (out, in) matrix: rows = output features, cols = input features.
+PERMUTES = ("both", "rows", "cols", "none")
+# Spellings of the first release (one more release, with a DeprecationWarning).
+_DEPRECATED_PERMUTES = {"output": "rows", "out": "rows", "input": "cols", "in": "cols"}
+
+
+def check_permute(value: Any, name: str = "permute", *, stacklevel: int = 3) -> str:
+    """A valid side name ("both", "rows", "cols", "none"); old spellings warn and map.
+
+    ``"input"``/``"in"`` → ``"cols"`` and ``"output"``/``"out"`` → ``"rows"`` (rows are
+    the output features of ``nn.Linear``'s (out, in) weight), with a DeprecationWarning.
+    """
+    if isinstance(value, str) and value in _DEPRECATED_PERMUTES:
+        new = _DEPRECATED_PERMUTES[value]
+        warnings.warn(
+            f"{name}={value!r} is deprecated; use {new!r} (rows = output features, "
+            f"cols = input features)",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        return new
+    if value not in PERMUTES:
+        raise ValueError(f"{name} must be one of {PERMUTES}, got {value!r}")
+    return value
+
+
+def seed_for(seed: Any, name: str) -> Any:
+    """The seed of one module's search: ``seed`` mixed with the module's name (None stays)."""
+    return None if seed is None else [seed, zlib.crc32(name.encode())]
+
+
+def as_perm(p: Any, n: int, name: str, device: Any) -> torch.Tensor | None:
+    """An int64 permutation tensor of length n on ``device`` (None stays None)."""
+    if p is None:
+        return None
+    if isinstance(p, torch.Tensor):
+        p = p.detach()
+    t = torch.as_tensor(check_permutation(p, n, name), device=device)
+    # An identity is kept: a module's structure (which buffers exist) must depend on its
+    # configuration only, never on the values a search found, or checkpoints made from one
+    # run would not load into a module rebuilt by another.
+    return t.contiguous()
+
+
+def inverse_perm(p: torch.Tensor) -> torch.Tensor:
+    inv = torch.empty_like(p)
+    inv[p] = torch.arange(p.numel(), device=p.device, dtype=p.dtype)
+    return inv
 
 
 def dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -176,8 +232,8 @@ class CompressedModule(nn.Module):
     ) -> None:
         super().__init__()
         self.implementation = check_implementation(implementation)
-        self.approximation_error = None if approximation_error is None else float(
-            approximation_error
+        self.approximation_error = (
+            None if approximation_error is None else float(approximation_error)
         )
 
     # -- lookup ------------------------------------------------------------------------
@@ -259,3 +315,43 @@ class CompressedModule(nn.Module):
     def extra_repr(self) -> str:
         values = ", ".join(f"{k}={v}" for k, v in self._spec_values().items())
         return f"{values}, params={self.n_params}"
+
+
+# --------------------------------------------------------------------------------------
+# Compressed embeddings
+# --------------------------------------------------------------------------------------
+class EmbeddingBase(CompressedModule, register=False):
+    """Shared parts of the compressed embeddings: lookup, ``attend`` and dense forms."""
+
+    num_embeddings: int
+    embedding_dim: int
+    padding_idx: int | None
+
+    def attend(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_dense(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_embedding(self) -> nn.Embedding:
+        """A dense ``torch.nn.Embedding`` holding :meth:`to_dense` (a copy)."""
+        dense = self.to_dense()
+        emb = nn.Embedding(
+            self.num_embeddings,
+            self.embedding_dim,
+            padding_idx=self.padding_idx,
+            device=dense.device,
+            dtype=dense.dtype,
+        )
+        with torch.no_grad():
+            emb.weight.copy_(dense)
+        return emb
+
+
+def check_padding_idx(padding_idx: Any, num_embeddings: int) -> int | None:
+    if padding_idx is None:
+        return None
+    p = int(padding_idx)
+    if not -num_embeddings <= p < num_embeddings:
+        raise ValueError(f"padding_idx must be within num_embeddings, got {padding_idx}")
+    return p % num_embeddings

@@ -2,7 +2,8 @@
 
 * :class:`KroneckerEmbedding` — a V×d embedding stored as ``(V×d/k) ⊗ (1×k)`` with a
   column permutation, compressible again (levels nest).
-* :class:`LowRankEmbedding` — the truncated-SVD baseline ``E = U·V``.
+* (:class:`~tqla_torch.nn.lowrank.LowRankEmbedding`, the truncated-SVD baseline, lives with
+  the other low-rank layers.)
 * :class:`TiedEmbeddingHead` — an LM head tied to a compressed embedding: logits ``h·Eᵀ``
   through the embedding's factors, never materialising E.
 
@@ -21,16 +22,19 @@ from torch import nn
 
 from tqla.kron import KroneckerShape
 from tqla_torch.nn.base import (
-    CompressedModule,
+    EmbeddingBase,
     LayerPlan,
+    as_perm,
+    check_padding_idx,
     check_pos_int,
+    inverse_perm,
     relative_error,
+    seed_for,
 )
-from tqla_torch.nn.kronecker import KRON_METHODS, _as_perm, _inverse_perm, _kron_decompose, seed_for
-from tqla_torch.nn.lowrank import LowRankLinear, low_rank_for_budget, svd_rank
-from tqla_torch.nn.weights import resolve_shape, weight_view
+from tqla_torch.nn.kronecker import KRON_METHODS, kron_decompose
+from tqla_torch.nn.weights import resolve_out_in, weight_view
 
-__all__ = ["KroneckerEmbedding", "LowRankEmbedding", "TiedEmbeddingHead"]
+__all__ = ["KroneckerEmbedding", "TiedEmbeddingHead"]
 
 # Config sides that permute an embedding's feature columns (its output side).
 _FEATURE_SIDES = {"rows": True, "both": True, "none": False}
@@ -39,44 +43,7 @@ _FEATURE_SIDES = {"rows": True, "both": True, "none": False}
 # --------------------------------------------------------------------------------------
 # Embeddings
 # --------------------------------------------------------------------------------------
-class _EmbeddingBase(CompressedModule, register=False):
-    """Shared parts of the compressed embeddings: lookup, ``attend`` and dense forms."""
-
-    num_embeddings: int
-    embedding_dim: int
-    padding_idx: int | None
-
-    def attend(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def to_dense(self) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def to_embedding(self) -> nn.Embedding:
-        """A dense ``torch.nn.Embedding`` holding :meth:`to_dense` (a copy)."""
-        dense = self.to_dense()
-        emb = nn.Embedding(
-            self.num_embeddings,
-            self.embedding_dim,
-            padding_idx=self.padding_idx,
-            device=dense.device,
-            dtype=dense.dtype,
-        )
-        with torch.no_grad():
-            emb.weight.copy_(dense)
-        return emb
-
-
-def _check_padding_idx(padding_idx: Any, num_embeddings: int) -> int | None:
-    if padding_idx is None:
-        return None
-    p = int(padding_idx)
-    if not -num_embeddings <= p < num_embeddings:
-        raise ValueError(f"padding_idx must be within num_embeddings, got {padding_idx}")
-    return p % num_embeddings
-
-
-class KroneckerEmbedding(_EmbeddingBase):
+class KroneckerEmbedding(EmbeddingBase):
     r"""A V×d embedding stored as nested Kronecker products with 1×k column factors.
 
     ``E_0 = table`` (V × d_0) and, level by level, ``E_l = (E_{l-1} ⊗ b_l)[:, perm_l]``
@@ -154,7 +121,7 @@ class KroneckerEmbedding(_EmbeddingBase):
             raise ValueError(
                 f"permute must be a bool or one bool per level ({len(ks)}), got {permute!r}"
             )
-        self.padding_idx = _check_padding_idx(padding_idx, self.num_embeddings)
+        self.padding_idx = check_padding_idx(padding_idx, self.num_embeddings)
         d0 = self.embedding_dim // prod
         self.table = nn.Parameter(torch.empty((self.num_embeddings, d0), **factory))
         self.factors = nn.ParameterList([nn.Parameter(torch.empty((1, k), **factory)) for k in ks])
@@ -247,7 +214,7 @@ class KroneckerEmbedding(_EmbeddingBase):
                 else f"k = {k} equals the table's width {d}: nothing left to factor"
             )
         shape = KroneckerShape((V, d // k), (1, k))
-        A, B, _rp, cp, err = _kron_decompose(
+        A, B, _rp, cp, err = kron_decompose(
             base,
             shape,
             1,
@@ -260,7 +227,7 @@ class KroneckerEmbedding(_EmbeddingBase):
             seed=seed,
         )
         ks = [k] + [int(b.shape[1]) for b, _ in levels]
-        cp = _as_perm(cp, d, "col_perm", base.device)
+        cp = as_perm(cp, d, "col_perm", base.device)
         perms = [cp] + [p for _, p in levels]
         layer = cls(
             V,
@@ -294,20 +261,21 @@ class KroneckerEmbedding(_EmbeddingBase):
     def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
         """Levels, shapes and parameter count of ``module`` under ``settings`` (no fitting).
 
-        The table V×d (a dense embedding's weight, or a KroneckerEmbedding's innermost
-        table) is factored ``settings.repeat`` times by ``1×k`` with ``b_shape = [1, k]``.
+        The table (a dense embedding's weight, or a KroneckerEmbedding's innermost table)
+        is d×V in the out×in orientation of the config; it is factored ``settings.repeat``
+        times by ``b_shape = [k, 1]`` (the V×d table by 1×k).
         """
         where = f"module {name!r}"
         prev = module.level_factors if isinstance(module, KroneckerEmbedding) else []
         table = module.table if prev else weight_view(module).weight
         vocab, width = (int(v) for v in table.shape)
-        shape = resolve_shape(
-            vocab, width, shape=settings.shape, b_shape=settings.b_shape, where=where
+        shape = resolve_out_in(
+            width, vocab, shape=settings.shape, b_shape=settings.b_shape, where=where
         )
-        if shape.m2 != 1:
+        if shape.n2 != 1:
             raise ValueError(
-                f"{where}: embeddings take B factors of shape [1, k] (V×d → V×(d/k) ⊗ 1×k), "
-                f"got B {shape.b}"
+                f"{where}: embeddings take B factors of shape [k, 1] (the d×V matrix → "
+                f"(d/k)×V ⊗ k×1), got B {shape.b}"
             )
         if settings.rank != 1:
             raise ValueError(
@@ -318,7 +286,7 @@ class KroneckerEmbedding(_EmbeddingBase):
                 f"{where}: permute={settings.permute!r} would permute the vocabulary, which a "
                 f"1×k factor makes useless; use 'rows' (the feature side) or 'none'"
             )
-        k, chain = shape.n2, []
+        k, chain = shape.m2, []
         for _ in range(settings.repeat):
             if width % k or width == k:
                 raise ValueError(
@@ -332,8 +300,8 @@ class KroneckerEmbedding(_EmbeddingBase):
             layer=cls.__name__,
             in_features=vocab,
             out_features=width * math.prod(levels),
-            factors=f"{vocab}×{width}" + "".join(f" ⊗ 1×{k_}" for k_ in levels),
-            shape=[[vocab, width], [1, k]],
+            factors=f"{width}×{vocab}" + "".join(f" ⊗ {k_}×1" for k_ in levels),
+            shape=[[width, vocab], [k, 1]],
             rank=1,
             permute="rows" if _FEATURE_SIDES[settings.permute] else "none",
             repeat=settings.repeat,
@@ -341,9 +309,7 @@ class KroneckerEmbedding(_EmbeddingBase):
         )
 
     @classmethod
-    def from_module(
-        cls, module: nn.Module, settings: Any, *, name: str = ""
-    ) -> KroneckerEmbedding:
+    def from_module(cls, module: nn.Module, settings: Any, *, name: str = "") -> KroneckerEmbedding:
         """Factor ``module``'s table ``settings.repeat`` times (see :meth:`plan`).
 
         With ``repeat > 1`` the approximation error is that of all steps together.
@@ -353,7 +319,7 @@ class KroneckerEmbedding(_EmbeddingBase):
         for step in range(settings.repeat):
             new = cls.from_embedding(
                 new,
-                plan.shape[1][1],
+                plan.shape[1][0],
                 method=settings.method,
                 permute=plan.permute != "none",
                 implementation=settings.implementation,
@@ -437,167 +403,10 @@ class KroneckerEmbedding(_EmbeddingBase):
         for level in reversed(range(self.n_levels)):
             p = self._perm(level)
             if p is not None:
-                h = h.index_select(-1, _inverse_perm(p))
+                h = h.index_select(-1, inverse_perm(p))
             b = self.factors[level][0]
             h = torch.matmul(h.unflatten(-1, (-1, b.shape[0])), b)
         return F.linear(h, self.table)
-
-
-class LowRankEmbedding(_EmbeddingBase):
-    """A V×d embedding with a rank-r table ``E = U·V`` (U: V×r, V: r×d), the SVD baseline.
-
-    Parameters
-    ----------
-    num_embeddings, embedding_dim : int
-    rank : int
-    padding_idx : int, optional
-    implementation : {"factorized", "reconstructed"}
-        How :meth:`attend` computes logits: ``(h Vᵀ) Uᵀ`` or through the dense E.
-    approximation_error : float, optional
-    device, dtype : optional
-    """
-
-    def __init__(
-        self,
-        num_embeddings: int,
-        embedding_dim: int,
-        rank: int,
-        *,
-        padding_idx: int | None = None,
-        implementation: str = "factorized",
-        approximation_error: float | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(implementation=implementation, approximation_error=approximation_error)
-        factory = {"device": device, "dtype": dtype}
-        self.num_embeddings = check_pos_int(num_embeddings, "num_embeddings")
-        self.embedding_dim = check_pos_int(embedding_dim, "embedding_dim")
-        rank = check_pos_int(rank, "rank")
-        if rank > min(self.num_embeddings, self.embedding_dim):
-            raise ValueError(
-                f"rank must be <= min(num_embeddings, embedding_dim) = "
-                f"{min(self.num_embeddings, self.embedding_dim)}, got {rank}"
-            )
-        self.padding_idx = _check_padding_idx(padding_idx, self.num_embeddings)
-        self.U = nn.Parameter(torch.empty((self.num_embeddings, rank), **factory))
-        self.V = nn.Parameter(torch.empty((rank, self.embedding_dim), **factory))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Entries of E with unit variance, like ``torch.nn.Embedding``."""
-        with torch.no_grad():
-            nn.init.normal_(self.U, std=self.rank**-0.25)
-            nn.init.normal_(self.V, std=self.rank**-0.25)
-            if self.padding_idx is not None:
-                self.U[self.padding_idx].zero_()
-
-    @classmethod
-    def from_embedding(
-        cls,
-        embedding: nn.Embedding,
-        rank: int | None = None,
-        *,
-        n_params: int | None = None,
-        implementation: str = "factorized",
-    ) -> LowRankEmbedding:
-        """Truncated SVD of the V×d table, by rank or parameter budget (nearest rank)."""
-        if not isinstance(embedding, nn.Embedding):
-            raise TypeError(
-                f"embedding must be a torch.nn.Embedding, got {type(embedding).__name__}"
-            )
-        W = embedding.weight
-        V_, d = (int(v) for v in W.shape)
-        if (rank is None) == (n_params is None):
-            raise ValueError(
-                f"give exactly one of rank and n_params, got rank={rank!r}, n_params={n_params!r}"
-            )
-        if rank is None:
-            rank = low_rank_for_budget(V_, d, check_pos_int(n_params, "n_params"), bias=False)
-        lin = LowRankLinear.from_dense(W.T, None, rank)  # (d, V) orientation: U_lin = Vᵀ
-        layer = cls(
-            V_,
-            d,
-            rank,
-            padding_idx=embedding.padding_idx,
-            implementation=implementation,
-            approximation_error=lin.approximation_error,
-            device=W.device,
-            dtype=W.dtype,
-        )
-        with torch.no_grad():
-            layer.U.copy_(lin.V.T)
-            layer.V.copy_(lin.U.T)
-        return layer
-
-    # -- CompressedModule interface ----------------------------------------------------
-    methods = ("svd",)
-
-    @classmethod
-    def accepts(cls, module: nn.Module) -> bool:
-        return isinstance(module, (nn.Embedding, LowRankEmbedding))
-
-    @classmethod
-    def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
-        where = f"module {name!r}"
-        if settings.repeat > 1:
-            raise ValueError(f"{where}: repeat={settings.repeat} applies to Kronecker methods")
-        vocab, dim = int(module.num_embeddings), int(module.embedding_dim)
-        rank = svd_rank(settings, vocab, dim, False, where)
-        if isinstance(module, LowRankEmbedding) and rank >= module.rank:
-            raise ValueError(
-                f"{where}: svd rank {rank} must be below the current rank "
-                f"{module.rank} to compress a LowRankEmbedding again"
-            )
-        return LayerPlan(
-            layer=cls.__name__,
-            in_features=vocab,
-            out_features=dim,
-            factors=f"rank {rank}",
-            shape=None,
-            rank=rank,
-            permute="none",
-            repeat=1,
-            params_after=rank * (vocab + dim),
-        )
-
-    @classmethod
-    def from_module(cls, module: nn.Module, settings: Any, *, name: str = "") -> LowRankEmbedding:
-        plan = cls.plan(module, settings, name=name or "module")
-        dense = module.to_embedding() if isinstance(module, LowRankEmbedding) else module
-        return cls.from_embedding(dense, plan.rank, implementation=settings.implementation)
-
-    @property
-    def rank(self) -> int:
-        return int(self.U.shape[1])
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_embeddings}, {self.embedding_dim}, rank={self.rank}, "
-            f"params={self.n_params}, dense_params={self.num_embeddings * self.embedding_dim}"
-        )
-
-    def _spec_values(self) -> dict[str, Any]:
-        return {
-            "num_embeddings": self.num_embeddings,
-            "embedding_dim": self.embedding_dim,
-            "rank": self.rank,
-            "padding_idx": self.padding_idx,
-            "implementation": self.implementation,
-        }
-
-    def to_dense(self) -> torch.Tensor:
-        return self.U @ self.V
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.embedding(input_ids, self.U, self.padding_idx), self.V.T)
-
-    def attend(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits ``h · Eᵀ = (h Vᵀ) Uᵀ`` without forming E."""
-        if self.implementation == "reconstructed":
-            return F.linear(h, self.to_dense())
-        return F.linear(F.linear(h, self.V), self.U)
-
 
 
 # --------------------------------------------------------------------------------------

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
-import zlib
 from typing import Any
 
 import numpy as np
@@ -40,75 +38,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tqla import check_permutation
 from tqla.kron import KroneckerShape, KroneckerSum
+from tqla_torch.nn._kron_forward import factorized_forward
 from tqla_torch.nn.base import (
     CompressedModule,
     LayerPlan,
+    as_perm,
+    check_permute,
     check_pos_int,
     decomposition_dtype,
     dense_linear,
+    inverse_perm,
     relative_error,
+    seed_for,
 )
-from tqla_torch.nn._kron_forward import factorized_forward
-from tqla_torch.nn.weights import is_conv1d, layer_shape, settings_shape, weight_view
+from tqla_torch.nn.weights import is_conv1d, settings_shape, weight_view
 
-__all__ = ["KRON_METHODS", "PERMUTES", "KroneckerLinear", "forward_costs", "check_permute"]
+__all__ = ["KRON_METHODS", "KroneckerLinear", "forward_costs"]
 
 logger = logging.getLogger(__name__)
 
 KRON_METHODS = ("permuted_kron", "kron")
-# Sides of the (out, in) matrix: rows = output features, cols = input features.
-PERMUTES = ("both", "rows", "cols", "none")
-# Spellings of the first release (one more release, with a DeprecationWarning).
-_DEPRECATED_PERMUTES = {"output": "rows", "out": "rows", "input": "cols", "in": "cols"}
-
-
-# --------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------
-def check_permute(value: Any, name: str = "permute", *, stacklevel: int = 3) -> str:
-    """A valid side name ("both", "rows", "cols", "none"); old spellings warn and map.
-
-    ``"input"``/``"in"`` → ``"cols"`` and ``"output"``/``"out"`` → ``"rows"`` (rows are
-    the output features of ``nn.Linear``'s (out, in) weight), with a DeprecationWarning.
-    """
-    if isinstance(value, str) and value in _DEPRECATED_PERMUTES:
-        new = _DEPRECATED_PERMUTES[value]
-        warnings.warn(
-            f"{name}={value!r} is deprecated; use {new!r} (rows = output features, "
-            f"cols = input features)",
-            DeprecationWarning,
-            stacklevel=stacklevel,
-        )
-        return new
-    if value not in PERMUTES:
-        raise ValueError(f"{name} must be one of {PERMUTES}, got {value!r}")
-    return value
-
-
-def seed_for(seed: Any, name: str) -> Any:
-    """The seed of one module's search: ``seed`` mixed with the module's name (None stays)."""
-    return None if seed is None else [seed, zlib.crc32(name.encode())]
-
-
-def _as_perm(p: Any, n: int, name: str, device: Any) -> torch.Tensor | None:
-    """An int64 permutation tensor of length n on ``device`` (None stays None)."""
-    if p is None:
-        return None
-    if isinstance(p, torch.Tensor):
-        p = p.detach()
-    t = torch.as_tensor(check_permutation(p, n, name), device=device)
-    # An identity is kept: a module's structure (which buffers exist) must depend on its
-    # configuration only, never on the values a search found, or checkpoints made from one
-    # run would not load into a module rebuilt by another.
-    return t.contiguous()
-
-
-def _inverse_perm(p: torch.Tensor) -> torch.Tensor:
-    inv = torch.empty_like(p)
-    inv[p] = torch.arange(p.numel(), device=p.device, dtype=p.dtype)
-    return inv
 
 
 def _rng(seed: Any) -> Any:
@@ -148,7 +98,7 @@ def forward_costs(shape: Any, rank: int = 1) -> dict[str, int]:
     }
 
 
-def _kron_decompose(
+def kron_decompose(
     w_out_in: torch.Tensor,
     shape: KroneckerShape,
     rank: int,
@@ -372,8 +322,8 @@ class KroneckerLinear(CompressedModule):
         r, m1, n1 = (int(v) for v in A.shape)
         _, m2, n2 = (int(v) for v in B.shape)
         out_f, in_f = m1 * m2, n1 * n2
-        rp = _as_perm(row_perm, out_f, "row_perm", A.device)
-        cp = _as_perm(col_perm, in_f, "col_perm", A.device)
+        rp = as_perm(row_perm, out_f, "row_perm", A.device)
+        cp = as_perm(col_perm, in_f, "col_perm", A.device)
         if bias is not None and tuple(bias.shape) != (out_f,):
             raise ValueError(f"bias must have shape ({out_f},), got {tuple(bias.shape)}")
         permute = {(False, False): "none", (True, False): "rows", (False, True): "cols"}.get(
@@ -400,7 +350,7 @@ class KroneckerLinear(CompressedModule):
             if rp is not None:
                 layer.output_perm.copy_(rp)
             if cp is not None:
-                layer.input_perm.copy_(_inverse_perm(cp))
+                layer.input_perm.copy_(inverse_perm(cp))
         return layer
 
     @classmethod
@@ -425,7 +375,7 @@ class KroneckerLinear(CompressedModule):
         s = KroneckerShape.of(shape)
         if permute is None:
             permute = "both" if method == "permuted_kron" else "none"
-        A, B, rp, cp, err = _kron_decompose(
+        A, B, rp, cp, err = kron_decompose(
             weight,
             s,
             rank,
@@ -546,8 +496,7 @@ class KroneckerLinear(CompressedModule):
     def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
         """Factor shapes and parameter count of ``module`` under ``settings`` (no fitting).
 
-        ``settings.shape``/``settings.b_shape`` are in the config orientation (see
-        :func:`tqla_torch.compression.shapes.layer_shape`).
+        ``settings.shape``/``settings.b_shape`` are stated on the out×in weight.
         """
         where = f"module {name!r}"
         if settings.repeat > 1:
@@ -581,7 +530,7 @@ class KroneckerLinear(CompressedModule):
         return cls.from_dense(
             v.weight_out_in,
             v.bias,
-            layer_shape(plan.shape),
+            plan.shape,
             plan.rank,
             method=settings.method,
             permute=settings.permute,
@@ -624,7 +573,7 @@ class KroneckerLinear(CompressedModule):
         """tqla's column permutation (the inverse of ``input_perm``)."""
         if self.input_perm is None:
             return torch.arange(self.in_features, device=self.A.device)
-        return _inverse_perm(self.input_perm)
+        return inverse_perm(self.input_perm)
 
     def forward_costs(self) -> dict[str, int]:
         """Multiply-adds per token of the two association orders (:func:`forward_costs`)."""
@@ -665,7 +614,7 @@ class KroneckerLinear(CompressedModule):
         if self.output_perm is not None:
             W = W.index_select(0, self.output_perm)
         if self.input_perm is not None:
-            W = W.index_select(1, _inverse_perm(self.input_perm))
+            W = W.index_select(1, inverse_perm(self.input_perm))
         return W
 
     def to_linear(self) -> nn.Linear:
@@ -698,5 +647,5 @@ class KroneckerLinear(CompressedModule):
             if n_tokens < self.out_features:  # gather the smaller of x and W's columns
                 x = x.index_select(-1, self.input_perm)
             else:
-                W = W.index_select(1, _inverse_perm(self.input_perm))
+                W = W.index_select(1, inverse_perm(self.input_perm))
         return F.linear(x, W, self.bias)

@@ -1,10 +1,11 @@
 """Low-rank layers: ``W ≈ U·V`` from a truncated SVD (the baseline of the Kronecker layers).
 
 * :class:`LowRankLinear` — a ``torch.nn.Linear`` (or GPT-2 ``Conv1D``) with a rank-r weight.
+* :class:`LowRankEmbedding` — a V×d embedding with a rank-r table (logits through the
+  factors for a tied head).
 * :func:`low_rank_for_budget` — the rank whose parameter count is nearest a budget (the one
   rounding rule used for linear layers, embeddings and the presets).
 
-:class:`~tqla_torch.nn.embedding.LowRankEmbedding` lives with the other embeddings.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from torch import nn
 
 from tqla_torch.nn.base import (
     CompressedModule,
+    EmbeddingBase,
     LayerPlan,
+    check_padding_idx,
     check_pos_int,
     dense_linear,
 )
 from tqla_torch.nn.weights import is_conv1d, weight_view
 
-__all__ = ["LowRankLinear", "low_rank_for_budget", "svd_rank"]
+__all__ = ["LowRankEmbedding", "LowRankLinear", "low_rank_for_budget", "svd_rank"]
 
 
 def low_rank_for_budget(in_features: int, out_features: int, n_params: int, bias: bool) -> int:
@@ -282,3 +285,158 @@ class LowRankLinear(CompressedModule):
             return F.linear(x, self.U @ self.V, self.bias)
         return F.linear(F.linear(x, self.V), self.U, self.bias)
 
+
+class LowRankEmbedding(EmbeddingBase):
+    """A V×d embedding with a rank-r table ``E = U·V`` (U: V×r, V: r×d), the SVD baseline.
+
+    Parameters
+    ----------
+    num_embeddings, embedding_dim : int
+    rank : int
+    padding_idx : int, optional
+    implementation : {"factorized", "reconstructed"}
+        How :meth:`attend` computes logits: ``(h Vᵀ) Uᵀ`` or through the dense E.
+    approximation_error : float, optional
+    device, dtype : optional
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        rank: int,
+        *,
+        padding_idx: int | None = None,
+        implementation: str = "factorized",
+        approximation_error: float | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(implementation=implementation, approximation_error=approximation_error)
+        factory = {"device": device, "dtype": dtype}
+        self.num_embeddings = check_pos_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = check_pos_int(embedding_dim, "embedding_dim")
+        rank = check_pos_int(rank, "rank")
+        if rank > min(self.num_embeddings, self.embedding_dim):
+            raise ValueError(
+                f"rank must be <= min(num_embeddings, embedding_dim) = "
+                f"{min(self.num_embeddings, self.embedding_dim)}, got {rank}"
+            )
+        self.padding_idx = check_padding_idx(padding_idx, self.num_embeddings)
+        self.U = nn.Parameter(torch.empty((self.num_embeddings, rank), **factory))
+        self.V = nn.Parameter(torch.empty((rank, self.embedding_dim), **factory))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Entries of E with unit variance, like ``torch.nn.Embedding``."""
+        with torch.no_grad():
+            nn.init.normal_(self.U, std=self.rank**-0.25)
+            nn.init.normal_(self.V, std=self.rank**-0.25)
+            if self.padding_idx is not None:
+                self.U[self.padding_idx].zero_()
+
+    @classmethod
+    def from_embedding(
+        cls,
+        embedding: nn.Embedding,
+        rank: int | None = None,
+        *,
+        n_params: int | None = None,
+        implementation: str = "factorized",
+    ) -> LowRankEmbedding:
+        """Truncated SVD of the V×d table, by rank or parameter budget (nearest rank)."""
+        if not isinstance(embedding, nn.Embedding):
+            raise TypeError(
+                f"embedding must be a torch.nn.Embedding, got {type(embedding).__name__}"
+            )
+        W = embedding.weight
+        V_, d = (int(v) for v in W.shape)
+        if (rank is None) == (n_params is None):
+            raise ValueError(
+                f"give exactly one of rank and n_params, got rank={rank!r}, n_params={n_params!r}"
+            )
+        if rank is None:
+            rank = low_rank_for_budget(V_, d, check_pos_int(n_params, "n_params"), bias=False)
+        lin = LowRankLinear.from_dense(W.T, None, rank)  # (d, V) orientation: U_lin = Vᵀ
+        layer = cls(
+            V_,
+            d,
+            rank,
+            padding_idx=embedding.padding_idx,
+            implementation=implementation,
+            approximation_error=lin.approximation_error,
+            device=W.device,
+            dtype=W.dtype,
+        )
+        with torch.no_grad():
+            layer.U.copy_(lin.V.T)
+            layer.V.copy_(lin.U.T)
+        return layer
+
+    # -- CompressedModule interface ----------------------------------------------------
+    methods = ("svd",)
+
+    @classmethod
+    def accepts(cls, module: nn.Module) -> bool:
+        return isinstance(module, (nn.Embedding, LowRankEmbedding))
+
+    @classmethod
+    def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
+        where = f"module {name!r}"
+        if settings.repeat > 1:
+            raise ValueError(f"{where}: repeat={settings.repeat} applies to Kronecker methods")
+        vocab, dim = int(module.num_embeddings), int(module.embedding_dim)
+        rank = svd_rank(settings, vocab, dim, False, where)
+        if isinstance(module, LowRankEmbedding) and rank >= module.rank:
+            raise ValueError(
+                f"{where}: svd rank {rank} must be below the current rank "
+                f"{module.rank} to compress a LowRankEmbedding again"
+            )
+        return LayerPlan(
+            layer=cls.__name__,
+            in_features=vocab,
+            out_features=dim,
+            factors=f"rank {rank}",
+            shape=None,
+            rank=rank,
+            permute="none",
+            repeat=1,
+            params_after=rank * (vocab + dim),
+        )
+
+    @classmethod
+    def from_module(cls, module: nn.Module, settings: Any, *, name: str = "") -> LowRankEmbedding:
+        plan = cls.plan(module, settings, name=name or "module")
+        dense = module.to_embedding() if isinstance(module, LowRankEmbedding) else module
+        return cls.from_embedding(dense, plan.rank, implementation=settings.implementation)
+
+    @property
+    def rank(self) -> int:
+        return int(self.U.shape[1])
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_embeddings}, {self.embedding_dim}, rank={self.rank}, "
+            f"params={self.n_params}, dense_params={self.num_embeddings * self.embedding_dim}"
+        )
+
+    def _spec_values(self) -> dict[str, Any]:
+        return {
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "rank": self.rank,
+            "padding_idx": self.padding_idx,
+            "implementation": self.implementation,
+        }
+
+    def to_dense(self) -> torch.Tensor:
+        return self.U @ self.V
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.embedding(input_ids, self.U, self.padding_idx), self.V.T)
+
+    def attend(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``h · Eᵀ = (h Vᵀ) Uᵀ`` without forming E."""
+        if self.implementation == "reconstructed":
+            return F.linear(h, self.to_dense())
+        return F.linear(F.linear(h, self.V), self.U)

@@ -8,10 +8,10 @@ transformers ``Conv1D``     (in, out)            ``weight.T`` (GPT-2 stores it t
 ``torch.nn.Embedding``      (vocab, dim)         ``weight.T`` (a lookup: in = vocab)
 ==========================  ===================  ==========================================
 
-Configs state factor shapes for the in×out matrix ``weight_view(m).weight``;
-:func:`resolve_shape` resolves ``shape``/``b_shape`` against a module's matrix and
-:func:`layer_shape` transposes to the layers' (out, in) orientation
-(``(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ``).
+Configs state factor shapes for the out×in matrix ``weight_view(m).weight_out_in`` (the
+layers' orientation); :func:`resolve_out_in` resolves ``shape``/``b_shape`` against it.
+:func:`resolve_shape` does the same for an in×out matrix and :func:`layer_shape` transposes
+(``(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ``), for the first release's in×out configs.
 
 GPT-2's ``Conv1D`` has been transposed the wrong way in more than one library; every
 conversion in tqla_torch goes through :func:`weight_view`, which is tested per module kind.
@@ -33,6 +33,7 @@ __all__ = [
     "conv1d_class",
     "is_conv1d",
     "layer_shape",
+    "resolve_out_in",
     "resolve_shape",
     "settings_shape",
     "weight_view",
@@ -225,11 +226,60 @@ def resolve_shape(
     return KroneckerShape((p, q), (s, t))
 
 
+def resolve_out_in(
+    out_features: int,
+    in_features: int,
+    *,
+    shape: Any = None,
+    b_shape: Any = None,
+    where: str = "module",
+) -> KroneckerShape:
+    """The factor shapes of an out×in matrix (``nn.Linear``'s orientation, tqla's M×N).
+
+    Exactly one of ``shape`` (``((p, q), (s, t))`` with ``p·s = out`` and ``q·t = in``) and
+    ``b_shape`` (``(s, t)``; A is then ``(out/s, in/t)``) must be given.
+
+    Examples
+    --------
+    >>> resolve_out_in(3072, 768, b_shape=(4, 2))   # GPT-2 c_fc
+    KroneckerShape(a=(768, 384), b=(4, 2))
+    """
+    if (shape is None) == (b_shape is None):
+        raise ValueError(
+            f"{where}: give exactly one of shape ((p, q), (s, t)) and b_shape (s, t) "
+            f"for its Kronecker factors (out×in orientation); got shape={shape!r}, "
+            f"b_shape={b_shape!r}"
+        )
+    if b_shape is not None:
+        s, t = _as_pair(b_shape, f"{where}: b_shape")
+        if out_features % s or in_features % t:
+            raise ValueError(
+                f"{where}: b_shape ({s}, {t}) does not divide the out×in matrix "
+                f"({out_features}, {in_features}): need out % {s} == 0 and in % {t} == 0"
+            )
+        return KroneckerShape((out_features // s, in_features // t), (s, t))
+    try:
+        a, b = shape
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: shape must be ((p, q), (s, t)) in the out×in orientation, got {shape!r}"
+        ) from None
+    p, q = _as_pair(a, f"{where}: shape[0] (factor A)")
+    s, t = _as_pair(b, f"{where}: shape[1] (factor B)")
+    if p * s != out_features or q * t != in_features:
+        raise ValueError(
+            f"{where}: factor shapes A ({p}, {q}) ⊗ B ({s}, {t}) give a ({p * s}, {q * t}) "
+            f"matrix, but the module's out×in matrix is ({out_features}, {in_features}): "
+            f"need p·s = out and q·t = in"
+        )
+    return KroneckerShape((p, q), (s, t))
+
+
 def settings_shape(view: WeightView, settings: Any, where: str) -> KroneckerShape:
-    """The in×out factor shapes of ``settings`` (``shape`` or ``b_shape``) for ``view``."""
-    return resolve_shape(
-        view.in_features,
+    """The out×in factor shapes of ``settings`` (``shape`` or ``b_shape``) for ``view``."""
+    return resolve_out_in(
         view.out_features,
+        view.in_features,
         shape=settings.shape,
         b_shape=settings.b_shape,
         where=where,

@@ -11,3 +11,47 @@
 
 Builds on :mod:`tqla_torch.compression`; the CLI builds on this package.
 """
+
+from tqla_torch.training.checkpoint import latest_checkpoint
+from tqla_torch.training.data import (
+    EOS_TOKEN,
+    BlockOrder,
+    PackedDataset,
+    builtin_corpus,
+    builtin_documents,
+    builtin_tokenizer,
+    load_texts,
+    pack_tokens,
+    tokenize_texts,
+)
+from tqla_torch.training.distill import (
+    DistillConfig,
+    DistillResult,
+    Stage,
+    distill,
+    distill_stages,
+    published_recipe,
+)
+from tqla_torch.training.losses import DistillLoss, distillation_loss, hidden_state_mse
+
+__all__ = [
+    "EOS_TOKEN",
+    "BlockOrder",
+    "DistillConfig",
+    "DistillLoss",
+    "DistillResult",
+    "PackedDataset",
+    "Stage",
+    "builtin_corpus",
+    "builtin_documents",
+    "builtin_tokenizer",
+    "distill",
+    "distill_stages",
+    "distillation_loss",
+    "hidden_state_mse",
+    "latest_checkpoint",
+    "load_texts",
+    "pack_tokens",
+    "published_recipe",
+    "tokenize_texts",
+]

@@ -48,6 +48,7 @@ from tqla_torch._dataclasses import dataclass_from_dict
 from tqla_torch._lm import max_positions, vocab_size
 from tqla_torch.training.checkpoint import latest_checkpoint
 from tqla_torch.training.data import PackedDataset
+from tqla_torch.training.loop import run_stages, setup
 from tqla_torch.training.losses import (
     DistillLoss,
     distillation_loss,
@@ -55,7 +56,6 @@ from tqla_torch.training.losses import (
     is_int,
     is_real,
 )
-from tqla_torch.training.loop import run_stages, setup
 
 __all__ = [
     "DistillConfig",
@@ -464,7 +464,7 @@ def distill_stages(
     afterwards still gives a trainable student.
 
     **Seeds.** At the start, Python's, NumPy's and torch's global RNGs are seeded with
-    ``config.seed + rank``; the data order (:class:`~tqla_torch.training.data.BlockOrder`) depends on
+    ``config.seed + rank``; the data order (:class:`~tqla_torch.training.BlockOrder`) depends on
     ``config.seed`` only and continues across stages.
 
     **Checkpoints.** With ``checkpoint_dir`` set, a checkpoint is written atomically every

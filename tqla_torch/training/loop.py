@@ -267,7 +267,8 @@ def train_stage(
             run.tokens_seen += s.tokens_per_step
             bar.update(1)
             if step % config.log_every == 0 or step == total:
-                record = log_window(window, run, s, (stage, stage_index, step, total), lr, grad_norm)
+                where = (stage, stage_index, step, total)
+                record = log_window(window, run, s, where, lr, grad_norm)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
             if s.checkpointer.due(step, total):
                 position = (stage_index, step, step == total)
