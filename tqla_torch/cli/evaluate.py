@@ -41,7 +41,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description=wrap(
             "Perplexity of a causal LM on a text source and, optionally, LAMBADA "
             "last-word accuracy. Default protocol: non-overlapping windows of --window tokens, "
-            "exp(mean of window NLL) (methods.md §3); --stride switches to sliding windows."
+            "exp(mean of window NLL) (docs/distillation.md, Evaluation); --stride switches to "
+            "sliding windows."
         ),
         epilog=EPILOG,
         formatter_class=Formatter,

@@ -112,7 +112,7 @@ def tq_gpt2(
     implementation: str = "factorized",
     **opts: Any,
 ) -> CompressionConfig:
-    """The published TQCompressedGPT-2 plan, for any GPT-2 size (methods.md §3).
+    """The published TQCompressedGPT-2 plan, for any GPT-2 size (``docs/torch.md``, "Presets").
 
     ``transformer.wte``: the table V×d → V×(d/2) ⊗ 1×2 (``b_shape=[2, 1]`` on the out×in
     d×V matrix), twice (``repeat=2``), rank 1, feature permutations; ``mlp.c_fc`` of the

@@ -80,8 +80,8 @@ METHODS = ("permuted_kron", "kron", "svd")
 class DemoConfig:
     """Settings of :func:`run_demo`.
 
-    The defaults are the full demo: about 5.5 minutes on an idle 2-core CPU, longer when other
-    jobs share the cores (benchmarks/results/demo_cpu.md); :meth:`quick` is a tiny version for
+    The defaults are the full demo: 323 s (5.4 min) measured on an idle 2-core CPU, longer when
+    other jobs share the cores (benchmarks/results/demo_cpu.md); :meth:`quick` is a tiny version for
     tests (seconds).
 
     Examples

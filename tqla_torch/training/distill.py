@@ -1,6 +1,6 @@
 """Knowledge distillation of a (compressed) student from a frozen teacher.
 
-The loss (methods.md §3) is
+The loss (``docs/distillation.md``, "The loss") is
 
 .. math::
 
@@ -314,7 +314,7 @@ def published_recipe(
     tokens: int | None = None,
 ) -> list[Stage]:
     """The TQCompressedGPT-2 schedule: compress the embedding, then the MLPs, then the embedding
-    again, distilling after each step (methods.md §3).
+    again, distilling after each step (``docs/torch.md``, "Presets").
 
     Parameters
     ----------
