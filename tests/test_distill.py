@@ -157,7 +157,8 @@ def test_config_json_round_trip(tmp_path):
         ("checkpoint_every", -2, "checkpoint_every must be an int >= 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be an int >= 1"),
         ("log_every", 0, "log_every must be an int >= 1"),
-        ("device", "tpu:x", "device must be 'auto' or a torch device"),
+        ("device", "tpu:x", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ("device", "meta", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'meta'"),
         ("progress", "yes", "progress must be a bool"),
     ],
 )
@@ -354,18 +355,16 @@ def test_stages_compress_then_train_with_fresh_optimizer(data):
 
 
 def test_compression_config_goes_through_tqla_compress(data, monkeypatch):
-    import types
+    from tqla_torch.compression import apply
 
     calls = []
-    fake = types.ModuleType("tqla_torch.compress")
 
     def compress(model, config):
         calls.append(config.to_dict())
         low_rank_mlp(model)
         return {"replaced": 2}
 
-    fake.compress = compress
-    monkeypatch.setitem(sys.modules, "tqla_torch.compress", fake)
+    monkeypatch.setattr(apply, "compress", compress)
 
     class Plan:
         def to_dict(self):

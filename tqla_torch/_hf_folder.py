@@ -71,7 +71,7 @@ def record_compression(model: nn.Module) -> dict[str, Any] | None:
         The record (layer specs and compression history), or None when the model has no
         transformers config or nothing compressed.
     """
-    from tqla_torch.compress import HISTORY_ATTR
+    from tqla_torch.compression.apply import HISTORY_ATTR
     from tqla_torch.io import FORMAT, FORMAT_VERSION, _compressed_modules
 
     hf_config = getattr(model, "config", None)
@@ -156,7 +156,7 @@ def load_hf_folder(directory: Path, base_model: nn.Module | None = None) -> nn.M
         If the config asks for code, names a class outside transformers' registry, or the
         weights do not fill the model exactly (missing, unexpected or misshapen tensors).
     """
-    from tqla_torch.compress import HISTORY_ATTR
+    from tqla_torch.compression.apply import HISTORY_ATTR
     from tqla_torch.io import FORMAT, _dedupe, _install, check_record
 
     cfg_path = directory / HF_CONFIG
