@@ -492,7 +492,7 @@ def test_unreadable_newest_checkpoint_falls_back(data, tmp_path, damage, referen
     blob = newest.read_bytes()
     newest.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
     student, teacher = tiny_pair()
-    with caplog.at_level("WARNING", logger="tqla_torch.distill"):
+    with caplog.at_level("WARNING", logger="tqla_torch.training"):
         result = distill_stages(student, teacher, data, two_stages(), cfg)
     assert result.resumed_from.endswith("checkpoint-00000004.pt")
     assert "checkpoint-00000005.pt cannot be read" in caplog.text
