@@ -230,10 +230,12 @@ class _Residual:
         self.xp, self.W, self.s = xp, W, s
         M, N = s.matrix_shape
         self.n = min(M, N)
-        if mode == "auto":
-            mode = "full" if self.n <= FULL_SVD_MAX_SIDE else "partial"
-        self.mode = mode
-        self.k = min(self.n, max(16, 4 * rank))
+        self.allow_partial = mode == "partial" or (
+            mode == "auto" and self.n > FULL_SVD_MAX_SIDE
+        )
+        self.mode = "full"  # the start is evaluated exactly; plan() may switch per stage
+        self.k_min = min(self.n, max(16, 4 * rank))
+        self.k = 0
         self.rng = rng
         self.V = None  # warm start (N × k) for the partial route
         self.n_evals = 0
@@ -262,23 +264,44 @@ class _Residual:
         V = xp.matmul(Q, xp.permute_dims(Vbh, (1, 0)))
         return E, Ub, _host(sig), V
 
-    def adapt(self, sig: np.ndarray, p: float, V: Any) -> bool:
-        """Keep V as the warm start; grow the block if its last weight is not negligible.
+    def plan(self, sig: np.ndarray, V: Any, p: float) -> bool:
+        """At the start of a stage: choose full SVD or a block of k triplets for order p.
 
-        Returns True when the block changed (the caller re-evaluates the current point).
+        k is 1.5× the number of triplets whose weight (σᵢ/σ₁)^(p−1) exceeds
+        :data:`WEIGHT_CUTOFF` (at least 16 and 4·rank); the block is warm-started from the
+        current singular vectors.  Returns True when the route or block changed.
         """
+        if not self.allow_partial or sig[0] <= 0:
+            return False
+        need = int(np.sum((sig / sig[0]) ** (p - 1) > WEIGHT_CUTOFF))
+        k = min(self.n, max(self.k_min, int(1.5 * need) + 1))
+        if k > self.n // 3:
+            changed = self.mode != "full"
+            self.mode, self.V = "full", None
+            return changed
+        if self.mode == "partial" and k <= self.k:
+            return False
+        cols = min(k, int(V.shape[1]))
+        Vk = V[:, :cols]
+        if cols < k:
+            Vk = self.xp.concat([Vk, self._gauss(int(V.shape[0]), k - cols)], axis=1)
+        self.mode, self.k, self.V = "partial", k, Vk
+        return True
+
+    def adapt(self, sig: np.ndarray, p: float, V: Any) -> bool:
+        """After an accepted step: keep V as the warm start; grow the block if its last
+        weight is not negligible.  Returns True when the block changed (the caller then
+        re-evaluates the current point)."""
         if self.mode != "partial":
             return False
         self.V = V
-        if sig[0] <= 0 or self.k >= self.n:
-            return False
-        if (sig[-1] / sig[0]) ** (p - 1) <= WEIGHT_CUTOFF:
+        if sig[0] <= 0 or (sig[-1] / sig[0]) ** (p - 1) <= WEIGHT_CUTOFF:
             return False
         k_new = min(self.n, 2 * self.k)
-        if k_new > self.n // 2:
-            self.mode = "full"
+        if k_new > self.n // 3:
+            self.mode, self.V = "full", None
             return True
-        extra = self._gauss(V.shape[0], k_new - self.k)
+        extra = self._gauss(int(V.shape[0]), k_new - self.k)
         self.V = self.xp.concat([V, extra], axis=1)
         self.k = k_new
         return True
@@ -414,9 +437,11 @@ class _Optimiser:
             self.best_err, self.best_pt = float(sig[0]), pt
 
     def _refresh_block(self, p: float) -> None:
-        while self.res.adapt(self.sig, p, self.V):
+        changed = self.res.plan(self.sig, self.V, p)
+        while changed:
             self.E, self.U, self.sig, self.V = self.res.triplets(self.pt.X, n_iter=4)
             self._consider(self.pt, self.sig)
+            changed = self.res.adapt(self.sig, p, self.V)
 
     def _line_search(self, D: Any, xi: Any, t: float, p: float, F: float):
         """Armijo backtracking along the retraction; returns (t, n_tries, state) or None."""
@@ -463,9 +488,11 @@ class _Optimiser:
             self.pt, F = cand, Fc
             self.E, self.U, self.sig, self.V = state
             self.n_iter += 1
-            block_changed = self.res.mode == "partial" and self.res.adapt(self.sig, p, self.V)
-            if block_changed:
-                self._refresh_block(p)
+            block_changed = False
+            while self.res.adapt(self.sig, p, self.V):  # block too small: grow, re-evaluate
+                block_changed = True
+                self.E, self.U, self.sig, self.V = self.res.triplets(self.pt.X, n_iter=4)
+                self._consider(self.pt, self.sig)
                 F = _schatten(self.sig, p)
             self.history.append(p, self.sig[0], self.best_err, F, t)
             if self.callback is not None and self.callback(self._info(p, F)):
