@@ -218,6 +218,8 @@ def _greedy(fit: _Fitter, cands, budget, max_terms):
             cost = s.n_params(1)
             if budget is not None and used + cost > budget:
                 continue
+            if len(groups.get(s, ())) >= s.max_rank:  # the shape's Kronecker rank is full
+                continue
             if norm == "fro":  # ‖R‖² − ‖R − T‖² = σ₁² of R's rearrangement
                 T = kron_svd(R, s, 1)
                 gain = float(xp.sum(T.A * T.A) * xp.sum(T.B * T.B))

@@ -230,9 +230,10 @@ class _Residual:
         self.xp, self.W, self.s = xp, W, s
         M, N = s.matrix_shape
         self.n = min(M, N)
-        self.allow_partial = mode == "partial" or (
-            mode == "auto" and self.n > FULL_SVD_MAX_SIDE
-        )
+        self.forced = mode == "partial"
+        self.allow_partial = self.forced or (mode == "auto" and self.n > FULL_SVD_MAX_SIDE)
+        # svd="auto" switches to the full SVD once the block would exceed a third of n.
+        self.k_max = self.n if self.forced else self.n // 3
         self.mode = "full"  # the start is evaluated exactly; plan() may switch per stage
         self.k_min = min(self.n, max(16, 4 * rank))
         self.k = 0
@@ -275,7 +276,7 @@ class _Residual:
             return False
         need = int(np.sum((sig / sig[0]) ** (p - 1) > WEIGHT_CUTOFF))
         k = min(self.n, max(self.k_min, int(1.5 * need) + 1))
-        if k > self.n // 3:
+        if k > self.k_max:
             changed = self.mode != "full"
             self.mode, self.V = "full", None
             return changed
@@ -298,7 +299,7 @@ class _Residual:
         if sig[0] <= 0 or (sig[-1] / sig[0]) ** (p - 1) <= WEIGHT_CUTOFF:
             return False
         k_new = min(self.n, 2 * self.k)
-        if k_new > self.n // 3:
+        if k_new > self.k_max:
             self.mode, self.V = "full", None
             return True
         extra = self._gauss(int(V.shape[0]), k_new - self.k)
@@ -422,6 +423,8 @@ class _Optimiser:
         self.best_pt: _Point | None = None  # None: the start itself
         self.n_iter = 0
         self.stopped = False
+        eps = float(np.finfo(np.float32 if res.W.dtype == xp.float32 else np.float64).eps)
+        self.tiny = 4 * eps * max(s.matrix_shape) * float(xp.max(xp.abs(res.W)))
         self.history.append(2.0, self.sig[0], self.best_err, _schatten(self.sig, 2.0), 0.0)
 
     def _egrad(self, p: float, F: float) -> Any:
@@ -459,13 +462,15 @@ class _Optimiser:
 
     def stage(self, p: float, max_iter: int, tol: float) -> None:
         xp = self.xp
+        if self.sig[0] <= self.tiny:  # W − K vanishes to rounding: nothing to improve
+            return
         self._refresh_block(p)
         F = _schatten(self.sig, p)
         xi = _project(xp, self.pt, self._egrad(p, F))
         xi_prev = D_prev = None
         t = None
         for _ in range(max_iter):
-            if F <= 0:
+            if F <= self.tiny:
                 return
             D = -xi
             if D_prev is not None:

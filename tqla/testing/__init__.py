@@ -32,18 +32,28 @@ from tqla.testing.assertions import (
     assert_valid_permutation,
     kron_error,
 )
+from tqla.testing.spectral_checks import (
+    assert_certified_bound,
+    assert_hetero_consistent,
+    assert_spectral_not_worse,
+    spectral_error,
+)
 
 __all__ = [
     "PlantedKronecker",
     "as_numpy",
+    "assert_certified_bound",
+    "assert_hetero_consistent",
     "assert_kron_close",
     "assert_kron_optimal",
     "assert_nonincreasing",
     "assert_reconstructs",
     "assert_same_array_type",
     "assert_same_result_across_backends",
+    "assert_spectral_not_worse",
     "assert_valid_permutation",
     "convert",
+    "hetero_kronecker_sums",
     "kron_error",
     "kronecker_shapes",
     "kronecker_structured",
@@ -51,6 +61,7 @@ __all__ = [
     "make_strategies_namespace",
     "matrices",
     "permutations",
+    "spectral_error",
 ]
 
 _STRATEGIES = {
@@ -72,4 +83,8 @@ def __getattr__(name: str):
 
         strategies = importlib.import_module("tqla.testing.strategies")
         return strategies if name == "strategies" else getattr(strategies, name)
+    if name == "hetero_kronecker_sums":
+        from tqla.testing.spectral_checks import hetero_kronecker_sums
+
+        return hetero_kronecker_sums
     raise AttributeError(f"module 'tqla.testing' has no attribute {name!r}")
