@@ -21,7 +21,9 @@ fixed-rank manifold:
 The singular triplets of E come from a full SVD for small matrices and from a block
 subspace iteration warm-started at the previous iterate's singular vectors otherwise (only
 the triplets with a weight (σᵢ/σ₁)^(p−1) above 1e-3 matter at large p; the block grows
-until the last kept weight is below that).  docs/spectral.md gives the measurements behind
+until the last kept weight is below that, up to min(M, N)/3 triplets — beyond, the objective
+is the Schatten-p norm of the top singular values, a truncated surrogate that still bounds
+‖E‖₂ from above).  docs/spectral.md gives the measurements behind
 the default schedule and stopping rule.
 """
 
@@ -232,11 +234,13 @@ class _Residual:
         self.n = min(M, N)
         self.forced = mode == "partial"
         self.allow_partial = self.forced or (mode == "auto" and self.n > FULL_SVD_MAX_SIDE)
-        # svd="auto" switches to the full SVD once the block would exceed a third of n.
-        self.k_max = self.n if self.forced else self.n // 3
-        self.mode = "full"  # the start is evaluated exactly; plan() may switch per stage
+        # The block never exceeds k_max: beyond it the objective is the Schatten-p norm of
+        # the top k_max singular values (a truncated surrogate that still bounds ‖E‖₂).
         self.k_min = min(self.n, max(16, 4 * rank))
-        self.k = 0
+        self.k_max = max(self.k_min, self.n // 3) if not self.forced else self.n
+        # plan() may switch the route per stage; adapt() grows the block as needed.
+        self.mode = "partial" if self.allow_partial else "full"
+        self.k = self.k_min
         self.rng = rng
         self.V = None  # warm start (N × k) for the partial route
         self.n_evals = 0
@@ -266,7 +270,7 @@ class _Residual:
         return E, Ub, _host(sig), V
 
     def plan(self, sig: np.ndarray, V: Any, p: float) -> bool:
-        """At the start of a stage: choose full SVD or a block of k triplets for order p.
+        """At the start of a stage on the partial route: the block size k for order p.
 
         k is 1.5× the number of triplets whose weight (σᵢ/σ₁)^(p−1) exceeds
         :data:`WEIGHT_CUTOFF` (at least 16 and 4·rank); the block is warm-started from the
@@ -276,10 +280,7 @@ class _Residual:
             return False
         need = int(np.sum((sig / sig[0]) ** (p - 1) > WEIGHT_CUTOFF))
         k = min(self.n, max(self.k_min, int(1.5 * need) + 1))
-        if k > self.k_max:
-            changed = self.mode != "full"
-            self.mode, self.V = "full", None
-            return changed
+        k = min(k, self.k_max)
         if self.mode == "partial" and k <= self.k:
             return False
         cols = min(k, int(V.shape[1]))
@@ -298,10 +299,9 @@ class _Residual:
         self.V = V
         if sig[0] <= 0 or (sig[-1] / sig[0]) ** (p - 1) <= WEIGHT_CUTOFF:
             return False
-        k_new = min(self.n, 2 * self.k)
-        if k_new > self.k_max:
-            self.mode, self.V = "full", None
-            return True
+        k_new = min(self.k_max, 2 * self.k)
+        if k_new <= self.k:  # at the cap: keep the truncated objective
+            return False
         extra = self._gauss(int(V.shape[0]), k_new - self.k)
         self.V = self.xp.concat([V, extra], axis=1)
         self.k = k_new
