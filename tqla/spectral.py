@@ -18,12 +18,13 @@ fixed-rank manifold:
   error σ₁(E) is kept, so the result is never worse in ‖·‖₂ than the p = 2 start
   (:func:`tqla.kron_svd`).
 
-The singular triplets of E come from a full SVD for small matrices and from a block
-subspace iteration warm-started at the previous iterate's singular vectors otherwise (only
-the triplets with a weight (σᵢ/σ₁)^(p−1) above 1e-3 matter at large p; the block grows
-until the last kept weight is below that, up to min(M, N)/3 triplets — beyond, the objective
-is the Schatten-p norm of the top singular values, a truncated surrogate that still bounds
-‖E‖₂ from above).  docs/spectral.md gives the measurements behind
+The spectrum of E comes by default from the Gram matrix of E's smaller side (one GEMM and
+a symmetric eigenproblem of size min(M, N); line-search trials need only its eigenvalues,
+and the gradient Q·diag(σ^(p−2)/F^(p−1))·Qᵀ·E needs no division by small singular values).
+``svd="full"`` takes LAPACK's SVD of E instead, and ``svd="partial"`` a block subspace
+iteration warm-started at the previous iterate's singular vectors (only the triplets with a
+weight (σᵢ/σ₁)^(p−1) above 1e-3 matter at large p; the block grows until its last weight is
+below that) — the default for min(M, N) > 2048, where the Gram eigenproblem gets costly.  docs/spectral.md gives the measurements behind
 the default schedule and stopping rule.
 """
 
@@ -57,14 +58,14 @@ __all__ = [
     "kron_spectral",
 ]
 
-SVDMode = Literal["auto", "full", "partial"]
+SVDMode = Literal["auto", "gram", "full", "partial"]
 
 #: Default continuation: p = 4, 8, ..., 128 (chosen by the measurements in docs/spectral.md).
 DEFAULT_P: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 DEFAULT_MAX_ITER = 25  # iterations per value of p
 DEFAULT_TOL = 1e-4  # stop a stage when F decreased by less than tol·F in an iteration
-# svd="auto" uses the full SVD of E when min(M, N) is at most this.
-FULL_SVD_MAX_SIDE = 160
+# svd="auto" takes the Gram route when min(M, N) is at most this, else the partial route.
+GRAM_MAX_SIDE = 2048
 WEIGHT_CUTOFF = 1e-3  # triplets whose gradient weight (σᵢ/σ₁)^(p−1) is below are dropped
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 12
@@ -130,7 +131,7 @@ class SpectralKronecker(KroneckerSum):
     n_evals : int
         Residuals whose singular triplets were computed.
     svd : str
-        "full" or "partial": how the triplets were computed (last stage).
+        "gram", "full" or "partial": how the residual's spectrum was computed.
     time_s : float
         Wall time of the fit.
     """
@@ -225,21 +226,45 @@ def _check_init(init: Any, W: Any, s: KroneckerShape, rank: int) -> KroneckerSum
 # --------------------------------------------------------------------------------------
 # Singular triplets of the residual
 # --------------------------------------------------------------------------------------
+class _Eval:
+    """The residual E at one point and what is known of its spectrum.
+
+    ``sig``: singular values on the host, descending (all of them, or the top block on the
+    partial route).  ``U``/``V``: singular vectors (full and partial routes), ``G``/``Q``:
+    the Gram matrix of E's smaller side and its eigenvectors (Gram route; ``Q`` is computed
+    only where a gradient is needed).
+    """
+
+    __slots__ = ("E", "sig", "U", "V", "G", "Q")
+
+    def __init__(self, E, sig, U=None, V=None, G=None, Q=None):
+        self.E, self.sig, self.U, self.V, self.G, self.Q = E, sig, U, V, G, Q
+
+
 class _Residual:
-    """E = W − R⁻¹(X) and its top singular triplets (full SVD or warm subspace iteration)."""
+    """E = W − R⁻¹(X) and its singular values / gradient factors, by one of three routes.
+
+    * ``"gram"``: eigenvalues of the Gram matrix of E's smaller side (one GEMM and a small
+      symmetric eigenproblem; line-search trials need the eigenvalues only, accepted points
+      the eigenvectors too);
+    * ``"full"``: LAPACK/cuSOLVER SVD of E;
+    * ``"partial"``: block subspace iteration warm-started at the previous singular vectors.
+    """
 
     def __init__(self, xp, W, s: KroneckerShape, mode: str, rng: np.random.Generator, rank):
         self.xp, self.W, self.s = xp, W, s
         M, N = s.matrix_shape
         self.n = min(M, N)
+        self.left = M <= N  # Gram route: E Eᵀ (M×M) if True, else Eᵀ E
+        if mode == "auto":
+            mode = "gram" if self.n <= GRAM_MAX_SIDE else "partial"
         self.forced = mode == "partial"
-        self.allow_partial = self.forced or (mode == "auto" and self.n > FULL_SVD_MAX_SIDE)
+        self.allow_partial = mode == "partial"
+        self.k_min = min(self.n, max(16, 4 * rank))
         # The block never exceeds k_max: beyond it the objective is the Schatten-p norm of
         # the top k_max singular values (a truncated surrogate that still bounds ‖E‖₂).
-        self.k_min = min(self.n, max(16, 4 * rank))
-        self.k_max = max(self.k_min, self.n // 3) if not self.forced else self.n
-        # plan() may switch the route per stage; adapt() grows the block as needed.
-        self.mode = "partial" if self.allow_partial else "full"
+        self.k_max = self.n
+        self.mode = mode
         self.k = self.k_min
         self.rng = rng
         self.V = None  # warm start (N × k) for the partial route
@@ -249,14 +274,24 @@ class _Residual:
         g = from_numpy(self.rng.standard_normal((rows, cols)), self.W)
         return self.xp.astype(g, self.W.dtype)
 
-    def triplets(self, X: Any, n_iter: int = 2) -> tuple[Any, Any, Any, Any]:
-        """(E, U, σ, V) with E ≈ U diag(σ) Vᵀ on the top triplets; σ on the host, descending."""
+    def evaluate(self, X: Any, n_iter: int = 2, vectors: bool = False) -> _Eval:
+        """The residual at X with its singular values (and vectors if ``vectors``)."""
         xp = self.xp
         E = self.W - unrearrange(X, self.s)
         self.n_evals += 1
+        if self.mode == "gram":
+            Et = xp.permute_dims(E, (1, 0))
+            G = xp.matmul(E, Et) if self.left else xp.matmul(Et, E)
+            ev = _Eval(E, None, G=G)
+            if vectors:
+                self.complete(ev)
+            else:
+                lam = _host(xp.linalg.eigvalsh(G))[::-1]
+                ev.sig = np.sqrt(np.maximum(lam, 0.0))
+            return ev
         if self.mode == "full":
             U, sig, Vh = xp.linalg.svd(E, full_matrices=False)
-            return E, U, _host(sig), xp.permute_dims(Vh, (1, 0))
+            return _Eval(E, _host(sig), U=U, V=xp.permute_dims(Vh, (1, 0)))
         V0 = self.V if self.V is not None else self._gauss(E.shape[1], self.k)
         if self.V is None:
             n_iter = 8
@@ -267,7 +302,39 @@ class _Residual:
             Q, _ = xp.linalg.qr(xp.matmul(Et, Qy))
         Ub, sig, Vbh = xp.linalg.svd(xp.matmul(E, Q), full_matrices=False)
         V = xp.matmul(Q, xp.permute_dims(Vbh, (1, 0)))
-        return E, Ub, _host(sig), V
+        return _Eval(E, _host(sig), U=Ub, V=V)
+
+    def complete(self, ev: _Eval) -> None:
+        """Add what the gradient needs (the Gram route's eigenvectors)."""
+        if self.mode != "gram" or ev.Q is not None:
+            return
+        xp = self.xp
+        lam, Q = xp.linalg.eigh(ev.G)
+        ev.sig = np.sqrt(np.maximum(_host(lam)[::-1], 0.0))
+        ev.Q = xp.flip(Q, axis=1)
+
+    def gradient(self, ev: _Eval, p: float, F: float) -> Any:
+        """∇_E ‖E‖_p = U diag((σ/F)^(p−1)) Vᵀ, on the triplets whose weight is not negligible.
+
+        On the Gram route (E Eᵀ = Q Σ² Qᵀ) this is Q diag(σ^(p−2)/F^(p−1)) Qᵀ E, with no
+        division by small singular values.
+        """
+        xp = self.xp
+        sig = ev.sig
+        keep = max(1, int(np.sum((sig / sig[0]) ** (p - 1) > 1e-14))) if sig[0] > 0 else 1
+        if self.mode == "gram":
+            self.complete(ev)
+            d = (sig[:keep] / F) ** (p - 2) / F
+            d_x = xp.astype(from_numpy(d, ev.E), ev.E.dtype)
+            Qk = ev.Q[:, :keep]
+            Qt = xp.permute_dims(Qk, (1, 0))
+            if self.left:
+                return xp.matmul(Qk * xp.reshape(d_x, (1, -1)), xp.matmul(Qt, ev.E))
+            return xp.matmul(xp.matmul(ev.E, Qk) * xp.reshape(d_x, (1, -1)), Qt)
+        w = (sig[:keep] / F) ** (p - 1)
+        w_x = xp.astype(from_numpy(w, ev.E), ev.E.dtype)
+        Uk = ev.U[:, :keep] * xp.reshape(w_x, (1, -1))
+        return xp.matmul(Uk, xp.permute_dims(ev.V[:, :keep], (1, 0)))
 
     def plan(self, sig: np.ndarray, V: Any, p: float) -> bool:
         """At the start of a stage on the partial route: the block size k for order p.
@@ -418,7 +485,7 @@ class _Optimiser:
         self.xp, self.res, self.s, self.callback = xp, res, s, callback
         self.history = SpectralHistory()
         self.pt = _point_from_kron(xp, K0)
-        self.E, self.U, self.sig, self.V = res.triplets(self.pt.X, n_iter=8)
+        self.ev = res.evaluate(self.pt.X, n_iter=8, vectors=True)
         self.best_err = float(self.sig[0])
         self.best_pt: _Point | None = None  # None: the start itself
         self.n_iter = 0
@@ -427,24 +494,24 @@ class _Optimiser:
         self.tiny = 4 * eps * max(s.matrix_shape) * float(xp.max(xp.abs(res.W)))
         self.history.append(2.0, self.sig[0], self.best_err, _schatten(self.sig, 2.0), 0.0)
 
+    @property
+    def sig(self) -> np.ndarray:
+        return self.ev.sig
+
     def _egrad(self, p: float, F: float) -> Any:
         """Euclidean gradient of F(X) = ‖W − R⁻¹(X)‖_p at the current point."""
-        xp = self.xp
-        w = (self.sig / F) ** (p - 1)
-        w_x = xp.astype(from_numpy(w, self.E), self.E.dtype)
-        GE = xp.matmul(self.U * xp.reshape(w_x, (1, -1)), xp.permute_dims(self.V, (1, 0)))
-        return -rearrange(GE, self.s)
+        return -rearrange(self.res.gradient(self.ev, p, F), self.s)
 
     def _consider(self, pt: _Point, sig: np.ndarray) -> None:
         if float(sig[0]) < self.best_err:
             self.best_err, self.best_pt = float(sig[0]), pt
 
     def _refresh_block(self, p: float) -> None:
-        changed = self.res.plan(self.sig, self.V, p)
+        changed = self.res.mode == "partial" and self.res.plan(self.sig, self.ev.V, p)
         while changed:
-            self.E, self.U, self.sig, self.V = self.res.triplets(self.pt.X, n_iter=4)
+            self.ev = self.res.evaluate(self.pt.X, n_iter=4)
             self._consider(self.pt, self.sig)
-            changed = self.res.adapt(self.sig, p, self.V)
+            changed = self.res.adapt(self.sig, p, self.ev.V)
 
     def _line_search(self, D: Any, xi: Any, t: float, p: float, F: float):
         """Armijo backtracking along the retraction; returns (t, n_tries, state) or None."""
@@ -452,9 +519,9 @@ class _Optimiser:
         retr = _Retraction(self.xp, self.pt, D)
         for k in range(_MAX_BACKTRACK):
             cand = retr(t)
-            state = self.res.triplets(cand.X)
-            self._consider(cand, state[2])
-            Fc = _schatten(state[2], p)
+            state = self.res.evaluate(cand.X)
+            self._consider(cand, state.sig)
+            Fc = _schatten(state.sig, p)
             if Fc <= F + _ARMIJO * t * slope:
                 return t, k + 1, cand, state, Fc
             t *= 0.5
@@ -490,13 +557,12 @@ class _Optimiser:
                 return
             t, tries, cand, state, Fc = found
             rel = (F - Fc) / F
-            self.pt, F = cand, Fc
-            self.E, self.U, self.sig, self.V = state
+            self.pt, F, self.ev = cand, Fc, state
             self.n_iter += 1
             block_changed = False
-            while self.res.adapt(self.sig, p, self.V):  # block too small: grow, re-evaluate
+            while self.res.adapt(self.sig, p, self.ev.V):  # block too small: grow, re-evaluate
                 block_changed = True
-                self.E, self.U, self.sig, self.V = self.res.triplets(self.pt.X, n_iter=4)
+                self.ev = self.res.evaluate(self.pt.X, n_iter=4)
                 self._consider(self.pt, self.sig)
                 F = _schatten(self.sig, p)
             self.history.append(p, self.sig[0], self.best_err, F, t)
@@ -570,9 +636,10 @@ def kron_spectral(
     callback : callable, optional
         Called after every iteration with a dict (iteration, p, error, best, objective);
         returning True stops the fit.
-    svd : {"auto", "full", "partial"}
-        How the residual's singular triplets are computed ("auto": full SVD when
-        min(M, N) ≤ 160, else the warm-started subspace iteration).
+    svd : {"auto", "gram", "full", "partial"}
+        How the residual's spectrum is computed: "gram" (eigenvalues of the Gram matrix of
+        E's smaller side), "full" (LAPACK SVD of E), "partial" (warm-started block subspace
+        iteration); "auto" takes "gram" when min(M, N) ≤ 2048, else "partial".
     error_method : str
         Method of :func:`tqla.spectral_norm` for the certified final errors.
 
@@ -599,8 +666,8 @@ def kron_spectral(
     schedule = check_p_schedule(p)
     max_iter = check_int(max_iter, "max_iter", minimum=0)
     tol = _check_number(tol, "tol")
-    if svd not in ("auto", "full", "partial"):
-        raise ValueError(f"svd must be one of 'auto', 'full', 'partial', got {svd!r}")
+    if svd not in ("auto", "gram", "full", "partial"):
+        raise ValueError(f"svd must be one of 'auto', 'gram', 'full', 'partial', got {svd!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if W.dtype not in (xp.float32, xp.float64):
