@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "spectral.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -44,6 +44,10 @@ def test_python_examples_run(page):
         "tqla._array",
         "tqla.assignment",
         "tqla.permuted",
+        "tqla.spectral",
+        "tqla.norms",
+        "tqla.hetero",
+        "tqla.testing.spectral_checks",
     ],
 )
 def test_docstring_examples(module):
