@@ -263,3 +263,16 @@ def test_spectral_norm_bad_arguments(kwargs, match):
         tqla.spectral_norm(np.eye(3), **kwargs)
     with pytest.raises(TypeError, match="must be a 2-D array"):
         tqla.spectral_norm(object())
+
+
+@given(st.integers(0, 2**31), st.floats(0.5, 1.0), st.integers(1, 3))
+def test_randomized_bound_needs_its_factor(seed, ratio, steps):
+    """Few vectors and steps: the Ritz value is far from σ₁, so only the HMT factor
+    α·√(2/π) keeps the bound above it (a rank-2 E with close singular values)."""
+    rng = np.random.default_rng(seed)
+    Q1, _ = np.linalg.qr(rng.standard_normal((20, 2)))
+    Q2, _ = np.linalg.qr(rng.standard_normal((15, 2)))
+    E = Q1 @ np.diag([1.0, ratio]) @ Q2.T
+    est = tqla.spectral_norm(E, method="randomized", n_vectors=1, max_iter=steps, rtol=10.0,
+                             rng=seed)
+    assert_certified_bound(est, E, rtol=1e-10)
