@@ -66,6 +66,9 @@ DEFAULT_MAX_ITER = 25  # iterations per value of p
 DEFAULT_TOL = 1e-4  # stop a stage when F decreased by less than tol·F in an iteration
 # svd="auto" takes the Gram route when min(M, N) is at most this, else the partial route.
 GRAM_MAX_SIDE = 2048
+# Up to this size line-search trials take eigenvectors too (eigh costs little more than
+# eigvalsh there, and an accepted trial then needs no second decomposition).
+SMALL_EIGH = 128
 WEIGHT_CUTOFF = 1e-3  # triplets whose gradient weight (σᵢ/σ₁)^(p−1) is below are dropped
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 12
@@ -283,7 +286,7 @@ class _Residual:
             Et = xp.permute_dims(E, (1, 0))
             G = xp.matmul(E, Et) if self.left else xp.matmul(Et, E)
             ev = _Eval(E, None, G=G)
-            if vectors:
+            if vectors or self.n <= SMALL_EIGH:
                 self.complete(ev)
             else:
                 lam = _host(xp.linalg.eigvalsh(G))[::-1]
@@ -304,11 +307,19 @@ class _Residual:
         V = xp.matmul(Q, xp.permute_dims(Vbh, (1, 0)))
         return _Eval(E, _host(sig), U=Ub, V=V)
 
-    def complete(self, ev: _Eval) -> None:
-        """Add what the gradient needs (the Gram route's eigenvectors)."""
+    def complete(self, ev: _Eval, k: int | None = None) -> None:
+        """Add what the gradient needs (the Gram route's eigenvectors: the top ``k``)."""
         if self.mode != "gram" or ev.Q is not None:
             return
         xp = self.xp
+        n = int(ev.G.shape[0])
+        if xp is np and k is not None and 2 * k <= n:
+            # NumPy input: LAPACK's MRRR computes only the top k eigenpairs (SciPy).
+            from scipy.linalg import eigh as _eigh
+
+            lam, Q = _eigh(ev.G, subset_by_index=[n - k, n - 1], driver="evr")
+            ev.Q = Q[:, ::-1]  # the values stay those of the full spectrum (ev.sig)
+            return
         lam, Q = xp.linalg.eigh(ev.G)
         ev.sig = np.sqrt(np.maximum(_host(lam)[::-1], 0.0))
         ev.Q = xp.flip(Q, axis=1)
@@ -321,9 +332,9 @@ class _Residual:
         """
         xp = self.xp
         sig = ev.sig
-        keep = max(1, int(np.sum((sig / sig[0]) ** (p - 1) > 1e-14))) if sig[0] > 0 else 1
+        keep = max(1, int(np.sum((sig / sig[0]) ** (p - 1) > 1e-8))) if sig[0] > 0 else 1
         if self.mode == "gram":
-            self.complete(ev)
+            self.complete(ev, keep)
             d = (sig[:keep] / F) ** (p - 2) / F
             d_x = xp.astype(from_numpy(d, ev.E), ev.E.dtype)
             Qk = ev.Q[:, :keep]
@@ -677,6 +688,8 @@ def kron_spectral(
                           error_method=error_method)
         return _with_dtype(K, W.dtype)
     K0 = kron_svd(W, s, rank) if init is None else _check_init(init, W, s, rank)
+    if is_numpy(xp) and hasattr(np, "permute_dims"):  # NumPy ≥ 2 is an array-API namespace
+        xp = np
     opt = _Optimiser(xp, _Residual(xp, W, s, svd, check_rng(rng), rank), s, K0, callback)
     for pv in schedule:
         if opt.stopped or max_iter == 0:
