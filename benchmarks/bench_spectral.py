@@ -439,13 +439,15 @@ def section_peers(args, out: list[str], data: dict) -> None:
             "`tol=0` for tqla and torch; pymanopt's own gradient/step criteria), float64, one "
             "process, one BLAS thread. Each method's spectral error is recorded at every "
             "evaluated point (the peers compute σ₁ with each SVD they take anyway); the "
-            "curves are best-so-far. `t(tqla → peer's best)` is the time tqla needed to reach "
-            "the lowest spectral error the peer reached; `t(peer)` the time the peer needed "
-            f"for it. Peers are cut at {args.time_cap:.0f} s. Times include kron_svd and "
-            "(tqla) the certified final error.", "",
+            "curves are best-so-far. Target = the higher of tqla's and the peer's final errors "
+            "(an error both reached); `t(peer)`, `t(tqla)`: the first time each reached it. "
+            "The last column is the time tqla needed to reach the peer's own final error. "
+            f"Peers are cut at {args.time_cap:.0f} s. Times include kron_svd and (tqla) the "
+            "certified final error.", "",
             "| matrix | A ⊗ B, rank | schedule | method | final spectral err | whole run s | "
-            "t(peer) s | t(tqla → peer's best) s | tqla time / peer time |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "target err | t(peer) s | t(tqla) s | tqla time / peer time | t(tqla → peer's "
+            "final) s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = []
     for name, W, sh, r, sched, it in cases:
         s = KroneckerShape.of(sh)
@@ -476,21 +478,24 @@ def section_peers(args, out: list[str], data: dict) -> None:
         tq = best_curve(traces["tqla"])
         sched_s = ",".join(f"{v:g}" for v in schedule) + f" × {it}"
         out.append(f"| {name} | {s.a}⊗{s.b}, {r} | {sched_s} | tqla | {tq[-1][1]:.5f} | "
-                   f"{total['tqla']:.2f} | | | |")
+                   f"{total['tqla']:.2f} | | | | | |")
         for peer in ("pymanopt", "torch"):
             if peer not in traces:
                 continue
             pc = best_curve(traces[peer])
             pbest = pc[-1][1]
-            tp = first_time(pc, pbest)
-            tt = first_time(tq, pbest * (1 + 1e-12))
+            target = max(pbest, tq[-1][1]) * (1 + 1e-12)  # an error both reached
+            tp = first_time(pc, target)
+            tt = first_time(tq, target)
+            tt_peer = first_time(tq, pbest * (1 + 1e-12))
             ratio = tt / tp if tp > 0 else float("nan")
             rows.append({"case": name, "peer": peer, "peer_err": pbest, "tqla_err": tq[-1][1],
-                         "t_peer": tp, "t_tqla": tt, "total_peer": total[peer],
+                         "target": target, "t_peer": tp, "t_tqla": tt,
+                         "t_tqla_to_peer_best": tt_peer, "total_peer": total[peer],
                          "total_tqla": total["tqla"]})
-            tt_s = "not reached" if np.isnan(tt) else f"{tt:.2f}"
-            out.append(f"| {name} | | | {peer} | {pbest:.5f} | {total[peer]:.2f} | {tp:.2f} | "
-                       f"{tt_s} | **{ratio:.3f}** |")
+            tt_s = "not reached" if np.isnan(tt_peer) else f"{tt_peer:.2f}"
+            out.append(f"| {name} | | | {peer} | {pbest:.5f} | {total[peer]:.2f} | {target:.5f} "
+                       f"| {tp:.2f} | {tt:.2f} | **{ratio:.3f}** | {tt_s} |")
         print("\n".join(out[-3:]), flush=True)
     out.append("")
     data["peers"] = rows
@@ -550,8 +555,8 @@ def section_schedule(args, out: list[str], data: dict) -> None:
             "| max_iter | tol | schedule | 36×36: err/kron_svd | 36×36: s | 384×384: err/kron_svd"
             " | 384×384: s |", "|---|---|---|---|---|---|---|"]
     rows = []
-    for it in (10, 25, 50):
-        for tol in (1e-3, 1e-4, 1e-5):
+    for it in (10, 25):
+        for tol in (1e-3, 1e-4):
             for name, sch in scheds.items():
                 res = []
                 for W, sh, r in cases:
