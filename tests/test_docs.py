@@ -47,6 +47,7 @@ def test_python_examples_run(page):
         "tqla.spectral",
         "tqla.norms",
         "tqla.hetero",
+        "tqla.spectral_permuted",
         "tqla.testing.spectral_checks",
     ],
 )

@@ -47,6 +47,7 @@ from tqla.hetero import (  # noqa: E402
     kron_hetero,
 )
 from tqla.norms import NormEstimate, as_operator, residual, spectral_norm  # noqa: E402
+from tqla.spectral_permuted import permuted_kron_spectral  # noqa: E402
 from tqla.spectral import (  # noqa: E402
     SpectralHistory,
     SpectralKronecker,
@@ -65,6 +66,7 @@ __all__ += [
     "as_operator",
     "kron_hetero",
     "kron_spectral",
+    "permuted_kron_spectral",
     "residual",
     "spectral_norm",
 ]
