@@ -313,7 +313,7 @@ class _Residual:
             return
         xp = self.xp
         n = int(ev.G.shape[0])
-        if xp is np and k is not None and 2 * k <= n:
+        if xp is np and k is not None and 8 * k <= n:  # MRRR pays for few vectors only
             # NumPy input: LAPACK's MRRR computes only the top k eigenpairs (SciPy).
             from scipy.linalg import eigh as _eigh
 
