@@ -43,8 +43,7 @@ def _assign(xp: Any, W: Any, Kd: Any, rp: np.ndarray, cp: np.ndarray, side: str)
     else:
         Kr = xp.take(Kd, from_numpy(rp.astype(np.int64), Kd), axis=0)
         cost = -xp.matmul(xp.permute_dims(W, (1, 0)), Kr)
-    _, col = lsap(cost)
-    return np.asarray(col, dtype=np.int64)
+    return np.asarray(lsap(cost).col_ind, dtype=np.int64)
 
 
 def permuted_kron_spectral(
