@@ -39,7 +39,6 @@ from tqla._array import (
     as_float_matrix,
     check_int,
     check_rng,
-    float_dtype_eps,
     from_numpy,
     to_numpy,
 )
@@ -121,6 +120,15 @@ class Operator:
         xp = self.xp
         eye = xp.eye(self.shape[1], dtype=self.dtype, device=_dev(self.like))
         return self.mm(eye)
+
+
+def float_dtype_eps(xp: Any, dtype: Any) -> float:
+    """Machine epsilon of a floating dtype (half precisions: bfloat16's, the coarser)."""
+    if dtype == xp.float64:
+        return float(np.finfo(np.float64).eps)
+    if dtype == xp.float32:
+        return float(np.finfo(np.float32).eps)
+    return 2.0**-7
 
 
 def _dev(x: Any) -> Any:

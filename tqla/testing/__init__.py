@@ -31,6 +31,7 @@ from tqla.testing.assertions import (
     assert_same_result_across_backends,
     assert_valid_permutation,
     kron_error,
+    rounding_tolerance,
 )
 from tqla.testing.spectral_checks import (
     assert_certified_bound,
@@ -61,6 +62,7 @@ __all__ = [
     "make_strategies_namespace",
     "matrices",
     "permutations",
+    "rounding_tolerance",
     "spectral_error",
 ]
 
