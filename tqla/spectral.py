@@ -42,12 +42,25 @@ from tqla._array import (
     as_float_matrix,
     check_int,
     check_rng,
-    device_of,
-    from_numpy,
     is_numpy,
 )
-from tqla.kron import KroneckerShape, KroneckerSum, kron_svd, rearrange, unrearrange
-from tqla.norms import NormEstimate, residual, spectral_norm
+from tqla._fixed_rank import (
+    _inner,
+    _kron_from_point,
+    _Point,
+    _point_from_kron,
+    _project,
+    _Retraction,
+)
+from tqla._spectral_residual import (  # noqa: F401 - constants re-exported for the docs
+    GRAM_MAX_SIDE,
+    SMALL_EIGH,
+    WEIGHT_CUTOFF,
+    _Residual,
+    _schatten,
+)
+from tqla.kron import KroneckerShape, KroneckerSum, kron_svd, rearrange
+from tqla.norms import NormEstimate, spectral_norm
 
 __all__ = [
     "DEFAULT_P",
@@ -64,12 +77,6 @@ SVDMode = Literal["auto", "gram", "full", "partial"]
 DEFAULT_P: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 DEFAULT_MAX_ITER = 25  # iterations per value of p
 DEFAULT_TOL = 1e-4  # stop a stage when F decreased by less than tol·F in an iteration
-# svd="auto" takes the Gram route when min(M, N) is at most this, else the partial route.
-GRAM_MAX_SIDE = 2048
-# Up to this size line-search trials take eigenvectors too (eigh costs little more than
-# eigvalsh there, and an accepted trial then needs no second decomposition).
-SMALL_EIGH = 128
-WEIGHT_CUTOFF = 1e-3  # triplets whose gradient weight (σᵢ/σ₁)^(p−1) is below are dropped
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 12
 
@@ -224,266 +231,6 @@ def _check_init(init: Any, W: Any, s: KroneckerShape, rank: int) -> KroneckerSum
             f"got {type(init.A).__name__}, {init.dtype}"
         )
     return init
-
-
-# --------------------------------------------------------------------------------------
-# Singular triplets of the residual
-# --------------------------------------------------------------------------------------
-class _Eval:
-    """The residual E at one point and what is known of its spectrum.
-
-    ``sig``: singular values on the host, descending (all of them, or the top block on the
-    partial route).  ``U``/``V``: singular vectors (full and partial routes), ``G``/``Q``:
-    the Gram matrix of E's smaller side and its eigenvectors (Gram route; ``Q`` is computed
-    only where a gradient is needed).
-    """
-
-    __slots__ = ("E", "sig", "U", "V", "G", "Q")
-
-    def __init__(self, E, sig, U=None, V=None, G=None, Q=None):
-        self.E, self.sig, self.U, self.V, self.G, self.Q = E, sig, U, V, G, Q
-
-
-class _Residual:
-    """E = W − R⁻¹(X) and its singular values / gradient factors, by one of three routes.
-
-    * ``"gram"``: eigenvalues of the Gram matrix of E's smaller side (one GEMM and a small
-      symmetric eigenproblem; line-search trials need the eigenvalues only, accepted points
-      the eigenvectors too);
-    * ``"full"``: LAPACK/cuSOLVER SVD of E;
-    * ``"partial"``: block subspace iteration warm-started at the previous singular vectors.
-    """
-
-    def __init__(self, xp, W, s: KroneckerShape, mode: str, rng: np.random.Generator, rank):
-        self.xp, self.W, self.s = xp, W, s
-        M, N = s.matrix_shape
-        self.n = min(M, N)
-        self.left = M <= N  # Gram route: E Eᵀ (M×M) if True, else Eᵀ E
-        if mode == "auto":
-            mode = "gram" if self.n <= GRAM_MAX_SIDE else "partial"
-        self.forced = mode == "partial"
-        self.allow_partial = mode == "partial"
-        self.k_min = min(self.n, max(16, 4 * rank))
-        # The block never exceeds k_max: beyond it the objective is the Schatten-p norm of
-        # the top k_max singular values (a truncated surrogate that still bounds ‖E‖₂).
-        self.k_max = self.n
-        self.mode = mode
-        self.k = self.k_min
-        self.rng = rng
-        self.V = None  # warm start (N × k) for the partial route
-        self.n_evals = 0
-
-    def _gauss(self, rows: int, cols: int) -> Any:
-        g = from_numpy(self.rng.standard_normal((rows, cols)), self.W)
-        return self.xp.astype(g, self.W.dtype)
-
-    def evaluate(self, X: Any, n_iter: int = 2, vectors: bool = False) -> _Eval:
-        """The residual at X with its singular values (and vectors if ``vectors``)."""
-        xp = self.xp
-        E = self.W - unrearrange(X, self.s)
-        self.n_evals += 1
-        if self.mode == "gram":
-            Et = xp.permute_dims(E, (1, 0))
-            G = xp.matmul(E, Et) if self.left else xp.matmul(Et, E)
-            ev = _Eval(E, None, G=G)
-            if vectors or self.n <= SMALL_EIGH:
-                self.complete(ev)
-            else:
-                lam = _host(xp.linalg.eigvalsh(G))[::-1]
-                ev.sig = np.sqrt(np.maximum(lam, 0.0))
-            return ev
-        if self.mode == "full":
-            U, sig, Vh = xp.linalg.svd(E, full_matrices=False)
-            return _Eval(E, _host(sig), U=U, V=xp.permute_dims(Vh, (1, 0)))
-        V0 = self.V if self.V is not None else self._gauss(E.shape[1], self.k)
-        if self.V is None:
-            n_iter = 8
-        Et = xp.permute_dims(E, (1, 0))
-        Q = V0
-        for _ in range(n_iter):
-            Qy, _ = xp.linalg.qr(xp.matmul(E, Q))
-            Q, _ = xp.linalg.qr(xp.matmul(Et, Qy))
-        Ub, sig, Vbh = xp.linalg.svd(xp.matmul(E, Q), full_matrices=False)
-        V = xp.matmul(Q, xp.permute_dims(Vbh, (1, 0)))
-        return _Eval(E, _host(sig), U=Ub, V=V)
-
-    def complete(self, ev: _Eval, k: int | None = None) -> None:
-        """Add what the gradient needs (the Gram route's eigenvectors: the top ``k``)."""
-        if self.mode != "gram" or ev.Q is not None:
-            return
-        xp = self.xp
-        n = int(ev.G.shape[0])
-        if xp is np and k is not None and 8 * k <= n:  # MRRR pays for few vectors only
-            # NumPy input: LAPACK's MRRR computes only the top k eigenpairs (SciPy).
-            from scipy.linalg import eigh as _eigh
-
-            lam, Q = _eigh(ev.G, subset_by_index=[n - k, n - 1], driver="evr")
-            ev.Q = Q[:, ::-1]  # the values stay those of the full spectrum (ev.sig)
-            return
-        lam, Q = xp.linalg.eigh(ev.G)
-        ev.sig = np.sqrt(np.maximum(_host(lam)[::-1], 0.0))
-        ev.Q = xp.flip(Q, axis=1)
-
-    def gradient(self, ev: _Eval, p: float, F: float) -> Any:
-        """∇_E ‖E‖_p = U diag((σ/F)^(p−1)) Vᵀ, on the triplets whose weight is not negligible.
-
-        On the Gram route (E Eᵀ = Q Σ² Qᵀ) this is Q diag(σ^(p−2)/F^(p−1)) Qᵀ E, with no
-        division by small singular values.
-        """
-        xp = self.xp
-        sig = ev.sig
-        keep = max(1, int(np.sum((sig / sig[0]) ** (p - 1) > 1e-8))) if sig[0] > 0 else 1
-        if self.mode == "gram":
-            self.complete(ev, keep)
-            d = (sig[:keep] / F) ** (p - 2) / F
-            d_x = xp.astype(from_numpy(d, ev.E), ev.E.dtype)
-            Qk = ev.Q[:, :keep]
-            Qt = xp.permute_dims(Qk, (1, 0))
-            if self.left:
-                return xp.matmul(Qk * xp.reshape(d_x, (1, -1)), xp.matmul(Qt, ev.E))
-            return xp.matmul(xp.matmul(ev.E, Qk) * xp.reshape(d_x, (1, -1)), Qt)
-        w = (sig[:keep] / F) ** (p - 1)
-        w_x = xp.astype(from_numpy(w, ev.E), ev.E.dtype)
-        Uk = ev.U[:, :keep] * xp.reshape(w_x, (1, -1))
-        return xp.matmul(Uk, xp.permute_dims(ev.V[:, :keep], (1, 0)))
-
-    def plan(self, sig: np.ndarray, V: Any, p: float) -> bool:
-        """At the start of a stage on the partial route: the block size k for order p.
-
-        k is 1.5× the number of triplets whose weight (σᵢ/σ₁)^(p−1) exceeds
-        :data:`WEIGHT_CUTOFF` (at least 16 and 4·rank); the block is warm-started from the
-        current singular vectors.  Returns True when the route or block changed.
-        """
-        if not self.allow_partial or sig[0] <= 0:
-            return False
-        need = int(np.sum((sig / sig[0]) ** (p - 1) > WEIGHT_CUTOFF))
-        k = min(self.n, max(self.k_min, int(1.5 * need) + 1))
-        k = min(k, self.k_max)
-        if self.mode == "partial" and k <= self.k:
-            return False
-        cols = min(k, int(V.shape[1]))
-        Vk = V[:, :cols]
-        if cols < k:
-            Vk = self.xp.concat([Vk, self._gauss(int(V.shape[0]), k - cols)], axis=1)
-        self.mode, self.k, self.V = "partial", k, Vk
-        return True
-
-    def adapt(self, sig: np.ndarray, p: float, V: Any) -> bool:
-        """After an accepted step: keep V as the warm start; grow the block if its last
-        weight is not negligible.  Returns True when the block changed (the caller then
-        re-evaluates the current point)."""
-        if self.mode != "partial":
-            return False
-        self.V = V
-        if sig[0] <= 0 or (sig[-1] / sig[0]) ** (p - 1) <= WEIGHT_CUTOFF:
-            return False
-        k_new = min(self.k_max, 2 * self.k)
-        if k_new <= self.k:  # at the cap: keep the truncated objective
-            return False
-        extra = self._gauss(int(V.shape[0]), k_new - self.k)
-        self.V = self.xp.concat([V, extra], axis=1)
-        self.k = k_new
-        return True
-
-
-def _host(x: Any) -> np.ndarray:
-    from tqla._array import to_numpy
-
-    return to_numpy(x, np.float64)
-
-
-def _schatten(sig: np.ndarray, p: float) -> float:
-    s1 = float(sig[0])
-    if s1 <= 0:
-        return 0.0
-    return s1 * float(np.sum((sig / s1) ** p)) ** (1.0 / p)
-
-
-# --------------------------------------------------------------------------------------
-# The manifold of rank-r matrices X = U diag(S) Vᵀ
-# --------------------------------------------------------------------------------------
-class _Point:
-    __slots__ = ("U", "S", "V", "X")
-
-    def __init__(self, xp, U, S, V):
-        self.U, self.S, self.V = U, S, V
-        self.X = xp.matmul(U * xp.reshape(S, (1, -1)), xp.permute_dims(V, (1, 0)))
-
-
-def _point_from_kron(xp, K: KroneckerSum) -> _Point:
-    r = K.rank
-    Af = xp.permute_dims(xp.reshape(K.A, (r, -1)), (1, 0))  # (q, r)
-    Bf = xp.permute_dims(xp.reshape(K.B, (r, -1)), (1, 0))  # (p', r)
-    Qa, Ra = xp.linalg.qr(Af)
-    Qb, Rb = xp.linalg.qr(Bf)
-    Uc, S, Vch = xp.linalg.svd(xp.matmul(Ra, xp.permute_dims(Rb, (1, 0))))
-    return _Point(xp, xp.matmul(Qa, Uc), S, xp.matmul(Qb, xp.permute_dims(Vch, (1, 0))))
-
-
-def _project(xp, pt: _Point, Z: Any) -> Any:
-    """Orthogonal projection of Z onto the tangent space at pt: P_U Z + Z P_V − P_U Z P_V."""
-    U, V = pt.U, pt.V
-    Ut, Vt = xp.permute_dims(U, (1, 0)), xp.permute_dims(V, (1, 0))
-    UtZ = xp.matmul(Ut, Z)  # (r, p')
-    ZV = xp.matmul(Z, V)  # (q, r)
-    M = xp.matmul(UtZ, V)
-    return xp.matmul(U, UtZ) + xp.matmul(ZV - xp.matmul(U, M), Vt)
-
-
-class _Retraction:
-    """Retraction t ↦ best rank-r approximation of X + t·D (D tangent at X)."""
-
-    def __init__(self, xp, pt: _Point, D: Any):
-        U, V = pt.U, pt.V
-        Ut = xp.permute_dims(U, (1, 0))
-        DV = xp.matmul(D, V)
-        M = xp.matmul(Ut, DV)
-        Up = DV - xp.matmul(U, M)
-        Vp = xp.matmul(xp.permute_dims(D, (1, 0)), U) - xp.matmul(V, xp.permute_dims(M, (1, 0)))
-        self.Ql, self.Rl = xp.linalg.qr(xp.concat([U, Up], axis=1))
-        self.Qr, self.Rr = xp.linalg.qr(xp.concat([V, Vp], axis=1))
-        self.xp, self.pt, self.M, self.r = xp, pt, M, int(U.shape[1])
-        self.SM = _diag(xp, pt.S)
-
-    def __call__(self, t: float) -> _Point:
-        xp, r = self.xp, self.r
-        # X + tD = [U Up] [[S + tM, tI], [tI, 0]] [V Vp]ᵀ
-        eye = xp.eye(r, dtype=self.M.dtype, device=device_of(self.M))
-        top = xp.concat([self.SM + t * self.M, t * eye], axis=1)
-        bottom = xp.concat([t * eye, xp.zeros_like(eye)], axis=1)
-        C = xp.concat([top, bottom], axis=0)
-        core = xp.matmul(xp.matmul(self.Rl, C), xp.permute_dims(self.Rr, (1, 0)))
-        Uc, S, Vch = xp.linalg.svd(core, full_matrices=False)
-        U = xp.matmul(self.Ql, Uc[:, :r])
-        V = xp.matmul(self.Qr, xp.permute_dims(Vch[:r, :], (1, 0)))
-        return _Point(xp, U, S[:r], V)
-
-
-def _diag(xp, s: Any) -> Any:
-    n = int(s.shape[0])
-    return xp.eye(n, dtype=s.dtype, device=device_of(s)) * xp.reshape(s, (1, n))
-
-
-def _inner(xp, a: Any, b: Any) -> float:
-    return float(xp.sum(a * b))
-
-
-def _kron_from_point(xp, pt: _Point, s: KroneckerShape) -> KroneckerSum:
-    """A_k = √S_k·unvec(U_k), B_k = √S_k·unvec(V_k), with kron_svd's sign rule."""
-    r = int(pt.S.shape[0])
-    root = xp.reshape(xp.sqrt(xp.where(pt.S > 0, pt.S, xp.zeros_like(pt.S))), (-1, 1))
-    Ar = xp.permute_dims(pt.U, (1, 0)) * root
-    Br = xp.permute_dims(pt.V, (1, 0)) * root
-    small = Br if s.m2 * s.n2 <= s.m1 * s.n1 else Ar
-    n = int(small.shape[1])
-    idx = xp.argmax(xp.abs(small), axis=1)
-    onehot = xp.reshape(xp.arange(n, device=device_of(small)), (1, n)) == xp.reshape(idx, (-1, 1))
-    picked = xp.sum(xp.where(onehot, small, xp.zeros_like(small)), axis=1)
-    sign = xp.reshape(xp.where(picked < 0, -xp.ones_like(picked), xp.ones_like(picked)), (-1, 1))
-    Ar, Br = Ar * sign, Br * sign
-    if is_numpy(xp):
-        Ar, Br = np.ascontiguousarray(Ar), np.ascontiguousarray(Br)
-    return KroneckerSum(xp.reshape(Ar, (r, s.m1, s.n1)), xp.reshape(Br, (r, s.m2, s.n2)))
 
 
 # --------------------------------------------------------------------------------------
