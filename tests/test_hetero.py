@@ -55,6 +55,11 @@ def test_budget_never_exceeded_and_monotone(seed, budget, norm):
     assert all(K.rank <= K.kshape.max_rank for K in H.terms)
     got = np.linalg.norm(W - H.to_dense(), "fro" if norm == "fro" else 2)
     assert H.error == pytest.approx(got, rel=1e-9)
+    if norm == "spectral":
+        assert H.spectral_error.upper >= got
+        assert H.spectral_error.estimate == pytest.approx(got, rel=1e-9)
+    else:
+        assert H.spectral_error is None
     # no candidate still fits the remaining budget unless the greedy stopped for lack of gain
     cheapest = min(KroneckerShape.of(s).n_params(1) for s in CANDS)
     assert H.n_params + cheapest > budget or len(H.order) == len(H.errors) - 1

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from tqla._array import array_namespace, as_float_matrix, check_int
 from tqla.kron import KroneckerShape, KroneckerSum, kron_svd
-from tqla.norms import spectral_norm
+from tqla.norms import residual, spectral_norm
 
 __all__ = ["HeteroKronecker", "HeteroKroneckerApprox", "HeteroKroneckerSum", "kron_hetero"]
 
@@ -145,6 +145,9 @@ class HeteroKronecker(HeteroKroneckerSum):
         The shape chosen at each greedy step.
     budget : int or None
         The parameter budget asked for.
+    spectral_error : NormEstimate or None
+        With ``norm="spectral"``: ‖W − approx‖₂ with a certified upper bound
+        (:func:`tqla.spectral_norm` of :func:`tqla.residual`, exact where affordable).
     """
 
     def __init__(self, terms: Sequence[KroneckerSum], **info: Any):
@@ -154,6 +157,7 @@ class HeteroKronecker(HeteroKroneckerSum):
         self.sweep_errors: list[float] = list(info.get("sweep_errors", []))
         self.order: list[KroneckerShape] = list(info.get("order", []))
         self.budget: int | None = info.get("budget")
+        self.spectral_error = info.get("spectral_error")
 
     @property
     def error(self) -> float:
@@ -350,7 +354,7 @@ def kron_hetero(
                         norm=norm, n_sweeps=n_sweeps, tol=tol, spectral_options=opts)
         return HeteroKronecker([K.astype(W.dtype) for K in H.terms], norm=H.norm,
                                errors=H.errors, sweep_errors=H.sweep_errors, order=H.order,
-                               budget=H.budget)
+                               budget=H.budget, spectral_error=H.spectral_error)
     fit = _Fitter(xp, W, norm, opts)
     terms, errors, order = _greedy(fit, cands, n_params, rank)
     if not terms:  # W = 0: nothing reduces the error; one zero term of the cheapest shape
@@ -359,8 +363,11 @@ def kron_hetero(
         terms, order = [KroneckerSum(z.A * 0, z.B * 0)], [s]
         errors.append(errors[0])
     terms, sweep_errors = _backfit(fit, terms, n_sweeps, float(tol))
+    cert = None
+    if norm == "spectral":
+        cert = spectral_norm(residual(W, HeteroKroneckerSum(terms)), method="auto", rng=0)
     return HeteroKronecker(terms, norm=norm, errors=errors, sweep_errors=sweep_errors,
-                           order=order, budget=n_params)
+                           order=order, budget=n_params, spectral_error=cert)
 
 
 class HeteroKroneckerApprox:
