@@ -287,6 +287,7 @@ def _fit(it: _Item) -> nn.Module:
     new.train(it.module.training)
     it.report.seconds = time.perf_counter() - t0
     it.report.error = new.approximation_error
+    it.report.spectral_error = getattr(new, "spectral_error", None)
     return new
 
 
