@@ -33,6 +33,9 @@ def test_compress_spectral_and_hetero_report_both_errors(tmp_path):
     assert isinstance(model[0], SpectralKroneckerLinear)
     assert isinstance(model[2], HeteroKroneckerLinear)
     assert model[2].n_params <= 70
+    assert rep.modules[1].params_after == model[2].n_params  # the fitted size, not the bound
+    assert rep.modules[1].rank == model[2].n_terms
+    assert rep.params_after == sum(p.numel() for p in model.parameters())
     for m in rep.modules:
         assert m.error is not None and m.spectral_error is not None
         assert 0 <= m.spectral_error <= 1.0 + 1e-12

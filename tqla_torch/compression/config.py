@@ -502,6 +502,8 @@ class CompressionConfig:
                 values["shape"] = [values["shape"][0][::-1], values["shape"][1][::-1]]
             if values["b_shape"] is not None:
                 values["b_shape"] = values["b_shape"][::-1]
+            if values.get("shapes") is not None:
+                values["shapes"] = [[sh[0][::-1], sh[1][::-1]] for sh in values["shapes"]]
         return ModuleSettings(**values)
 
     @staticmethod

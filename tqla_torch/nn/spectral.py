@@ -153,6 +153,9 @@ class HeteroKroneckerLinear(CompressedModule):
     """
 
     methods = ("hetero_kron",)
+    #: :meth:`plan` gives an upper bound (the greedy picks the terms): reports take the
+    #: fitted layer's own parameter count and number of terms.
+    plan_is_bound = True
 
     def __init__(
         self,
@@ -309,6 +312,10 @@ class HeteroKroneckerLinear(CompressedModule):
     @property
     def ranks(self) -> list[int]:
         return [int(a.shape[0]) for a in self.A]
+
+    @property
+    def n_terms(self) -> int:
+        return sum(self.ranks)
 
     def to_dense(self) -> torch.Tensor:
         """The (out, in) weight Σ_g Σ_k A_gk ⊗ B_gk (differentiable)."""
