@@ -27,6 +27,7 @@ def test_compress_spectral_and_hetero_report_both_errors(tmp_path):
         overrides={"2": {"method": "hetero_kron", "shapes": [[[4, 2], [3, 4]], [[2, 4], [6, 2]]],
                          "n_params": 70, "b_shape": None, "rank": None, "p": None}},
     )
+    weights = [model[0].weight.detach().clone(), model[2].weight.detach().clone()]
     plan = tqla_torch.inspect(model, cfg)
     assert [m.layer for m in plan.modules] == ["SpectralKroneckerLinear", "HeteroKroneckerLinear"]
     rep = tqla_torch.compress(model, cfg)
@@ -39,6 +40,11 @@ def test_compress_spectral_and_hetero_report_both_errors(tmp_path):
     for m in rep.modules:
         assert m.error is not None and m.spectral_error is not None
         assert 0 <= m.spectral_error <= 1.0 + 1e-12
+    for W, layer, m in zip(weights, (model[0], model[2]), rep.modules):
+        D = layer.to_dense().detach()
+        true = float(torch.linalg.matrix_norm(W - D, ord=2) / torch.linalg.matrix_norm(W, ord=2))
+        assert m.spectral_error == pytest.approx(true, rel=1e-9)
+        assert m.error == pytest.approx(float((W - D).norm() / W.norm()), rel=1e-9)
     table = rep.table()
     assert "rel. spectral error" in table and "rel. error" in table
     y = model(x)
