@@ -16,6 +16,9 @@ expected, what was found and the tolerance):
 * :func:`assert_reconstructs`, :func:`assert_kron_optimal`, :func:`assert_kron_close`;
 * :func:`assert_nonincreasing`, :func:`assert_valid_permutation`;
 * :func:`assert_same_array_type`, :func:`assert_same_result_across_backends`.
+* :func:`spectral_error`, :func:`assert_certified_bound`, :func:`assert_spectral_not_worse`,
+  :func:`assert_hetero_consistent` — spectral-norm results and heterogeneous sums
+  (strategy: :func:`hetero_kronecker_sums`).
 
 Hypothesis is needed for the strategies only (``pip install 'tqla[test]'``); see
 ``docs/testing.md``.
