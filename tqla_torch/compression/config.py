@@ -42,7 +42,8 @@ from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, PERMUTES, check_permute
 
 __all__ = ["METHODS", "CompressionConfig", "ModuleSettings"]
 
-METHODS = ("permuted_kron", "kron", "svd")
+METHODS = ("permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron")
+NORMS = ("fro", "spectral")
 PERMUTE_VALUES = PERMUTES
 ORIENTATIONS = ("out_in", "in_out")
 
@@ -61,6 +62,9 @@ OVERRIDABLE = (
     "seed",
     "repeat",
     "implementation",
+    "p",
+    "shapes",
+    "norm",
 )
 # Setting one member of a pair in an override clears the other one inherited from the base.
 _EXCLUSIVE = {"shape": "b_shape", "b_shape": "shape", "rank": "n_params", "n_params": "rank"}
@@ -133,6 +137,30 @@ def _v_tol(where: str, v: Any) -> Any:
     return float(v)
 
 
+def _v_p(where: str, v: Any) -> Any:
+    """spectral_kron's Schatten-p schedule: a number >= 2 or a non-decreasing list of them."""
+    if v is None:
+        return None
+    from tqla.spectral import check_p_schedule
+
+    try:
+        check_p_schedule(list(v) if isinstance(v, (list, tuple)) else v)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+    return [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v)
+
+
+def _v_shapes(where: str, v: Any) -> Any:
+    """hetero_kron's candidate factor shapes: a non-empty list of [[p, q], [s, t]]."""
+    if v is None:
+        return None
+    if not isinstance(v, (list, tuple)) or not v:
+        raise ValueError(
+            f"{where} must be a non-empty list of factor shapes [[p, q], [s, t]], got {v!r}"
+        )
+    return [_v_shape(f"{where}[{i}]", sh) for i, sh in enumerate(v)]
+
+
 def _v_seed(where: str, v: Any) -> Any:
     return _v_pos_int(where, v, minimum=0)
 
@@ -151,6 +179,9 @@ _VALIDATORS = {
     "seed": _v_seed,
     "repeat": lambda w, v: _v_pos_int(w, v, allow_none=False),
     "implementation": lambda w, v: _v_choice(w, v, LAYER_IMPLEMENTATIONS),
+    "p": _v_p,
+    "shapes": _v_shapes,
+    "norm": lambda w, v: _v_choice(w, v, NORMS, allow_none=True),
 }
 
 
@@ -214,6 +245,9 @@ class ModuleSettings:
     seed: int | None
     repeat: int
     implementation: str
+    p: float | list | None = None
+    shapes: list | None = None
+    norm: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,8 +270,12 @@ class CompressionConfig:
         or an already compressed embedding (compressed again).
     exclude_modules : str or list of str, optional
         Same rules; wins over ``target_modules``.
-    method : {"permuted_kron", "kron", "svd"}
-        :func:`tqla.permuted_kron`, :func:`tqla.kron_svd` or a truncated SVD (low rank).
+    method : {"permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron"}
+        :func:`tqla.permuted_kron`, :func:`tqla.kron_svd`, a truncated SVD (low rank),
+        :func:`tqla.kron_spectral` (a Kronecker sum fitted in the spectral norm; with
+        ``permute``, :func:`tqla.permuted_kron_spectral`) or :func:`tqla.kron_hetero` (a
+        sum of Kronecker terms of the candidate ``shapes``, within ``n_params`` or ``rank``
+        terms).
     shape : [[p, q], [s, t]], optional
         Kronecker factor shapes A (p×q) and B (s×t) in the out×in orientation
         (``p·s = out``, ``q·t = in``).  Give this or ``b_shape``.
@@ -259,6 +297,13 @@ class CompressionConfig:
     seed : int, optional
         Seed of the random restarts, mixed with each module's name; None for fresh
         entropy.
+    p : number or list of numbers, optional
+        spectral_kron: the Schatten-p continuation schedule (default 4, 8, ..., 128); its
+        ``n_iter``/``tol`` are the iterations per p and the stage tolerance.
+    shapes : list of [[p, q], [s, t]], optional
+        hetero_kron: the candidate factor shapes (out×in orientation).
+    norm : {"fro", "spectral"}, optional
+        hetero_kron: the norm the greedy and back-fitting minimise (default "fro").
     repeat : int, default 1
         Embeddings only: factor the table this many times in a row (the published plan
         halves GPT-2's embedding twice: ``b_shape=[1, 2], repeat=2``).
@@ -318,6 +363,11 @@ class CompressionConfig:
     implementation: str = field(
         default="factorized", metadata={"help": "factorized or reconstructed forward"}
     )
+    p: Any = field(default=None, metadata={"help": "spectral_kron: Schatten-p schedule"})
+    shapes: list | None = field(
+        default=None, metadata={"help": "hetero_kron: candidate shapes [[[p, q], [s, t]], ...]"}
+    )
+    norm: str | None = field(default=None, metadata={"help": "hetero_kron: fro or spectral"})
     tie_lm_head: bool = field(
         default=True, metadata={"help": "keep an LM head tied to a compressed embedding"}
     )
@@ -400,7 +450,25 @@ class CompressionConfig:
                         values[_EXCLUSIVE[k]] = None
         method = values["method"]
         where = f"module {name!r}"
-        if method == "svd":
+        self._check_method_fields(values, where)
+        if method == "hetero_kron":
+            if values["shapes"] is None:
+                raise ValueError(
+                    f"{where}: method='hetero_kron' needs shapes, a list of candidate factor "
+                    f"shapes [[p, q], [s, t]] (out×in orientation)"
+                )
+            if values["rank"] is None and values["n_params"] is None:
+                raise ValueError(
+                    f"{where}: method='hetero_kron' needs n_params (a parameter budget) or "
+                    f"rank (a number of terms)"
+                )
+            if values["permute"] not in (None, "none"):
+                raise ValueError(
+                    f"{where}: permute={values['permute']!r} is not supported by "
+                    f"method='hetero_kron'"
+                )
+            values["permute"] = "none"
+        elif method == "svd":
             if values["permute"] not in (None, "none"):
                 raise ValueError(
                     f"{where}: permute={values['permute']!r} needs method='permuted_kron'; "
@@ -424,7 +492,7 @@ class CompressionConfig:
                 values["rank"] = 1
             if values["permute"] is None:
                 values["permute"] = "both" if method == "permuted_kron" else "none"
-            elif method == "kron" and values["permute"] != "none":
+            elif method in ("kron",) and values["permute"] != "none":
                 raise ValueError(
                     f"{where}: permute={values['permute']!r} needs method='permuted_kron'; "
                     f"method='kron' has no permutations"
@@ -434,7 +502,20 @@ class CompressionConfig:
                 values["shape"] = [values["shape"][0][::-1], values["shape"][1][::-1]]
             if values["b_shape"] is not None:
                 values["b_shape"] = values["b_shape"][::-1]
+            if values.get("shapes") is not None:
+                values["shapes"] = [[sh[0][::-1], sh[1][::-1]] for sh in values["shapes"]]
         return ModuleSettings(**values)
+
+    @staticmethod
+    def _check_method_fields(values: dict[str, Any], where: str) -> None:
+        """p belongs to spectral_kron, shapes and norm to hetero_kron."""
+        method = values["method"]
+        if values.get("p") is not None and method != "spectral_kron":
+            raise ValueError(f"{where}: p (a Schatten-p schedule) applies to "
+                             f"method='spectral_kron', not {method!r}")
+        for k in ("shapes", "norm"):
+            if values.get(k) is not None and method != "hetero_kron":
+                raise ValueError(f"{where}: {k} applies to method='hetero_kron', not {method!r}")
 
     # -- serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
