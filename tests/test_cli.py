@@ -438,8 +438,35 @@ def test_compress_overwrite(tiny_gpt2, tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    assert not (out / "stale.txt").exists()
+    assert (out / "stale.txt").read_text() == "old"  # only the files tqla writes are replaced
     assert (out / "tqla_config.json").is_file()
+    names = {p.name for p in out.iterdir()}
+    assert not [n for n in names if n.endswith(".tmp")]  # no temporaries left behind
+    code, _, err = run(
+        ["compress", str(tiny_gpt2), "--preset", "kron_gpt2", "-o", str(out), "--overwrite"],
+        capsys,
+    )
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == names and (out / "stale.txt").read_text() == "old"
+    from tqla_torch.io import from_pretrained
+
+    kinds = {type(m).__name__ for m in from_pretrained(out).modules()}
+    assert "KroneckerLinear" in kinds and "LowRankLinear" not in kinds  # the second save won
+
+
+@pytest.mark.parametrize("where", ["same", "parent"])
+def test_compress_overwrite_never_writes_over_its_input(tiny_gpt2, tmp_path, capsys, where):
+    import shutil
+
+    model = tmp_path / "models" / "m"
+    shutil.copytree(tiny_gpt2, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    out = model if where == "same" else model.parent
+    code, _, err = run(
+        ["compress", str(model), "--preset", "svd_gpt2", "-o", str(out), "--overwrite"], capsys
+    )
+    _assert_clean_error(code, err, "is the input", "or contains it")
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
 
 
 def test_unknown_preset(tiny_gpt2, tmp_path, capsys):
@@ -542,6 +569,11 @@ def test_distill_preset_three_stages_and_resume(tiny_gpt2, small_text, tmp_path,
     after = from_pretrained(out / "model").state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+    # the same command with another learning rate is refused, naming it; nothing is rewritten
+    code, _, err = run([*args[:-4], "--lr", "5e-4", "--alpha", "0.3"], capsys)
+    _assert_clean_error(code, err, "changed settings", "lr: 0.001 in the checkpoint, 0.0005 now")
+    assert json.loads((out / "distill.json").read_text())["config"]["lr"] == 1e-3
 
 
 def test_distill_compressed_student_with_config_file(

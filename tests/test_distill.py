@@ -157,7 +157,8 @@ def test_config_json_round_trip(tmp_path):
         ("checkpoint_every", -2, "checkpoint_every must be an int >= 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be an int >= 1"),
         ("log_every", 0, "log_every must be an int >= 1"),
-        ("device", "tpu:x", "device must be 'auto' or a torch device"),
+        ("device", "tpu:x", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ("device", "meta", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'meta'"),
         ("progress", "yes", "progress must be a bool"),
     ],
 )
@@ -435,10 +436,77 @@ def test_resume_refuses_a_different_schedule(data, tmp_path):
     distill_stages(*tiny_pair(), data, [Stage("a", steps=2)], cfg)
     with pytest.raises(ValueError, match="was written for the schedule"):
         distill_stages(*tiny_pair(), data, [Stage("a", steps=3)], cfg)
-    with pytest.raises(ValueError, match="data order mismatch"):
+    with pytest.raises(ValueError, match="changed settings.*batch_size: 2 in the checkpoint, 4"):
         distill_stages(
             *tiny_pair(), data, [Stage("a", steps=2)], _cfg(checkpoint_dir=tmp_path, batch_size=4)
         )
+
+
+def _interrupted(data, cfg, at):
+    """Run two_stages with ``cfg`` until an interruption after ``at`` optimizer steps."""
+    student, teacher = tiny_pair()
+    handle = _interrupt_after(student, at)
+    with pytest.raises(_Interrupt):
+        distill_stages(student, teacher, data, two_stages(), cfg)
+    handle.remove()
+
+
+def test_resume_refuses_changed_settings_and_names_them(data, tmp_path):
+    cfg = _cfg(checkpoint_dir=tmp_path / "run", checkpoint_every=1)
+    _interrupted(data, cfg, 3)
+    changed = _cfg(checkpoint_dir=tmp_path / "run", checkpoint_every=1, lr=1e-3, alpha=0.9)
+    with pytest.raises(ValueError, match="changed settings") as info:
+        distill_stages(*tiny_pair(), data, two_stages(), changed)
+    message = str(info.value)
+    assert "alpha: 0.5 in the checkpoint, 0.9 now" in message
+    assert "lr: 0.003 in the checkpoint, 0.001 now" in message
+    assert "seed" not in message and "\n" not in message
+    # where and how often checkpoints go may change: the run resumes
+    moved = _cfg(checkpoint_dir=tmp_path / "run", checkpoint_every=2, keep_checkpoints=3)
+    result = distill_stages(*tiny_pair(), data, two_stages(), moved)
+    assert result.resumed_from is not None and result.step == 10
+
+
+def _records(history):
+    return [{k: v for k, v in h.items() if k != "tokens_per_s"} for h in history]
+
+
+def test_resume_does_not_change_the_records_or_final_loss(data, tmp_path):
+    """A resume in the middle of a logging window: same records, same final_loss."""
+    reference = distill_stages(*tiny_pair(), data, two_stages(), _cfg(log_every=4))
+    cfg = _cfg(checkpoint_dir=tmp_path / "run", checkpoint_every=1, log_every=4)
+    for at in (2, 7):  # inside the first window of each stage
+        _interrupted(data, cfg, at)
+    result = distill_stages(*tiny_pair(), data, two_stages(), cfg)
+    assert result.resumed_from is not None
+    assert _records(result.history) == _records(reference.history)
+    assert result.final_loss == reference.final_loss
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_unreadable_newest_checkpoint_falls_back(data, tmp_path, damage, reference_weights, caplog):
+    cfg = _cfg(checkpoint_dir=tmp_path / "run", checkpoint_every=1, keep_checkpoints=2)
+    _interrupted(data, cfg, 5)
+    newest = latest_checkpoint(cfg.checkpoint_dir)
+    assert newest.name == "checkpoint-00000005.pt"
+    blob = newest.read_bytes()
+    newest.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
+    student, teacher = tiny_pair()
+    with caplog.at_level("WARNING", logger="tqla_torch.training"):
+        result = distill_stages(student, teacher, data, two_stages(), cfg)
+    assert result.resumed_from.endswith("checkpoint-00000004.pt")
+    assert "checkpoint-00000005.pt cannot be read" in caplog.text
+    _assert_same_weights(student.state_dict(), reference_weights)
+
+
+def test_no_readable_checkpoint_is_one_clear_error(data, tmp_path):
+    cfg = _cfg(checkpoint_dir=tmp_path / "run", checkpoint_every=1, keep_checkpoints=2)
+    _interrupted(data, cfg, 3)
+    for path in Path(cfg.checkpoint_dir).iterdir():
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="no readable checkpoint in .*checkpoint-00000003.pt") as e:
+        distill_stages(*tiny_pair(), data, two_stages(), cfg)
+    assert "\n" not in str(e.value)
 
 
 def test_checkpoint_contents(data, tmp_path):

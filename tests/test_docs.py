@@ -17,7 +17,7 @@ import pytest
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "spectral.md"]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
-TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md"]
+TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "security.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -67,6 +67,9 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.hetero",
         "tqla.spectral_permuted",
         "tqla.testing.spectral_checks",
+        "tqla_torch._trust",
+        "tqla_torch._hf_folder",
+        "tqla_torch.training.checkpoint",
     ],
 )
 def test_docstring_examples(module):
@@ -79,6 +82,7 @@ def test_index_links_exist():
     text = (DOCS / "index.md").read_text(encoding="utf-8")
     links = re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]+)?\)", text)
     mine = {"kron.md", "testing.md", "backends.md", "permuted.md", "torch.md", "distillation.md"}
+    mine |= {"security.md"}
     assert mine <= set(links)
     for link in links:
         assert (DOCS / link).exists(), link

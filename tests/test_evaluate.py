@@ -132,13 +132,16 @@ def test_mode_is_restored(model, stream):
     [
         (dict(token_ids=torch.zeros(2, 5, dtype=torch.long)), ValueError, "token_ids must be 1-D"),
         (dict(token_ids=torch.zeros(5)), ValueError, "must hold integers"),
-        (dict(token_ids=torch.zeros(1, dtype=torch.long)), ValueError, "at least 2 tokens"),
+        (dict(token_ids=torch.zeros(1, dtype=torch.long)), ValueError, "has 1 token, fewer"),
+        (dict(token_ids=torch.zeros(0, dtype=torch.long)), ValueError, "has 0 tokens, fewer"),
         (dict(token_ids=torch.tensor([1, -2])), ValueError, "non-negative"),
         (dict(window=0), ValueError, "window must be a positive int"),
         (dict(window=1), ValueError, "window must be at least 2"),
         (dict(stride=40, window=32), ValueError, r"stride must be <= window \(32\)"),
         (dict(stride=0), ValueError, "stride must be a positive int"),
         (dict(batch_size=0), ValueError, "batch_size must be a positive int"),
+        (dict(token_ids=torch.arange(31)), ValueError, "has 31 tokens, fewer than one window"),
+        (dict(token_ids=torch.arange(12), window=16), ValueError, "12 tokens.*window of 16"),
     ],
 )
 def test_perplexity_bad_inputs(model, stream, kwargs, error, message):
@@ -167,6 +170,11 @@ def test_text_perplexity_on_a_raw_text_file(tmp_path):
     assert from_file.n_tokens == direct.n_tokens
     with pytest.raises(FileNotFoundError, match="wiki.valid.raw"):
         text_perplexity(lm, tok, tmp_path / "wiki.valid.raw")
+    for short in ("", "Valkyria"):  # an empty or too short text: refused, with the count
+        path.write_text(short, encoding="utf-8")
+        n = len(tokenize_texts([short], tok))
+        with pytest.raises(ValueError, match=rf"has {n} tokens?, fewer than one window of 64"):
+            text_perplexity(lm, tok, path, window=64)
 
 
 # ---- LAMBADA -----------------------------------------------------------------------------------

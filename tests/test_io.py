@@ -186,9 +186,14 @@ def test_truncated_weights(saved):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=rf"{WEIGHTS_NAME} has \d+ bytes but .* truncated"):
         from_pretrained(saved)
-    # without the recorded size, safetensors itself rejects the file; the message names it
+    # without the recorded size, the checksum catches it; without either, safetensors itself
+    # rejects the file; the messages name it
     doc = json.loads((saved / CONFIG_NAME).read_text())
     del doc["weights"]["size"]
+    (saved / CONFIG_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=rf"{WEIGHTS_NAME} is corrupted: its SHA-256 differs"):
+        from_pretrained(saved)
+    del doc["weights"]["sha256"]
     (saved / CONFIG_NAME).write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=rf"{WEIGHTS_NAME} is not a readable safetensors file"):
         from_pretrained(saved)

@@ -50,6 +50,7 @@ from tqla_torch.io import is_compressed_folder
 __all__ = [
     "LoadedModel",
     "ModelLoadError",
+    "check_vocabulary",
     "count_parameters",
     "hub_is_offline",
     "is_compressed_folder",
@@ -163,18 +164,61 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    usage = f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
     try:
         resolved = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-        ) from err
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(usage) from err
+    if resolved.type not in ("cpu", "cuda"):  # meta holds no data; others are not supported
+        raise ValueError(usage)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return resolved
 
 
+def check_vocabulary(tokenizer: Any, model: nn.Module, *, what: str = "--tokenizer") -> None:
+    """Refuse a tokenizer whose token ids do not all fit the model's input embedding.
+
+    Parameters
+    ----------
+    tokenizer : transformers.PreTrainedTokenizerBase
+    model : torch.nn.Module
+        Its ``get_input_embeddings()`` (or ``config.vocab_size``) gives the vocabulary size.
+    what : str
+        The argument the tokenizer came from, for the message.
+
+    Raises
+    ------
+    ValueError
+        If ``len(tokenizer)`` exceeds the model's vocabulary.
+    """
+    vocab = None
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    if embedding is not None:
+        vocab = getattr(embedding, "num_embeddings", None)
+    if vocab is None:
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    try:
+        size = len(tokenizer)
+    except TypeError:
+        return
+    if isinstance(vocab, int) and size > vocab:
+        raise ValueError(
+            f"{what}: the tokenizer has {size:,} tokens but the model's vocabulary has "
+            f"{vocab:,}; use the model's own tokenizer"
+        )
+
+
 def _check_hf_folder(path: Path) -> None:
+    """A plain Hugging Face folder: config.json that asks for no code, safetensors weights."""
+    from tqla_torch._hf_folder import read_hf_config
+    from tqla_torch._trust import resolve_classes
+
     if not (path / "config.json").is_file():
         raise ModelLoadError(
             f"model folder {str(path)!r} has no config.json; expected a Hugging Face model "
@@ -185,15 +229,66 @@ def _check_hf_folder(path: Path) -> None:
             f"model folder {str(path)!r} has a config.json but no weights "
             f"(looked for {', '.join(_WEIGHT_FILES)})"
         )
+    if not any((path / name).is_file() for name in _WEIGHT_FILES[:2]):
+        raise ModelLoadError(
+            f"model folder {str(path)!r} holds pickle weights (pytorch_model.bin) only; weights "
+            "are loaded from safetensors only (a pickle can run code): re-save the model with "
+            "save_pretrained (safetensors is its default)"
+        )
+    try:
+        config = read_hf_config(path)
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if config.get("model_type") not in CONFIG_MAPPING:
+            raise ValueError(
+                f"model_type {config.get('model_type')!r} is not a model type this "
+                "transformers knows; remote code is never run"
+            )
+        archs = config.get("architectures")
+        if isinstance(archs, list) and len(archs) == 1:
+            resolve_classes(config["model_type"], archs[0])
+    except ValueError as err:
+        raise ModelLoadError(f"model folder {str(path)!r}: {err}") from None
 
 
 def _load_hf(name: str, *, local_files_only: bool, dtype: torch.dtype | None) -> nn.Module:
+    """transformers' loader, never running remote code, safetensors only, and refusing a
+    checkpoint that would leave any weight randomly initialised."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"local_files_only": local_files_only}
+    kwargs: dict[str, Any] = {
+        "local_files_only": local_files_only,
+        "trust_remote_code": False,
+        "use_safetensors": True,
+        "output_loading_info": True,
+    }
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    model, info = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    problems = {
+        key: sorted(str(k) for k in (info.get(key) or ()))
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        detail = "; ".join(
+            f"{k.replace('_', ' ')} {v[:8]}" + (" ..." if len(v) > 8 else "")
+            for k, v in problems.items()
+        )
+        compressed = any(
+            k.endswith((".A", ".B", "_perm")) for k in problems.get("unexpected_keys", [])
+        )
+        hint = (
+            "it was saved from a tqla-compressed model without tqla's record: compress and "
+            "save it again with this tqla_torch (tqla_torch.save_pretrained)"
+            if compressed
+            else "save the complete model again"
+        )
+        raise ModelLoadError(
+            f"model {name!r} does not fill the architecture exactly ({detail}); refusing to load "
+            f"it with randomly initialised weights: {hint}"
+        )
+    return model
 
 
 def _is_repo_not_found(err: BaseException) -> bool:
@@ -275,7 +370,9 @@ def load_model(
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
     if path.is_dir():
-        if is_compressed_folder(path):
+        from tqla_torch._hf_folder import is_hf_compressed_folder
+
+        if is_compressed_folder(path) or is_hf_compressed_folder(path):
             from tqla_torch.io import from_pretrained
 
             base = None
@@ -328,6 +425,24 @@ def _has_tokenizer_files(path: Path) -> bool:
     return any((path / name).is_file() for name in _TOKENIZER_FILES)
 
 
+def _refuse_tokenizer_code(path: Path) -> None:
+    """A tokenizer folder must not ask for code (``auto_map`` and friends); tqla never runs it."""
+    from tqla_torch._trust import refuse_code_keys
+
+    for name in ("tokenizer_config.json", "config.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue  # transformers reports unreadable files itself
+        try:
+            refuse_code_keys(data, str(file))
+        except ValueError as err:
+            raise ModelLoadError(f"tokenizer folder {str(path)!r}: {err}") from None
+
+
 def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None = None) -> Any:
     """Resolve a tokenizer argument.
 
@@ -374,14 +489,17 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
     if path.is_dir():
         if not _has_tokenizer_files(path):
             raise ModelLoadError(f"tokenizer folder {str(path)!r} holds no tokenizer files")
+        _refuse_tokenizer_code(path)
         try:
-            return AutoTokenizer.from_pretrained(os.fspath(path), local_files_only=True)
+            return AutoTokenizer.from_pretrained(
+                os.fspath(path), local_files_only=True, trust_remote_code=False
+            )
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"could not load the tokenizer in {str(path)!r}: {err}") from err
     if path.exists() or _looks_like_path(spec):
         raise ModelLoadError(f"tokenizer folder {spec!r} does not exist")
     try:
-        return AutoTokenizer.from_pretrained(spec, local_files_only=True)
+        return AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=False)
     except OSError:
         pass
     if hub_is_offline() or not _hub_reachable():
@@ -390,7 +508,7 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
             "folder or 'builtin'"
         )
     try:
-        return AutoTokenizer.from_pretrained(spec)
+        return AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
     except OSError as err:
         raise ModelLoadError(f"tokenizer {spec!r} could not be loaded: {err}") from err
 
@@ -398,12 +516,33 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
 def save_tokenizer(tokenizer: Any, folder: str | os.PathLike[str]) -> None:
     """Save ``tokenizer`` next to a model so the folder is self-contained.
 
+    The tokenizer is written into a temporary folder first and each of its files then moved
+    into ``folder`` atomically (``os.replace``): an existing file is replaced whole or not at
+    all, and files of other names are left alone.
+
     Parameters
     ----------
     tokenizer : transformers.PreTrainedTokenizerBase
     folder : str or os.PathLike
     """
-    tokenizer.save_pretrained(os.fspath(folder))
+    import shutil
+    import tempfile
+
+    from tqla_torch._atomic import _fsync_directory
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tokenizer.", suffix=".tmp", dir=folder))
+    try:
+        tokenizer.save_pretrained(os.fspath(staging))
+        for item in sorted(staging.iterdir()):
+            if item.is_file():
+                with open(item, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(item, folder / item.name)
+        _fsync_directory(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
@@ -430,7 +569,15 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file: {str(path)!r}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise ValueError(f"{what}: {str(path)!r} is a binary file, not a JSON text file")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what}: {str(path)!r} is nested too deeply to be a config") from None
     except json.JSONDecodeError as err:
         raise ValueError(
             f"{what}: {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: "

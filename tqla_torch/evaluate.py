@@ -123,9 +123,7 @@ def _as_token_stream(token_ids: Any) -> torch.Tensor:
         raise ValueError(f"token_ids must be 1-D, got shape {tuple(ids.shape)}")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise ValueError(f"token_ids must hold integers, got dtype {ids.dtype}")
-    if ids.numel() < 2:
-        raise ValueError(f"token_ids needs at least 2 tokens to score one, got {ids.numel()}")
-    if int(ids.min()) < 0:
+    if ids.numel() and int(ids.min()) < 0:
         raise ValueError("token_ids must be non-negative")
     return ids.to(torch.int64)
 
@@ -213,8 +211,9 @@ def perplexity(
     Raises
     ------
     ValueError
-        If ``token_ids`` is not a 1-D integer stream of at least 2 tokens, or ``window``,
-        ``stride`` or ``batch_size`` are out of range.
+        If ``token_ids`` is not a 1-D integer stream of at least one window (after
+        clipping ``window`` to the model's context), or ``window``, ``stride`` or
+        ``batch_size`` are out of range.
 
     Examples
     --------
@@ -242,6 +241,12 @@ def perplexity(
             raise ValueError(f"stride must be <= window ({window}), got {stride}")
 
     n = ids.numel()
+    if n < window:  # a perplexity from a few tokens says nothing and looks like a result
+        raise ValueError(
+            f"token_ids has {n} token{'' if n == 1 else 's'}, fewer than one window of "
+            f"{window}: evaluate a longer "
+            f"text or pass a smaller window (--window)"
+        )
     windows: list[tuple[int, int, int]] = []  # (start, end, number of scored tokens)
     if stride is None:
         for start in range(0, n, window):

@@ -7,19 +7,24 @@ A folder written by :func:`save_pretrained` holds
 * ``tqla_config.json`` — the tqla and torch versions, the model class and its base config
   (``GPT2Config.to_dict()``), the compression history (every ``CompressionConfig`` applied,
   in order), every compressed module's layer type, shapes, rank and permutation flags, the
-  tied heads, and the size and save id of the weights file.
+  tied heads, and the size, SHA-256 and save id of the weights file.
 
-:func:`from_pretrained` rebuilds the architecture (from the recorded class and config, or
-from a ``base_model`` you pass), swaps in empty compressed layers of the recorded shapes and
-loads the weights: the loaded model's logits equal the saved model's bit for bit.  Both
-files are written atomically (temporary file, fsync, rename), weights first; a folder whose
-files come from different saves, or a truncated, missing or mismatched file, raises an
-error naming the file and the problem.
+:func:`from_pretrained` rebuilds the architecture (from the recorded ``model_type`` and class
+names, resolved through transformers' own registry only — nothing named in the folder is
+ever imported — or from a ``base_model`` you pass), swaps in empty compressed layers of the
+recorded shapes and loads the weights: the loaded model's logits equal the saved model's bit
+for bit.  Both files are written atomically (temporary file, fsync, rename), weights first; a
+folder whose files come from different saves, or a truncated, missing, corrupted (checksum)
+or mismatched file, raises an error naming the file and the problem.
+
+It also restores a folder written by transformers' own ``model.save_pretrained`` after
+:func:`tqla_torch.compress` (the compression record travels in ``config.json``, see
+:mod:`tqla_torch._hf_folder`), and refuses any folder it cannot restore exactly.  What loading
+trusts is described in ``docs/security.md``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -30,7 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tqla_torch import _trust
 from tqla_torch._atomic import atomic_write_bytes, atomic_write_json
+from tqla_torch._hf_folder import HF_RECORD_KEY, record_compression  # re-exported
 from tqla_torch.compression.apply import HISTORY_ATTR
 from tqla_torch.nn import REGISTRY as COMPRESSED_TYPES
 from tqla_torch.nn import TiedEmbeddingHead
@@ -40,10 +47,13 @@ __all__ = [
     "CONFIG_NAME",
     "FORMAT",
     "FORMAT_VERSION",
+    "HF_RECORD_KEY",
     "WEIGHTS_NAME",
     "from_pretrained",
     "is_compressed_folder",
+    "prepare_output_folder",
     "read_config",
+    "record_compression",
     "save_pretrained",
 ]
 
@@ -52,7 +62,7 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "tqla_config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "tqla_torch.compressed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: class names resolved by model_type, sha256 of the weights
 _SCOPES = ("all", "compressed")
 
 
@@ -160,7 +170,8 @@ def save_pretrained(
         Typically a transformers model after :func:`tqla_torch.compress`; any module works
         (without a ``config``, :func:`from_pretrained` then needs ``base_model``).
     save_directory : str or os.PathLike
-        Created if missing; other files in it are left alone.
+        Created if missing; other files in it are left alone (only ``model.safetensors``
+        and ``tqla_config.json`` are replaced, each atomically).
     weights : {"all", "compressed"}
         Store the whole state dict (default; the folder is self-contained) or only the
         compressed modules (and untied head copies made by compress) — smaller, but loading
@@ -178,7 +189,9 @@ def save_pretrained(
     recorded with the name of its embedding.  Writes are atomic per file, weights first,
     and both files carry the same random save id, so a crash between the two leaves a
     folder that :func:`from_pretrained` rejects with a clear message rather than loads
-    wrongly.
+    wrongly.  The JSON records the SHA-256 of the weights file, verified on load.  A model
+    with a transformers ``config`` also gets its compression record refreshed in
+    ``model.config`` (see :func:`record_compression`).
     """
     from safetensors.torch import save as st_save
 
@@ -199,18 +212,19 @@ def save_pretrained(
     blob = st_save(tensors, metadata={"format": "pt", "tqla_save_id": save_id})
 
     hf_config = getattr(model, "config", None)
-    base_config = hf_config.to_dict() if callable(getattr(hf_config, "to_dict", None)) else None
-    cls = type(model)
+    if callable(getattr(hf_config, "to_dict", None)):
+        record_compression(model)
+        base_config = hf_config.to_dict()
+    else:
+        base_config = None
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "versions": _versions(),
-        "model_class": f"{cls.__module__}:{cls.__qualname__}",
-        "config_class": (
-            f"{type(hf_config).__module__}:{type(hf_config).__qualname__}"
-            if base_config is not None
-            else None
-        ),
+        # names only: loading resolves them through transformers' registry by model_type
+        "model_type": getattr(hf_config, "model_type", None) if base_config else None,
+        "model_class": type(model).__name__,
+        "config_class": type(hf_config).__name__ if base_config is not None else None,
         "base_config": base_config,
         "dtype": _dtype_name(model),
         "compression_history": list(getattr(model, HISTORY_ATTR, []) or []),
@@ -222,6 +236,7 @@ def save_pretrained(
             "size": len(blob),
             "n_tensors": len(tensors),
             "save_id": save_id,
+            "sha256": _trust.sha256_hex(blob),
         },
     }
     json.dumps(document)  # fail before touching the disk if anything is not serialisable
@@ -236,6 +251,52 @@ def save_pretrained(
         directory,
     )
     return directory
+
+
+#: Files ``tqla compress`` writes into its output folder besides the tokenizer's.
+WRITTEN_FILES = (WEIGHTS_NAME, CONFIG_NAME, "tqla_compress_report.json")
+
+
+def prepare_output_folder(
+    output: str | os.PathLike[str],
+    *,
+    inputs: tuple[str | os.PathLike[str] | None, ...] | list[Any] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Check and create the output folder of a command that saves a model.
+
+    The folder is refused when it is one of ``inputs`` or contains one (nothing is ever
+    written over the model being read), when it exists as a file, or when it holds files and
+    ``overwrite`` is False.  With ``overwrite=True`` nothing is deleted: the save then
+    replaces only the files tqla writes (:data:`WRITTEN_FILES` and the tokenizer's), each
+    atomically, and leaves every other file alone.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+    inputs : sequence of str, os.PathLike or None
+        Model folders the command reads (hub ids and None are skipped).
+    overwrite : bool, default False
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not created here: the save creates it once there is something to write).
+
+    Raises
+    ------
+    ValueError
+        For the refusals above, with what to do.
+    """
+    path = _trust.check_output_folder(output, inputs)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output {str(path)!r} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ValueError(
+            f"--output {str(path)!r} is not empty; pass --overwrite to replace the files tqla "
+            f"writes there ({', '.join(WRITTEN_FILES)}, tokenizer files; others are kept)"
+        )
+    return path
 
 
 # --------------------------------------------------------------------------------------
@@ -273,56 +334,74 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"{path} is not valid JSON (truncated or corrupted?): {err}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path}: not a tqla_torch description (format != {FORMAT!r})")
+    check_record(data, path)
+    info = data["weights"]
+    for key in ("size", "n_tensors"):
+        if key in info and (isinstance(info[key], bool) or not isinstance(info[key], int)):
+            raise ValueError(f"{path}: weights.{key} must be an integer, got {info[key]!r}")
+    for key in ("save_id", "sha256", "scope"):
+        if key in info and not isinstance(info[key], str):
+            raise ValueError(f"{path}: weights.{key} must be a string, got {info[key]!r}")
+    return data
+
+
+def check_record(data: dict[str, Any], path: Path) -> None:
+    """Check the version and the types of a compression record (tqla_config.json or the
+    ``tqla_compression`` entry of a config.json)."""
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
             f"{path}: format_version {version!r} is not supported by this tqla_torch "
             f"(reads up to {FORMAT_VERSION}); upgrade tqla"
         )
-    for key in ("modules", "tied_parameters", "weights"):
+    keys = ("modules", "tied_parameters", "weights") if path.name == CONFIG_NAME else ("modules",)
+    for key in keys:
         if not isinstance(data.get(key), dict):
             raise ValueError(f"{path}: field {key!r} is missing or not an object")
-    return data
-
-
-def _import(path: str) -> Any:
-    module, _, qual = path.partition(":")
-    obj = importlib.import_module(module)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
-    return obj
+    for name, spec in data["modules"].items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            raise ValueError(f"{path}: modules[{name!r}] has no layer type")
+    for alias, canonical in (data.get("tied_parameters") or {}).items():
+        if not isinstance(canonical, str):
+            raise ValueError(f"{path}: tied_parameters[{alias!r}] must be a tensor name")
+    history = data.get("compression_history")
+    if history is not None and not isinstance(history, list):
+        raise ValueError(f"{path}: compression_history must be a list, got {history!r:.80}")
 
 
 def _build_base(data: dict[str, Any], cfg_path: Path) -> nn.Module:
+    """Rebuild the architecture from the recorded names, through transformers' registry."""
     if not data.get("model_class") or data.get("base_config") is None:
         raise ValueError(
             f"{cfg_path} records no model config to rebuild the architecture from; pass "
             f"base_model= (the uncompressed model)"
         )
+    base_config = data["base_config"]
+    model_type = data.get("model_type")
+    if model_type is None and isinstance(base_config, dict):
+        model_type = base_config.get("model_type")
     try:
-        model_cls = _import(data["model_class"])
-        config_cls = _import(data["config_class"])
-    except (ImportError, AttributeError, ValueError) as err:
+        model_cls, config_cls = _trust.resolve_classes(
+            model_type, data["model_class"], data.get("config_class")
+        )
+    except ValueError as err:
+        raise ValueError(f"{cfg_path}: {err}; pass base_model= to load into your model") from None
+    _trust.check_config_dict(base_config, str(cfg_path))
+    if base_config.get("model_type", model_type) != model_type:
         raise ValueError(
-            f"{cfg_path}: cannot import {data.get('model_class')!r} / "
-            f"{data.get('config_class')!r} ({err}); pass base_model="
-        ) from None
-    config = config_cls.from_dict(dict(data["base_config"]))
+            f"{cfg_path}: base_config.model_type {base_config.get('model_type')!r} differs "
+            f"from model_type {model_type!r}"
+        )
     try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # older transformers
-        try:
-            from transformers.modeling_utils import no_init_weights
-        except ImportError:
-            no_init_weights = None
-    if no_init_weights is None:
-        return model_cls(config)
-    with no_init_weights():  # every tensor is loaded afterwards: skip the random init
-        return model_cls(config)
+        return _trust.build_model(model_cls, config_cls, base_config)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise ValueError(
+            f"{cfg_path}: base_config does not build a {model_cls.__name__}: {err}"
+        ) from None
 
 
 def _check_base_module(name: str, spec: dict[str, Any], base: nn.Module, cfg_path: Path) -> None:
@@ -369,7 +448,10 @@ def _install(model: nn.Module, specs: dict[str, dict[str, Any]], cfg_path: Path)
             continue
         if kind not in COMPRESSED_TYPES:
             raise ValueError(f"{cfg_path}: module {name!r} has unknown layer type {kind!r}")
-        _check_base_module(name, spec, base, cfg_path)
+        try:
+            _check_base_module(name, spec, base, cfg_path)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{cfg_path}: modules[{name!r}] is invalid: {err!r}") from None
         ref = next(iter(base.parameters()), None)
         device = ref.device if ref is not None and ref.device.type != "meta" else None
         try:
@@ -386,39 +468,20 @@ def _install(model: nn.Module, specs: dict[str, dict[str, Any]], cfg_path: Path)
                     f"{cfg_path}: head {name!r} is tied to {spec.get('embedding')!r}, which "
                     f"the model does not have"
                 ) from None
-            bias = torch.empty(emb.num_embeddings) if spec.get("bias") else None
-            _set_module(model, name, TiedEmbeddingHead(emb, bias=bias))
+            try:
+                bias = torch.empty(emb.num_embeddings) if spec.get("bias") else None
+                head: nn.Module = TiedEmbeddingHead(emb, bias=bias)
+            except (AttributeError, TypeError, ValueError) as err:
+                raise ValueError(f"{cfg_path}: head {name!r} is invalid: {err}") from None
         else:
-            dense = nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
-            dense.tqla_untied_head = True
-            _set_module(model, name, dense)
-
-
-def _load_tensors(path: Path, info: dict[str, Any]) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (the weights of this folder)")
-    size = path.stat().st_size
-    if isinstance(info.get("size"), int) and size != info["size"]:
-        raise ValueError(
-            f"{path} has {size} bytes but {CONFIG_NAME} records {info['size']}: the file is "
-            f"truncated or comes from another save"
-        )
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(
-            f"{path} is not a readable safetensors file (truncated or corrupted?): {err}"
-        ) from None
-    if info.get("save_id") and meta.get("tqla_save_id") != info["save_id"]:
-        raise ValueError(
-            f"{path} and {CONFIG_NAME} come from different saves (save ids differ): the "
-            f"folder was written partially or files were mixed"
-        )
-    return tensors
+            try:
+                head = torch.nn.utils.skip_init(  # every tensor is loaded next: no random init
+                    nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"]
+                )
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"{cfg_path}: head {name!r} is invalid: {err!r}") from None
+            head.tqla_untied_head = True
+        _set_module(model, name, head)
 
 
 def from_pretrained(
@@ -427,16 +490,20 @@ def from_pretrained(
     *,
     device: Any = None,
 ) -> nn.Module:
-    """Load a model saved by :func:`save_pretrained`.
+    """Load a model saved by :func:`save_pretrained` or by transformers' ``save_pretrained``.
 
     Parameters
     ----------
     directory : str or os.PathLike
+        A folder with ``tqla_config.json`` (:func:`save_pretrained`), or a Hugging Face folder
+        (``config.json`` + safetensors weights, e.g. ``model.save_pretrained`` after
+        :func:`tqla_torch.compress`: the compression record travels in ``config.json``).
     base_model : torch.nn.Module, optional
         The uncompressed model (same architecture and sizes) to rebuild into, modified in
         place; needed when the save records no rebuildable class/config or stores only the
         compressed modules (``weights="compressed"``).  Without it the model is built from
-        the recorded transformers class and config.
+        the recorded ``model_type`` and class names, resolved through transformers' registry
+        (nothing named in the folder is imported; remote code is never run).
     device : optional
         Move the model there after loading.
 
@@ -451,85 +518,76 @@ def from_pretrained(
     FileNotFoundError
         The folder, ``tqla_config.json`` or ``model.safetensors`` is missing.
     ValueError
-        A file is truncated, corrupted or from another save; tensor names or shapes do not
-        match the architecture; or the base model does not fit the save.
+        A file is truncated, corrupted (checksum) or from another save; the weights file
+        lies outside the folder; a recorded class is not an allowed transformers class;
+        tensor names or shapes do not match the architecture (nothing is ever left randomly
+        initialised); or the base model does not fit the save.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> import tqla_torch
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    >>> cfg = tqla_torch.CompressionConfig(target_modules=["c_fc"], method="kron", b_shape=[2, 4],
+    ...                                    rank=4)
+    >>> report = tqla_torch.compress(model, cfg)
+    >>> folder = tempfile.mkdtemp()
+    >>> model.save_pretrained(folder)  # transformers' own method
+    >>> type(tqla_torch.from_pretrained(folder).transformer.h[0].mlp.c_fc).__name__
+    'KroneckerLinear'
     """
     directory = Path(directory)
+    if directory.is_dir() and not (directory / CONFIG_NAME).exists():
+        if (directory / "config.json").is_file():
+            from tqla_torch._hf_folder import load_hf_folder
+
+            model = load_hf_folder(directory, base_model)
+            if device is not None:
+                model.to(device)
+            return model.eval()
     data = read_config(directory)
     cfg_path = directory / CONFIG_NAME
     info = data["weights"]
     scope = info.get("scope", "all")
     if scope not in _SCOPES:
         raise ValueError(f"{cfg_path}: weights.scope {scope!r} is not one of {_SCOPES}")
-    tensors = _load_tensors(directory / info.get("file", WEIGHTS_NAME), info)
-    if base_model is None:
-        if scope == "compressed":
-            raise ValueError(
-                f"{directory} stores only the compressed modules (weights='compressed'); pass "
-                f"base_model= (the uncompressed model they were made from)"
-            )
-        model = _build_base(data, cfg_path)
-    else:
-        if not isinstance(base_model, nn.Module):
-            raise TypeError(
-                f"base_model must be a torch.nn.Module, got {type(base_model).__name__}"
-            )
-        model = base_model
+    weights_path = _trust.file_inside(directory, info.get("file", WEIGHTS_NAME), str(cfg_path))
+    if info.get("sha256") is None:
+        logger.warning(
+            "%s records no checksum of its weights (saved by an older tqla_torch): corruption "
+            "is caught only when it breaks the file; save the model again to add one",
+            cfg_path,
+        )
+    if base_model is None and scope == "compressed":
+        raise ValueError(
+            f"{directory} stores only the compressed modules (weights='compressed'); pass "
+            f"base_model= (the uncompressed model they were made from)"
+        )
+    if base_model is not None and not isinstance(base_model, nn.Module):
+        raise TypeError(f"base_model must be a torch.nn.Module, got {type(base_model).__name__}")
+    # the architecture is built from the JSON alone while the weights' checksum is computed
+    tensors, model = _trust.read_weights(
+        weights_path,
+        info,
+        CONFIG_NAME,
+        while_checking=(lambda: _build_base(data, cfg_path)) if base_model is None else None,
+    )
+    model = base_model if model is None else model
     _install(model, data["modules"], cfg_path)
     hf_config = getattr(model, "config", None)
     base_config = data.get("base_config") or {}
     if hf_config is not None and "tie_word_embeddings" in base_config:
         hf_config.tie_word_embeddings = base_config["tie_word_embeddings"]
-
-    aliases: dict[str, str] = data["tied_parameters"]
-    expected = model.state_dict()
-    if scope == "compressed":
-        prefixes = tuple(f"{n}." for n in data["modules"])
-        expected = {k: v for k, v in expected.items() if k.startswith(prefixes)}
-    wanted = {k: v for k, v in expected.items() if k not in aliases}
-    missing = sorted(set(wanted) - set(tensors))
-    unexpected = sorted(set(tensors) - set(wanted))
-    weights_path = directory / info.get("file", WEIGHTS_NAME)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
-        if unexpected:
-            parts.append(
-                f"unexpected tensors {unexpected[:10]}" + (" ..." if len(unexpected) > 10 else "")
-            )
-        raise ValueError(
-            f"{weights_path} does not match the model described by {CONFIG_NAME}: "
-            + "; ".join(parts)
-        )
-    bad = [
-        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in wanted.items()
-        if tuple(tensors[k].shape) != tuple(v.shape)
-    ]
-    if bad:
-        raise ValueError(
-            f"{weights_path} has tensors of the wrong shape for the model described by "
-            f"{CONFIG_NAME}: " + "; ".join(bad[:10])
-        )
-    ref_device = next((v.device for v in wanted.values() if v.device.type != "meta"), None)
-    if ref_device is not None and ref_device.type != "cpu":
-        tensors = {k: v.to(ref_device) for k, v in tensors.items()}
-    model.load_state_dict(tensors, strict=False, assign=True)
-    for alias, canonical in aliases.items():
-        parent_name, _, attr = alias.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        try:
-            target = model.get_parameter(canonical)
-        except AttributeError:
-            try:
-                target = model.get_buffer(canonical)
-            except AttributeError:
-                raise ValueError(
-                    f"{cfg_path}: tied tensor {alias!r} refers to {canonical!r}, which the "
-                    f"model does not have"
-                ) from None
-        setattr(parent, attr, target)
+    prefixes = tuple(f"{n}." for n in data["modules"]) if scope == "compressed" else None
+    _trust.load_checked(
+        model,
+        tensors,
+        data["tied_parameters"],
+        prefixes=prefixes,
+        weights_path=weights_path,
+        cfg_path=cfg_path,
+    )
     object.__setattr__(model, HISTORY_ATTR, list(data.get("compression_history") or []))
     if device is not None:
         model.to(device)

@@ -158,13 +158,6 @@ def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
         print("| " + " | ".join(str(c) for c in row) + " |")
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"--output {str(path)!r} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise CLIError(f"--output {str(path)!r} is not empty; pass --overwrite to replace it")
-
-
 def load(args: argparse.Namespace, name: str, device: str, base_model: str | None = None):
     from tqla_torch._models import load_model
 

@@ -14,7 +14,6 @@ from tqla_torch.cli._common import (
     add_common,
     add_model_args,
     add_plan_args,
-    check_output_dir,
     device_of,
     load,
     plan_config,
@@ -49,7 +48,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_plan_args(p, required=True)
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing, non-empty output folder"
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty output folder, replacing only the files tqla writes",
     )
     add_common(p, config_help=None)
     p.set_defaults(handler=run)
@@ -60,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from tqla_torch._atomic import atomic_write_json
     from tqla_torch._models import save_tokenizer
     from tqla_torch.compression.apply import compress
+    from tqla_torch.io import prepare_output_folder
 
     output = Path(args.output)
-    check_output_dir(output, args.overwrite)
+    prepare_output_folder(output, inputs=[args.model, args.base_model], overwrite=args.overwrite)
     if args.config is not None and not Path(args.config).is_file():
         raise CLIError(f"--config: no such file: {args.config!r}")
     device = device_of(args)
@@ -73,11 +75,6 @@ def run(args: argparse.Namespace) -> int:
     report = compress(loaded.model, config)
     seconds = time.perf_counter() - start
     loaded.model.to("cpu")
-    if output.is_dir() and args.overwrite:
-        import shutil
-
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
     save_model(loaded.model, output)
     if tokenizer is not None:
         save_tokenizer(tokenizer, output)

@@ -184,7 +184,12 @@ def run(args: argparse.Namespace) -> int:
     import copy
 
     from tqla_torch._atomic import atomic_write_json
-    from tqla_torch._models import count_parameters, load_tokenizer, save_tokenizer
+    from tqla_torch._models import (
+        check_vocabulary,
+        count_parameters,
+        load_tokenizer,
+        save_tokenizer,
+    )
     from tqla_torch.training.data import PackedDataset
     from tqla_torch.training.distill import Stage, distill_stages
 
@@ -217,8 +222,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.compression_config is not None:
         plan_steps = [("compress", compression_config_from_file(args.compression_config))]
     tokenizer = load_tokenizer(args.tokenizer, args.teacher)
+    check_vocabulary(tokenizer, teacher)
     if args.student is not None:
         student = load(args, args.student, "cpu", args.base_model).model
+        check_vocabulary(tokenizer, student)
         stage_specs: list[tuple[str, Any]] = [("distill", None)]
     else:
         assert plan_steps is not None

@@ -93,7 +93,7 @@ def apply_json_defaults(
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqla_torch._models import count_parameters, load_tokenizer
+    from tqla_torch._models import check_vocabulary, count_parameters, load_tokenizer
     from tqla_torch.evaluate import lambada, text_perplexity
 
     data = None if args.data.lower() == "none" else args.data
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load(args, args.model, device, args.base_model)
     tokenizer = load_tokenizer(args.tokenizer, args.model)
     model = loaded.model
+    check_vocabulary(tokenizer, model)
     report: dict[str, Any] = {
         "model": args.model,
         "kind": loaded.kind,

@@ -349,6 +349,9 @@ def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
     history = list(getattr(model, HISTORY_ATTR, []) or [])
     history.append(config.to_dict())
     object.__setattr__(model, HISTORY_ATTR, history)
+    from tqla_torch._hf_folder import record_compression
+
+    record_compression(model)  # so transformers' own model.save_pretrained writes a loadable folder
     return CompressionReport(
         modules=[it.report for it in items],
         params_before=before,

@@ -3,6 +3,19 @@
 A checkpoint is one ``checkpoint-<global step>.pt`` file (``torch.save`` of plain tensors and
 containers, read back with ``weights_only=True``) written atomically; the newest
 ``keep_checkpoints`` are kept.  :class:`Checkpointer` does the bookkeeping for one run.
+
+Resuming is strict: :func:`newest_readable` walks the checkpoints from the newest down and
+takes the first that loads (each one skipped — truncated, empty, foreign — is named in a
+warning; none readable is one clear error), and :func:`changed_settings` lists the settings that
+differ from the checkpoint's, which a resumed run refuses (all but where and how often
+checkpoints go, the device and the progress bar), so the settings recorded for a run held for
+all of it.
+
+Examples
+--------
+>>> changed_settings({"lr": 3e-4, "alpha": 0.5, "device": "cuda"},
+...                  {"lr": 1e-4, "alpha": 0.5, "device": "cpu"})
+['lr: 0.0003 in the checkpoint, 0.0001 now']
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +33,13 @@ from torch import nn
 from tqla_torch._atomic import atomic_torch_save, remove_stale_temporaries
 from tqla_torch.training.optim import rng_state
 
-__all__ = ["Checkpointer", "latest_checkpoint"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "Checkpointer",
+    "changed_settings",
+    "latest_checkpoint",
+    "newest_readable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +80,90 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
     return found[-1] if found else None
 
 
+#: DistillConfig fields a resumed run may change: they decide where and how often checkpoints
+#: are written, where the run computes and what it shows, not what it computes.
+RESUMABLE_CHANGES = frozenset(
+    {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "device", "progress"}
+)
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings (other than :data:`RESUMABLE_CHANGES`) that differ, as readable lines.
+
+    Parameters
+    ----------
+    saved : dict
+        ``DistillConfig.to_dict()`` stored in the checkpoint.
+    current : dict
+        The resumed run's ``DistillConfig.to_dict()``.
+
+    Returns
+    -------
+    list of str
+        ``"name: old in the checkpoint, new now"`` for every differing setting, sorted.
+    """
+    lines = []
+    for name in sorted(set(saved) | set(current)):
+        if name in RESUMABLE_CHANGES:
+            continue
+        old, new = saved.get(name, "<unset>"), current.get(name, "<unset>")
+        if old != new:
+            lines.append(f"{name}: {old!r} in the checkpoint, {new!r} now")
+    return lines
+
+
+def newest_readable(
+    paths: Iterable[Path], load: Callable[[Path], dict[str, Any]], is_valid: Callable[[Any], bool]
+) -> tuple[Path, dict[str, Any]] | tuple[None, None]:
+    """The newest checkpoint that loads and is valid, skipping broken ones with a warning.
+
+    Parameters
+    ----------
+    paths : iterable of pathlib.Path
+        The checkpoints, oldest first.
+    load : callable
+        Reads one checkpoint (``torch.load(..., weights_only=True)``).
+    is_valid : callable
+        Whether a loaded object is a checkpoint this version resumes from.
+
+    Returns
+    -------
+    (pathlib.Path, dict) or (None, None)
+        None when there is no checkpoint at all.
+
+    Raises
+    ------
+    ValueError
+        If there are checkpoints but none can be read (one line naming them).
+    """
+    paths = list(paths)
+    broken: list[str] = []
+    for path in reversed(paths):
+        try:
+            if path.stat().st_size == 0:
+                raise ValueError("the file is empty")
+            state = load(path)
+            if not is_valid(state):
+                raise ValueError("not a tqla distillation checkpoint of this version")
+        except Exception as err:  # torch.load raises many types for damaged files
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            broken.append(f"{path.name} ({reason[:120]})")
+            logger.warning(
+                "checkpoint %s cannot be read (%s); trying the previous one", path, reason[:120]
+            )
+            continue
+        if broken:
+            logger.warning("resuming from %s instead of the newer, unreadable %s", path, broken)
+        return path, state
+    if broken:
+        directory = os.fspath(paths[0].parent)
+        raise ValueError(
+            f"no readable checkpoint in {directory}: {'; '.join(broken)}; delete them to start "
+            f"the run over, or restore a good copy"
+        )
+    return None, None
+
+
 class Checkpointer:
     """Finds, validates and writes the checkpoints of one distillation run.
 
@@ -84,6 +188,7 @@ class Checkpointer:
         self.fingerprint = fingerprint
         self.config = config
         self.device = device
+        self._read: dict[str, Any] | None = None  # the checkpoint locate() read (rank 0)
 
     @property
     def enabled(self) -> bool:
@@ -95,12 +200,18 @@ class Checkpointer:
         return self.enabled and (step == total or bool(every and step % every == 0))
 
     def locate(self) -> Path | None:
-        """The checkpoint to resume from (rank 0 looks, every rank gets its answer)."""
+        """The checkpoint to resume from (rank 0 looks, every rank gets its answer): the
+        newest that can be read; unreadable (truncated, empty) ones are skipped with a
+        warning, and when none can be read the run stops with one clear error."""
         found: Path | None = None
         if self.directory is not None and self.ctx.is_main:
             self.directory.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.directory)
-            found = latest_checkpoint(self.directory)
+            found, self._read = newest_readable(
+                list_checkpoints(self.directory),
+                lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                lambda st: isinstance(st, dict) and st.get("format") == CHECKPOINT_FORMAT,
+            )
         if self.ctx.enabled:
             import torch.distributed as dist
 
@@ -111,9 +222,17 @@ class Checkpointer:
 
     def load(self, path: Path) -> dict[str, Any]:
         """The checkpoint at ``path``, checked against this run's schedule and world size."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state, self._read = self._read, None
+        if state is None:
+            state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} is not a tqla distillation checkpoint (version 1)")
+        changed = changed_settings(state.get("config") or {}, self.config.to_dict())
+        if changed:  # a resumed run keeps its settings, so what is recorded held throughout
+            raise ValueError(
+                f"cannot resume from {path} with changed settings ({'; '.join(changed)}); "
+                f"rerun with the checkpoint's settings, or use a new checkpoint_dir / --output"
+            )
         if state["stages"] != self.fingerprint:
             raise ValueError(
                 f"checkpoint {path} was written for the schedule {state['stages']}, this "
@@ -135,17 +254,23 @@ class Checkpointer:
         optimizer: Any,
         scheduler: Any,
         order: Any,
+        window: Any = None,
     ) -> None:
-        """Write a checkpoint after stage step ``position = (stage, step, stage_done)``."""
+        """Write a checkpoint after stage step ``position = (stage, step, stage_done)``;
+        ``window`` (the open logging window) is restored on resume, so the records and
+        ``final_loss`` do not depend on where a run was interrupted."""
         rng = rng_state(self.device)
+        open_window = None if window is None else window.state_dict()
         if self.ctx.enabled:
             import torch.distributed as dist
 
             gathered: list[Any] = [None] * self.ctx.world_size
             dist.all_gather_object(gathered, rng)
             rng_all = gathered
+            windows: list[Any] = [None] * self.ctx.world_size
+            dist.all_gather_object(windows, open_window)
         else:
-            rng_all = [rng]
+            rng_all, windows = [rng], [open_window]
         if not self.ctx.is_main:
             return
         assert self.directory is not None
@@ -167,6 +292,7 @@ class Checkpointer:
             "data": order.state_dict(),
             "history": run.history,
             "config": self.config.to_dict(),
+            "log_window": windows,
         }
         path = checkpoint_path(self.directory, run.global_step)
         atomic_torch_save(state, path)

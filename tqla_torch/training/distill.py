@@ -206,12 +206,13 @@ class DistillConfig:
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a str, got {type(self.device).__name__}")
         if self.device != "auto":
+            usage = f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             try:
-                torch.device(self.device)
+                kind = torch.device(self.device).type
             except (RuntimeError, ValueError) as err:
-                raise ValueError(
-                    f"device must be 'auto' or a torch device string, got {self.device!r}"
-                ) from err
+                raise ValueError(usage) from err
+            if kind not in ("cpu", "cuda"):  # 'meta' holds no data: nothing could be trained
+                raise ValueError(usage)
         if not isinstance(self.progress, bool):
             raise ValueError(f"progress must be a bool, got {self.progress!r}")
 
@@ -355,8 +356,9 @@ class DistillResult:
         One record per logged step: ``stage``, ``stage_index``, ``step`` (global optimizer
         step), ``stage_step``, ``loss``, ``ce``, ``kl``, ``hidden_mse``, ``lr``, ``grad_norm``
         (None without clipping), ``tokens`` (seen so far) and ``tokens_per_s``. A resumed run
-        includes the records written before the interruption (a record whose logging interval
-        spans the interruption averages only the steps after it).
+        includes the records written before the interruption, and the logging window the
+        interruption cut is restored from the checkpoint, so the records (but
+        ``tokens_per_s``) and :attr:`final_loss` equal those of an uninterrupted run.
     step : int
         Optimizer steps taken over all stages.
     tokens_seen : int
@@ -372,7 +374,8 @@ class DistillResult:
 
     @property
     def final_loss(self) -> float | None:
-        """Loss of the last logged step (None if nothing was logged)."""
+        """Mean loss of the last logging window, which always ends at the last step (None if
+        nothing was logged); independent of where a resume cut the run."""
         return self.history[-1]["loss"] if self.history else None
 
 
@@ -474,7 +477,11 @@ def distill_stages(
     already holds a checkpoint, the run resumes from it: the compression of every stage up to
     and including the checkpoint's stage is re-applied (so the module structure matches), then
     all states are loaded. A run killed at any moment and restarted with the same arguments ends
-    with bit-identical weights on CPU (given the same number of threads).
+    with bit-identical weights on CPU (given the same number of threads). A resume refuses
+    settings that differ from the checkpoint's (all but ``checkpoint_dir``,
+    ``checkpoint_every``, ``keep_checkpoints``, ``device`` and ``progress``), naming them; a
+    newest checkpoint that cannot be read (truncated, empty) is skipped with a warning for
+    the previous complete one, and with none readable the run stops with one clear error.
 
     **Data parallelism.** Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is
     initialised (NCCL on CUDA, Gloo on CPU) unless it already is, the student is wrapped in

@@ -233,14 +233,15 @@ def train_stage(
         floor=config.min_lr_ratio,
     )
     step = 0
+    window = _Window.start(run, s.device)
     if pending is not None:
         optimizer.load_state_dict(pending["optimizer"])
         scheduler.load_state_dict(pending["scheduler"])
         set_rng_state(pending["rng"][ctx.rank], s.device)
         step = run.start_step
+        window.load_state_dict((pending.get("log_window") or [None] * ctx.world_size)[ctx.rank])
         run.pending = None
     student.train()
-    window = _Window.start(run, s.device)
     bar = tqdm(
         total=total,
         initial=step,
@@ -272,7 +273,7 @@ def train_stage(
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
             if s.checkpointer.due(step, total):
                 position = (stage_index, step, step == total)
-                s.checkpointer.save(run, position, student, optimizer, scheduler, s.order)
+                s.checkpointer.save(run, position, student, optimizer, scheduler, s.order, window)
     finally:
         bar.close()
     del model, optimizer, scheduler
@@ -296,6 +297,18 @@ class _Window:
     def start(cls, run: RunState, device: torch.device) -> _Window:
         metrics = torch.zeros(4, dtype=torch.float64, device=device)
         return cls(metrics, 0, time.perf_counter(), run.tokens_seen)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sums and micro-batch count (saved in checkpoints)."""
+        return {"metrics": self.metrics.tolist(), "micro": self.micro}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Continue the window an interruption cut (None: a checkpoint without one)."""
+        if state is not None:
+            self.metrics += torch.tensor(
+                state["metrics"], dtype=self.metrics.dtype, device=self.metrics.device
+            )
+            self.micro = int(state["micro"])
 
 
 def accumulate(model: nn.Module, s: _Setting, window: _Window) -> None:
