@@ -48,6 +48,7 @@ def test_python_examples_run(page):
         "tqla.svd",
         "tqla.lsap",
         "tqla._kernels",
+        "tqla.batch",
     ],
 )
 def test_docstring_examples(module):

@@ -193,9 +193,9 @@ def from_numpy(a: np.ndarray, like: Any) -> Any:
     return xp.asarray(a, device=dev)
 
 
-# Rows of the source handled per step of the blocked transposed copy (a 16-row strip of a
-# C-ordered source and its 16-column strip of the output stay in L1/L2).
-_TRANSPOSE_STRIP = 16
+# Bytes of the source handled per step of the blocked transposed copy (a strip of at
+# least 16 rows of the C-ordered source and its strip of columns of the output stay in L2).
+_TRANSPOSE_STRIP_BYTES = 1 << 15
 
 
 def c_contiguous(x: np.ndarray) -> np.ndarray:
@@ -205,12 +205,13 @@ def c_contiguous(x: np.ndarray) -> np.ndarray:
     768×3072 float32 matrix).  Exact (entries are moved, not computed)."""
     if x.flags.c_contiguous:
         return x
-    if x.ndim != 2 or not x.flags.f_contiguous:
-        return np.ascontiguousarray(x)
+    if x.ndim != 2 or not x.flags.f_contiguous or min(x.shape) < 64:
+        return np.ascontiguousarray(x)  # (NumPy's copy is good for narrow matrices)
     src = x.T  # C-ordered
     out = np.empty(x.shape, dtype=x.dtype)
-    for i in range(0, src.shape[0], _TRANSPOSE_STRIP):
-        out[:, i : i + _TRANSPOSE_STRIP] = src[i : i + _TRANSPOSE_STRIP].T
+    step = max(16, _TRANSPOSE_STRIP_BYTES // max(1, src.shape[1] * src.itemsize))
+    for i in range(0, src.shape[0], step):
+        out[:, i : i + step] = src[i : i + step].T
     return out
 
 

@@ -6,9 +6,9 @@ The rearrangement R(W) of an (m1·m2)×(n1·n2) matrix W moves whole runs of n2 
 entries only (n2 = 2 or 4 in GPT-2's plans), so it reaches a fraction of the memory
 bandwidth.  :func:`rearrange_copy` instead views each run as *one* element of an
 n2·itemsize-byte dtype (an unsigned integer of that size, else a void dtype) and moves
-the runs with one strided assignment per slot (the smaller of m2 and n1 axes), whose
-inner loop is the long axis; rows of blocks are processed in groups that stay in the L2
-cache.  Entries are moved bit for bit (NaN payloads, signed zeros).
+the runs with one strided assignment per index of the smaller of the m2 and n1 axes, whose
+inner loop is the long axis (NumPy's own copy of the permuted unit view when runs are 64
+bytes or longer).  Entries are moved bit for bit (NaN payloads, signed zeros).
 
 The Gram route of :func:`tqla.kron_svd` then runs on that copy with BLAS: ``XᵀX`` (a
 SYRK) and ``Vᵀ·Xᵀ`` (one GEMM writing the (r, q) result in C order, so the large factor
@@ -25,10 +25,10 @@ from tqla._kernels import register
 
 __all__ = ["rearrange_copy", "unrearrange_copy"]
 
-# Bytes of W handled per group of block-rows (half of a 1 MiB L2 cache with the output).
-_GROUP_BYTES = 1 << 18
-# Above this many strided assignments per group, NumPy's own copy of the permuted unit
-# view is used (its inner loop is then long enough).
+# Runs of at least this many bytes are long enough for NumPy's own copy of the permuted
+# view of units; shorter runs are moved with one strided assignment per index of the
+# smaller middle axis (inner loop over the longer axis), unless that axis is long too.
+_LONG_RUN_BYTES = 64
 _MAX_SLICES = 64
 
 
@@ -44,32 +44,28 @@ def _dims(s) -> tuple[int, int, int, int]:
 
 
 def _move(dst: np.ndarray, src: np.ndarray, m2: int, n1: int, forward: bool) -> None:
-    """Copy the (m1, m2, n1) unit array into (m1, n1, m2) (``forward``) or back, in groups
-    of block-rows, one strided assignment per index of the smaller middle axis."""
-    m1 = src.shape[0]
-    row_bytes = src[0].nbytes if src.shape[0] else 1
-    group = max(1, _GROUP_BYTES // max(row_bytes, 1))
-    if min(m2, n1) > _MAX_SLICES:
-        view = src.transpose(0, 2, 1)
-        for i0 in range(0, m1, group):
-            dst[i0 : i0 + group] = view[i0 : i0 + group]
-        return
-    for i0 in range(0, m1, group):
-        d, s_ = dst[i0 : i0 + group], src[i0 : i0 + group]
-        if forward:  # d: (g, n1, m2), s_: (g, m2, n1)
-            if m2 <= n1:
-                for a in range(m2):
-                    d[:, :, a] = s_[:, a, :]
-            else:
-                for j in range(n1):
-                    d[:, j, :] = s_[:, :, j]
-        else:  # d: (g, m2, n1), s_: (g, n1, m2)
-            if m2 <= n1:
-                for a in range(m2):
-                    d[:, a, :] = s_[:, :, a]
-            else:
-                for j in range(n1):
-                    d[:, :, j] = s_[:, j, :]
+    """Copy the (m1, m2, n1) unit array ``src`` into the (m1, n1, m2) ``dst``
+    (``forward``), or the (m1, n1, m2) ``src`` into the (m1, m2, n1) ``dst``.
+
+    Measured (benchmarks/bench_kron.py): one assignment per index of the smaller middle
+    axis over the whole matrix beats cache-sized groups of block-rows, and NumPy's own
+    transposed copy wins once a unit is 64 bytes or more.
+    """
+    if dst.dtype.itemsize >= _LONG_RUN_BYTES or min(m2, n1) > _MAX_SLICES:
+        dst[...] = src.transpose(0, 2, 1)
+    elif forward:  # dst: (m1, n1, m2), src: (m1, m2, n1)
+        if m2 <= n1:
+            for a in range(m2):
+                dst[:, :, a] = src[:, a, :]
+        else:
+            for j in range(n1):
+                dst[:, j, :] = src[:, :, j]
+    elif m2 <= n1:  # dst: (m1, m2, n1), src: (m1, n1, m2)
+        for a in range(m2):
+            dst[:, a, :] = src[:, :, a]
+    else:
+        for j in range(n1):
+            dst[:, :, j] = src[:, j, :]
 
 
 def rearrange_copy(W: np.ndarray, s) -> np.ndarray:
