@@ -274,7 +274,7 @@ class _Run:
         self.norm = norm if norm > 0 else 1.0  # divisor: ‖W‖ = 0 leaves the error absolute
         self.rng = rng
         self.kernel = kernel
-        self.svd_kernel = kernel if kernel in ("auto", *available("rearranged_gram")) else "auto"
+        self.svd_kernel = _svd_kernel(kernel, solver, xp)
         self.solver = solver
         self.warm_start = warm_start
         self.max_bytes = max_bytes
@@ -385,6 +385,19 @@ class _Run:
             return True
         logger.debug("step %s/%s rejected: error %.6g > %.6g", rule, side, err, self.err)
         return False
+
+
+def _svd_kernel(kernel: str, solver: Any, xp: Any) -> str:
+    """The Gram-route kernel of the refits.  ``kernel="auto"`` on NumPy input takes the
+    Numba kernels when the LSAP solves use the Numba solver anyway (``solver="auto"``
+    or ``"jv"`` with Numba installed): Numba's load is then paid already, and its Gram
+    route reads W in place (about 2× faster per refit, float64 accumulation)."""
+    if kernel != "auto":
+        return kernel if kernel in available("rearranged_gram") else "auto"
+    first = check_solver(solver)[0]
+    if is_numpy(xp) and first in ("auto", "jv") and "numba" in available("rearranged_gram"):
+        return "numba"
+    return "auto"
 
 
 def _as_host64(x: Any) -> np.ndarray:
