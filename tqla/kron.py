@@ -394,9 +394,10 @@ def kron_svd(
         Random state of the randomized route.
     kernel : str
         Implementation of the kernels of the Gram route ("auto", "numpy", "numba",
-        "array_api"); see :doc:`backends <backends>`.  "auto" takes "numba" for NumPy
-        input when it is installed (it reads W in place, no rearranged copy), else
-        "numpy"; other libraries use "array_api".
+        "array_api"); see :doc:`backends <backends>`.  "auto" takes "numpy" for NumPy
+        input (one blocked rearranged copy and two BLAS products: no Numba load on a
+        first call); "numba" reads W in place and is faster warm; other libraries use
+        "array_api".
     max_bytes : int, optional
         Ceiling for the temporaries of the decomposition (rearranged copy, Gram matrix,
         LAPACK copies and factors; :func:`svd_memory` gives the estimate).  Default: the

@@ -489,7 +489,8 @@ def permuted_kron(
         Random state of the restarts (and of a randomized SVD, when one is used).
     kernel : {"auto", "numpy", "numba", "array_api"}
         Implementation of the slot-cost kernel (and of the SVD's Gram kernel where one
-        exists).
+        exists; with "auto", the refits use the Numba Gram kernels when the LSAP solver is
+        Numba's ``"jv"``, else NumPy's).
     solver : {"auto", "scipy", "lap", "lapx", "jv"} or tuple of names
         LSAP solver (:func:`tqla.lsap`); a tuple is tried in order, ``"auto"`` is
         :data:`tqla.lsap.AUTO_ORDER`.
