@@ -296,7 +296,48 @@ def _swap(model: nn.Module, name: str, new: nn.Module, undo: list[Callable[[], N
     undo.append(lambda: set_module(model, name, old))
 
 
-def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
+def _fit_all(items: list[_Item], progress: bool | None, n_jobs: int) -> list[nn.Module]:
+    """Fit every item (``n_jobs`` at a time, in threads), with a progress bar over modules
+    when asked (``progress=True``) or, by default, for plans of five modules or more on a
+    terminal."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the torch extra
+        tqdm = None
+    disable = (len(items) < 5 or None) if progress is None else not progress
+    bar = None
+    if tqdm is not None and disable is not True:
+        bar = tqdm(total=len(items), desc="compress", unit="module", disable=disable)
+
+    def one(it: _Item) -> nn.Module:
+        new = _fit(it)
+        if bar is not None:
+            bar.set_postfix_str(it.name, refresh=False)
+            bar.update(1)
+        return new
+
+    try:
+        if n_jobs == 1 or len(items) < 2:
+            return [one(it) for it in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqla.batch import _blas_threads, _usable_cpus
+
+        with _blas_threads(max(1, _usable_cpus() // n_jobs)):
+            with ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="tqla-fit") as ex:
+                return list(ex.map(one, items))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def compress(
+    model: nn.Module,
+    config: CompressionConfig,
+    *,
+    progress: bool | None = None,
+    n_jobs: int = 1,
+) -> CompressionReport:
     """Replace the modules ``config`` matches by compressed layers, in place.
 
     Each layer is initialised from a decomposition of the module's current weight
@@ -313,11 +354,19 @@ def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
     ----------
     model : torch.nn.Module
     config : CompressionConfig
+    progress : bool, optional
+        A tqdm progress bar over the modules being fitted.  Default: shown for plans of
+        five modules or more when stderr is a terminal.
+    n_jobs : int
+        Modules fitted concurrently (threads; BLAS then runs with CPUs // n_jobs threads
+        per call, through threadpoolctl when installed).  The fits are independent and
+        seeded per module, so the result does not depend on ``n_jobs``.
 
     Returns
     -------
     CompressionReport
-        With the relative approximation error and time of each module.
+        With the relative approximation error and the fitting time (seconds) of each
+        module, shown in its table.
 
     Raises
     ------
@@ -327,9 +376,13 @@ def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
         (a ValueError and RuntimeError) naming the module whose fit failed (for example a
         weight with NaN entries); nothing is changed then either.
     """
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool or None, got {type(progress).__name__}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
     items, notes = _resolve(model, config)
     before = count_parameters(model)
-    fitted = [(it, _fit(it)) for it in items]
+    fitted = list(zip(items, _fit_all(items, progress, n_jobs)))
     undo: list[Callable[[], None]] = []
     try:
         for it, new in fitted:
