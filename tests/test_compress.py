@@ -356,3 +356,29 @@ def test_cuda_compress_follows_device_and_dtype(dtype):
         ids[:, :4], attention_mask=torch.ones_like(ids[:, :4]), max_new_tokens=3, do_sample=False
     )
     assert out.shape == (2, 7)
+
+
+def test_mlp_permutations_fold_through_the_activation():
+    """Issue 12: c_fc's output gather and c_proj's input gather compose through GELU into
+    one gather per MLP, with the same outputs to rounding."""
+    from tqla_torch.compression import fold_mlp_permutations
+
+    cfg = presets.tq_gpt2(**FAST)
+    unfolded, folded = tiny_gpt2(), tiny_gpt2()
+    compress(unfolded, cfg, fold_permutations=False)
+    report = compress(folded, cfg)
+    assert any("folded" in n for n in report.notes)
+    for blk_u, blk_f in zip(unfolded.transformer.h, folded.transformer.h):
+        fc, proj = blk_f.mlp.c_fc, blk_f.mlp.c_proj
+        if type(proj).__name__ != "KroneckerLinear":
+            continue
+        assert blk_u.mlp.c_proj.input_perm is not None  # two gathers before folding
+        assert proj.input_perm is None and fc.output_perm is not None  # one after
+        x = torch.randn(3, 5, 32, dtype=torch.float64)
+        with torch.no_grad():
+            ref, got = blk_u.mlp(x), blk_f.mlp(x)
+        assert float((got - ref).norm() / ref.norm()) < 1e-12
+    with torch.no_grad():
+        a, b = unfolded(IDS).logits, folded(IDS).logits
+    assert rel(b, a) < 1e-12
+    assert fold_mlp_permutations(folded) == []  # nothing left to fold
