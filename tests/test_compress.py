@@ -365,6 +365,11 @@ def test_mlp_permutations_fold_through_the_activation():
 
     cfg = presets.tq_gpt2(**FAST)
     unfolded, folded = tiny_gpt2(), tiny_gpt2()
+    for model in (unfolded, folded):  # GPT-2 starts with zero biases: make them matter
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for blk in model.transformer.h:
+                blk.mlp.c_fc.bias.copy_(torch.randn(blk.mlp.c_fc.bias.shape, generator=g))
     compress(unfolded, cfg, fold_permutations=False)
     report = compress(folded, cfg)
     assert any("folded" in n for n in report.notes)
