@@ -387,3 +387,23 @@ def test_mlp_permutations_fold_through_the_activation():
         a, b = unfolded(IDS).logits, folded(IDS).logits
     assert rel(b, a) < 1e-12
     assert fold_mlp_permutations(folded) == []  # nothing left to fold
+
+
+def test_parallel_fits_progress_and_seconds(capsys):
+    """Issue 12: n_jobs fits modules side by side with the same result, a progress bar over
+    modules on request, and each module's fitting time in the report."""
+    cfg = presets.tq_gpt2(**FAST)
+    one, two = tiny_gpt2(), tiny_gpt2()
+    r1 = compress(one, cfg, n_jobs=1, progress=False)
+    r2 = compress(two, cfg, n_jobs=2, progress=True)
+    assert "compress" in capsys.readouterr().err  # the tqdm bar (on stderr)
+    for a, b in zip(r1.modules, r2.modules):
+        assert a.name == b.name and abs(a.error - b.error) <= 1e-12 * max(a.error, 1e-300)
+        assert a.seconds is not None and a.seconds >= 0
+    assert "seconds" in r1.table().splitlines()[0]
+    with torch.no_grad():
+        assert rel(two(IDS).logits, one(IDS).logits) < 1e-12
+    with pytest.raises(ValueError, match="n_jobs must be None or an integer >= 1"):
+        compress(tiny_gpt2(), cfg, n_jobs=0)
+    with pytest.raises(TypeError, match="progress must be a bool or None"):
+        compress(tiny_gpt2(), cfg, progress="yes")

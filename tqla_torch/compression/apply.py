@@ -375,7 +375,7 @@ def compress(
     config: CompressionConfig,
     *,
     progress: bool | None = None,
-    n_jobs: int = 1,
+    n_jobs: int | None = None,
     fold_permutations: bool = True,
 ) -> CompressionReport:
     """Replace the modules ``config`` matches by compressed layers, in place.
@@ -397,10 +397,15 @@ def compress(
     progress : bool, optional
         A tqdm progress bar over the modules being fitted.  Default: shown for plans of
         five modules or more when stderr is a terminal.
-    n_jobs : int
+    n_jobs : int, optional
         Modules fitted concurrently (threads; BLAS then runs with CPUs // n_jobs threads
-        per call, through threadpoolctl when installed).  The fits are independent and
-        seeded per module, so the result does not depend on ``n_jobs``.
+        per call, through threadpoolctl when installed).  Default: the usable CPUs.  Most
+        of a fit is single-threaded (LSAP solves, copies), so fitting modules side by side
+        uses the cores better than multi-threaded BLAS inside one fit — and avoids BLAS
+        threads spinning when other processes share the cores (measured 3× less CPU time
+        on a loaded 2-core machine, benchmarks/results/compress_cpu.md).  The fits are
+        independent and seeded per module: the result does not depend on ``n_jobs``
+        beyond rounding.
     fold_permutations : bool
         Fold the permutation between the two compressed layers of each GPT-2 style MLP
         through its elementwise activation (:func:`fold_mlp_permutations`): one gather
@@ -422,8 +427,12 @@ def compress(
     """
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool or None, got {type(progress).__name__}")
+    if n_jobs is None:
+        from tqla.batch import _usable_cpus
+
+        n_jobs = _usable_cpus()
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
+        raise ValueError(f"n_jobs must be None or an integer >= 1, got {n_jobs!r}")
     items, notes = _resolve(model, config)
     before = count_parameters(model)
     fitted = list(zip(items, _fit_all(items, progress, n_jobs)))
