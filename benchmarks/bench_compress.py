@@ -3,7 +3,8 @@
 Each sample is a fresh subprocess that builds ``GPT2LMHeadModel(GPT2Config())`` (seed 0)
 and runs ``tqla_torch.compress(model, presets.tq_gpt2())`` with its defaults, reporting
 wall and CPU time and the per-module seconds and errors of the report.  Configurations run
-interleaved: this tree, this tree with ``n_jobs=2``, and (``--baseline REF``) the tqla and
+interleaved: this tree fitting one module at a time (``n_jobs=1``), this tree with
+``n_jobs=2`` (the default on 2 cores), and (``--baseline REF``) the tqla and
 tqla_torch of git revision REF, exported to a temporary directory.  Every configuration
 must reach the same errors (asserted to 1e-3 relative: float32 weights, and the CPU fits
 now run tqla's NumPy kernels instead of torch's, which rounds differently).
@@ -74,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads of children")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
-    configs = {"this tree": (str(ROOT), {}), "this tree, n_jobs=2": (str(ROOT), {"n_jobs": 2})}
+    configs = {
+        "this tree": (str(ROOT), {"n_jobs": 1}),
+        "this tree, n_jobs=2": (str(ROOT), {"n_jobs": 2}),
+    }
     if args.baseline:
         configs[f"previous implementation ({args.baseline})"] = (export(args.baseline), {})
     best: dict[str, dict] = {}
