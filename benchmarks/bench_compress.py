@@ -22,7 +22,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -133,7 +132,6 @@ def main(argv: list[str] | None = None) -> None:
         path = HERE / "results" / "compress_cpu.md"
         path.write_text(text)
         print("wrote", path)
-    _ = np  # (numpy imported for machine_lines' versions)
 
 
 if __name__ == "__main__":
