@@ -356,3 +356,54 @@ def test_cuda_compress_follows_device_and_dtype(dtype):
         ids[:, :4], attention_mask=torch.ones_like(ids[:, :4]), max_new_tokens=3, do_sample=False
     )
     assert out.shape == (2, 7)
+
+
+def test_mlp_permutations_fold_through_the_activation():
+    """Issue 12: c_fc's output gather and c_proj's input gather compose through GELU into
+    one gather per MLP, with the same outputs to rounding."""
+    from tqla_torch.compression import fold_mlp_permutations
+
+    cfg = presets.tq_gpt2(**FAST)
+    unfolded, folded = tiny_gpt2(), tiny_gpt2()
+    for model in (unfolded, folded):  # GPT-2 starts with zero biases: make them matter
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for blk in model.transformer.h:
+                blk.mlp.c_fc.bias.copy_(torch.randn(blk.mlp.c_fc.bias.shape, generator=g))
+    compress(unfolded, cfg, fold_permutations=False)
+    report = compress(folded, cfg)
+    assert any("folded" in n for n in report.notes)
+    for blk_u, blk_f in zip(unfolded.transformer.h, folded.transformer.h):
+        fc, proj = blk_f.mlp.c_fc, blk_f.mlp.c_proj
+        if type(proj).__name__ != "KroneckerLinear":
+            continue
+        assert blk_u.mlp.c_proj.input_perm is not None  # two gathers before folding
+        assert proj.input_perm is None and fc.output_perm is not None  # one after
+        x = torch.randn(3, 5, 32, dtype=torch.float64)
+        with torch.no_grad():
+            ref, got = blk_u.mlp(x), blk_f.mlp(x)
+        assert float((got - ref).norm() / ref.norm()) < 1e-12
+    with torch.no_grad():
+        a, b = unfolded(IDS).logits, folded(IDS).logits
+    assert rel(b, a) < 1e-12
+    assert fold_mlp_permutations(folded) == []  # nothing left to fold
+
+
+def test_parallel_fits_progress_and_seconds(capsys):
+    """Issue 12: n_jobs fits modules side by side with the same result, a progress bar over
+    modules on request, and each module's fitting time in the report."""
+    cfg = presets.tq_gpt2(**FAST)
+    one, two = tiny_gpt2(), tiny_gpt2()
+    r1 = compress(one, cfg, n_jobs=1, progress=False)
+    r2 = compress(two, cfg, n_jobs=2, progress=True)
+    assert "compress" in capsys.readouterr().err  # the tqdm bar (on stderr)
+    for a, b in zip(r1.modules, r2.modules):
+        assert a.name == b.name and abs(a.error - b.error) <= 1e-12 * max(a.error, 1e-300)
+        assert a.seconds is not None and a.seconds >= 0
+    assert "seconds" in r1.table().splitlines()[0]
+    with torch.no_grad():
+        assert rel(two(IDS).logits, one(IDS).logits) < 1e-12
+    with pytest.raises(ValueError, match="n_jobs must be None or an integer >= 1"):
+        compress(tiny_gpt2(), cfg, n_jobs=0)
+    with pytest.raises(TypeError, match="progress must be a bool or None"):
+        compress(tiny_gpt2(), cfg, progress="yes")

@@ -70,6 +70,7 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch._trust",
         "tqla_torch._hf_folder",
         "tqla_torch.training.checkpoint",
+        "tqla.batch",
     ],
 )
 def test_docstring_examples(module):

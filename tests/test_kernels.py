@@ -150,7 +150,9 @@ def test_auto_choices():
     W = np.ones((4, 4))
     for name in KERNELS:
         impl, fn = resolve(name, "auto", W)
-        assert impl == "numba"  # measured fastest for NumPy input (docs/backends.md)
+        # NumPy first: within 1.4x of Numba warm, and no ~1 s Numba load on a first call
+        # (benchmarks/results/kron_cpu.md, coldstart_cpu.md; docs/backends.md)
+        assert impl == "numpy"
         assert get_kernel(name, "auto", W) is fn
         impl_t, _ = resolve(name, "auto", torch.ones(4, 4))
         assert impl_t == "array_api"
@@ -214,7 +216,11 @@ def test_compiled_rearrange_copy_matches_numpy(dtype, shape):
     assert X.dtype == dtype
     np.testing.assert_array_equal(unrearrange(X, s), W)
     impl, _ = resolve("rearrange", "auto", W)
-    assert impl == "numba"
+    assert impl == "numpy"
+    for impl in ("numpy", "numba"):  # both copy kernels, bit for bit
+        Xk = get_kernel("rearrange", impl, W)(W, s)
+        np.testing.assert_array_equal(Xk, X)
+        np.testing.assert_array_equal(get_kernel("unrearrange", impl, Xk)(Xk, s), W)
 
 
 @pytest.mark.parametrize("shape", [((40, 30), (16, 20)), ((16, 20), (40, 30))])
@@ -263,3 +269,49 @@ def test_resolving_a_kernel_imports_only_its_topic():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
     assert out.strip() == "['tqla._kernels._numpy']"
+
+
+@given(
+    s=st.builds(
+        lambda m1, n1, m2, n2: KroneckerShape((m1, n1), (m2, n2)),
+        st.integers(1, 5),
+        st.integers(1, 90),
+        st.integers(1, 90),
+        st.integers(1, 5),
+    ),
+    dtype=st.sampled_from([np.float32, np.float64, np.float16]),
+    layout=st.sampled_from(["C", "F", "strided"]),
+)
+def test_numpy_copy_kernels_move_bits_exactly(s, dtype, layout):
+    """The blocked copy of n2-entry runs (issue 12) equals NumPy's own strided copy bit
+    for bit, for every branch (loop over m2 or over n1, NumPy's copy above _MAX_SLICES,
+    sub-L2 groups), any input layout, and NaN payloads and signed zeros."""
+    from tqla._kernels._numpy import rearrange_copy, unrearrange_copy
+    from tqla.kron import _rearrange_xp
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal(s.matrix_shape).astype(dtype)
+    W.flat[:: 7] = -0.0
+    bits = W.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[W.itemsize])
+    bits.flat[1::11] |= bits.dtype.type(np.iinfo(bits.dtype).max >> 1)  # NaNs, with payloads
+    if layout == "F":
+        W = np.asfortranarray(W)
+    elif layout == "strided":
+        W = np.repeat(W, 2, axis=1)[:, ::2]
+    X = rearrange_copy(W, s)
+    ref = np.ascontiguousarray(_rearrange_xp(np, np.ascontiguousarray(W), s))
+    assert X.flags.c_contiguous and X.dtype == W.dtype
+    np.testing.assert_array_equal(X.view(bits.dtype), ref.view(bits.dtype))
+    back = unrearrange_copy(X, s)
+    np.testing.assert_array_equal(back.view(bits.dtype), np.ascontiguousarray(W).view(bits.dtype))
+
+
+def test_c_contiguous_transposed_copy_is_exact():
+    from tqla._array import c_contiguous
+
+    A = np.random.default_rng(0).standard_normal((97, 300)).astype(np.float32)
+    for x in (A.T, A[:, ::2], A, A[:, :20].T):
+        y = c_contiguous(x)
+        assert y.flags.c_contiguous
+        np.testing.assert_array_equal(y, x)
+    assert c_contiguous(A) is A

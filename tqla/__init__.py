@@ -2,6 +2,7 @@
 
 from tqla._array import check_permutation
 from tqla.assignment import LSAPResult, assign_cost, lsap, slots_cost
+from tqla.batch import permuted_kron_many
 from tqla.kron import (
     KroneckerShape,
     KroneckerSum,
@@ -28,6 +29,7 @@ __all__ = [
     "kron_svd",
     "lsap",
     "permuted_kron",
+    "permuted_kron_many",
     "rearrange",
     "slots_cost",
     "truncated_svd",

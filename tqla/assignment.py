@@ -32,6 +32,7 @@ import numpy as np
 from tqla._array import (
     array_namespace,
     as_float_matrix,
+    c_contiguous,
     check_int,
     check_permutation,
     take,
@@ -220,7 +221,7 @@ def _block_projections(xp: Any, U: Any, s: KroneckerShape, V: Any, kernel: str =
 def _as_blocks(xp: Any, U: Any, s: KroneckerShape) -> Any:
     """U reshaped (m1, m2, n1, n2), from one C-ordered copy when U is a strided view."""
     if is_numpy(xp):
-        U = np.ascontiguousarray(U)
+        U = c_contiguous(U)
     return xp.reshape(U, (s.m1, s.m2, s.n1, s.n2))
 
 

@@ -40,8 +40,8 @@ __all__ = [
 
 # Below this size of the small side of R(W) the Gram route is used by method="auto".
 GRAM_MAX_SIDE = 512
-# From this many entries on, rearrange()/unrearrange() of NumPy arrays use the compiled
-# copy kernel when one is installed (benchmarks/results/kron_cpu.md).
+# From this many entries on, rearrange()/unrearrange() of NumPy arrays use the copy
+# kernel of the table (benchmarks/results/kron_cpu.md); below, NumPy's own strided copy.
 _FAST_COPY_MIN = 1 << 16
 
 
@@ -90,18 +90,16 @@ def _rearrange_xp(xp: Any, W: Any, s: KroneckerShape) -> Any:
 
 
 def _copy_kernel(name: str, xp: Any, A: Any, s: KroneckerShape) -> Any:
-    """The compiled copy kernel ``name`` for large NumPy float input, else None.
+    """The copy kernel ``name`` of the table for large NumPy float input, else None.
 
     Only used where NumPy would copy anyway (m2 > 1 and n1 > 1; otherwise R is a view).
+    The ``"numpy"`` kernel (blocked copy of n2-entry runs) is always there.
     """
     if not is_numpy(xp) or s.m2 == 1 or s.n1 == 1 or A.size < _FAST_COPY_MIN:
         return None
     if A.dtype not in (np.float32, np.float64):
         return None
-    try:
-        return resolve(name, "auto", A)[1]
-    except (ImportError, ValueError):  # no compiled implementation installed
-        return None
+    return resolve(name, "auto", A)[1]
 
 
 def unrearrange(X: Any, shape: Any) -> Any:
@@ -336,10 +334,11 @@ def _svd_gram(xp: Any, W: Any, s: KroneckerShape, rank: int, kernel: str):
     impl, gram = resolve("rearranged_gram", kernel, W)
     _, matmul = resolve("rearranged_matmul", impl, W)
     X = None
-    if impl != "numba":  # the one rearranged copy, with the library's own operations
+    if impl == "numpy":  # the one rearranged copy, C-ordered for BLAS
+        X = _copy_kernel("rearrange", xp, W, s)
+        X = np.ascontiguousarray(_rearrange_xp(xp, W, s) if X is None else X(W, s))
+    elif impl != "numba":  # with the library's own operations
         X = _rearrange_xp(xp, W, s)
-        if is_numpy(xp):
-            X = np.ascontiguousarray(X)
     side = "right" if p <= q else "left"
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, as a bad W
         G = gram(W, s, side, X)
@@ -395,9 +394,10 @@ def kron_svd(
         Random state of the randomized route.
     kernel : str
         Implementation of the kernels of the Gram route ("auto", "numpy", "numba",
-        "array_api"); see :doc:`backends <backends>`.  "auto" takes "numba" for NumPy
-        input when it is installed (it reads W in place, no rearranged copy), else
-        "numpy"; other libraries use "array_api".
+        "array_api"); see :doc:`backends <backends>`.  "auto" takes "numpy" for NumPy
+        input (one blocked rearranged copy and two BLAS products: no Numba load on a
+        first call); "numba" reads W in place and is faster warm; other libraries use
+        "array_api".
     max_bytes : int, optional
         Ceiling for the temporaries of the decomposition (rearranged copy, Gram matrix,
         LAPACK copies and factors; :func:`svd_memory` gives the estimate).  Default: the

@@ -23,11 +23,13 @@ import numpy as np
 from tqla._array import (
     array_namespace,
     as_float_matrix,
+    c_contiguous,
     check_int,
     check_permutation,
     check_rng,
     device_of,
     from_numpy,
+    is_numpy,
     is_torch,
     lib_name,
     take,
@@ -73,7 +75,8 @@ class PermutedKronecker:
         Whether rows / columns are permuted (counts toward :attr:`n_perm_indices`).
     timings : dict, optional
         Seconds spent in cost builds (``"cost"``), LSAP solves (``"lsap"``, host
-        transfers included), refits and error evaluations (``"svd"``), ``"total"``, plus
+        transfers included), refits and error evaluations (``"svd"``), gathers of W into
+        the new arrangement (``"gather"``), ``"total"``, plus
         counters (``"n_lsap"``, ``"host_copies"``, ``"host_bytes"``).
     restart_errors : list of float, optional
         Final error of every restart (the best is kept).
@@ -271,7 +274,7 @@ class _Run:
         self.norm = norm if norm > 0 else 1.0  # divisor: ‖W‖ = 0 leaves the error absolute
         self.rng = rng
         self.kernel = kernel
-        self.svd_kernel = kernel if kernel in ("auto", *available("rearranged_gram")) else "auto"
+        self.svd_kernel = _svd_kernel(kernel, solver, xp)
         self.solver = solver
         self.warm_start = warm_start
         self.max_bytes = max_bytes
@@ -289,6 +292,8 @@ class _Run:
             U = take(xp, U, inv_rows, 0)
         if not _is_identity(inv_cols):
             U = take(xp, U, inv_cols, 1)
+        if is_numpy(xp):
+            U = c_contiguous(U)
         self.U = U
         self.K, self.err = self.fit(U)
 
@@ -369,8 +374,10 @@ class _Run:
             g = np.argsort(col)
         if _is_identity(g):
             return False
-        Unew_o = take(xp, Uo, g, 0)
-        Unew = Unew_o if side == "rows" else _T(Unew_o)
+        t0 = time.perf_counter()
+        # gathered along U's own axis, so U stays C-ordered (no transposed copies later)
+        Unew = take(xp, self.U, g, 0 if side == "rows" else 1)
+        self.t["gather"] += time.perf_counter() - t0
         Knew, err = self.fit(Unew)
         if err <= self.err:
             self.U, self.K, self.err = Unew, Knew, err
@@ -378,6 +385,19 @@ class _Run:
             return True
         logger.debug("step %s/%s rejected: error %.6g > %.6g", rule, side, err, self.err)
         return False
+
+
+def _svd_kernel(kernel: str, solver: Any, xp: Any) -> str:
+    """The Gram-route kernel of the refits.  ``kernel="auto"`` on NumPy input takes the
+    Numba kernels when the LSAP solves use the Numba solver anyway (``solver="auto"``
+    or ``"jv"`` with Numba installed): Numba's load is then paid already, and its Gram
+    route reads W in place (about 2× faster per refit, float64 accumulation)."""
+    if kernel != "auto":
+        return kernel if kernel in available("rearranged_gram") else "auto"
+    first = check_solver(solver)[0]
+    if is_numpy(xp) and first in ("auto", "jv") and "numba" in available("rearranged_gram"):
+        return "numba"
+    return "auto"
 
 
 def _as_host64(x: Any) -> np.ndarray:
@@ -469,7 +489,8 @@ def permuted_kron(
         Random state of the restarts (and of a randomized SVD, when one is used).
     kernel : {"auto", "numpy", "numba", "array_api"}
         Implementation of the slot-cost kernel (and of the SVD's Gram kernel where one
-        exists).
+        exists; with "auto", the refits use the Numba Gram kernels when the LSAP solver is
+        Numba's ``"jv"``, else NumPy's).
     solver : {"auto", "scipy", "lap", "lapx", "jv"} or tuple of names
         LSAP solver (:func:`tqla.lsap`); a tuple is tried in order, ``"auto"`` is
         :data:`tqla.lsap.AUTO_ORDER`.
@@ -534,6 +555,7 @@ def permuted_kron(
         "cost": 0.0,
         "lsap": 0.0,
         "svd": 0.0,
+        "gather": 0.0,
         "total": 0.0,
         "n_lsap": 0,
         "host_copies": 0,

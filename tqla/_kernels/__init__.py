@@ -36,10 +36,10 @@ IMPLEMENTATIONS = KERNELS
 #: (benchmarks/results/); the first installed one runs.  Other libraries (torch, CuPy,
 #: array_api_strict) always use ``"array_api"`` on their own device.
 NUMPY_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "rearrange": ("numba",),  # NumPy's own strided copy is the fallback (tqla.rearrange)
-    "unrearrange": ("numba",),
-    "rearranged_gram": ("numba", "numpy"),
-    "rearranged_matmul": ("numba", "numpy"),
+    "rearrange": ("numpy", "numba"),
+    "unrearrange": ("numpy", "numba"),
+    "rearranged_gram": ("numpy", "numba"),
+    "rearranged_matmul": ("numpy", "numba"),
     "slots_cost": ("numpy", "numba", "array_api"),
     "lsap_jv": ("numba",),
 }

@@ -13,6 +13,7 @@ Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this 
 from tqla_torch.compression.apply import (
     CompressionError,
     compress,
+    fold_mlp_permutations,
     count_parameters,
     inspect,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ModuleReport",
     "ModuleSettings",
     "compress",
+    "fold_mlp_permutations",
     "count_parameters",
     "inspect",
     "kron_gpt2",

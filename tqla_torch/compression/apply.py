@@ -46,6 +46,7 @@ __all__ = [
     "ModuleReport",
     "compress",
     "count_parameters",
+    "fold_mlp_permutations",
     "inspect",
 ]
 
@@ -300,7 +301,87 @@ def _swap(model: nn.Module, name: str, new: nn.Module, undo: list[Callable[[], N
     undo.append(lambda: set_module(model, name, old))
 
 
-def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
+def _fit_all(items: list[_Item], progress: bool | None, n_jobs: int) -> list[nn.Module]:
+    """Fit every item (``n_jobs`` at a time, in threads), with a progress bar over modules
+    when asked (``progress=True``) or, by default, for plans of five modules or more on a
+    terminal."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the torch extra
+        tqdm = None
+    disable = (len(items) < 5 or None) if progress is None else not progress
+    bar = None
+    if tqdm is not None and disable is not True:
+        bar = tqdm(total=len(items), desc="compress", unit="module", disable=disable)
+
+    def one(it: _Item) -> nn.Module:
+        new = _fit(it)
+        if bar is not None:
+            bar.set_postfix_str(it.name, refresh=False)
+            bar.update(1)
+        return new
+
+    try:
+        if n_jobs == 1 or len(items) < 2:
+            return [one(it) for it in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqla.batch import _blas_threads, _usable_cpus
+
+        with _blas_threads(max(1, _usable_cpus() // n_jobs)):
+            with ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="tqla-fit") as ex:
+                return list(ex.map(one, items))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def fold_mlp_permutations(model: nn.Module) -> list[str]:
+    """Fold the permutation between an MLP's two compressed layers through its activation.
+
+    In a GPT-2 style MLP, ``c_proj(act(c_fc(x)))`` with an elementwise ``act``, c_fc's
+    output gather and c_proj's input gather compose into one: ``act(y)[..., p] ==
+    act(y[..., p])``.  For every module with ``c_fc``, ``act`` and ``c_proj`` attributes
+    whose two layers are :class:`~tqla_torch.nn.KroneckerLinear` and whose c_proj gathers
+    its input, c_proj's input permutation moves into c_fc's output permutation (and c_fc's
+    bias is permuted alike), so each MLP pays one gather instead of two.  The MLP computes
+    the same function (to rounding: the same products, gathered once); c_fc alone now
+    returns its outputs in c_proj's input order.
+
+    Returns the names of the MLPs changed (:func:`compress` calls it unless
+    ``fold_permutations=False``).
+    """
+    from tqla_torch.nn.kronecker import KroneckerLinear
+
+    folded = []
+    for name, mod in model.named_modules():
+        fc, proj = getattr(mod, "c_fc", None), getattr(mod, "c_proj", None)
+        if not (
+            isinstance(fc, KroneckerLinear)
+            and isinstance(proj, KroneckerLinear)
+            and getattr(mod, "act", None) is not None
+            and proj.input_perm is not None
+            and fc.out_features == proj.in_features
+        ):
+            continue
+        with torch.no_grad():
+            p = proj.input_perm
+            fc.output_perm = p.clone() if fc.output_perm is None else fc.output_perm[p]
+            if fc.bias is not None:
+                fc.bias.copy_(fc.bias[p])
+            proj.input_perm = None
+        folded.append(name)
+    return folded
+
+
+def compress(
+    model: nn.Module,
+    config: CompressionConfig,
+    *,
+    progress: bool | None = None,
+    n_jobs: int | None = None,
+    fold_permutations: bool = True,
+) -> CompressionReport:
     """Replace the modules ``config`` matches by compressed layers, in place.
 
     Each layer is initialised from a decomposition of the module's current weight
@@ -317,11 +398,28 @@ def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
     ----------
     model : torch.nn.Module
     config : CompressionConfig
+    progress : bool, optional
+        A tqdm progress bar over the modules being fitted.  Default: shown for plans of
+        five modules or more when stderr is a terminal.
+    n_jobs : int, optional
+        Modules fitted concurrently (threads; BLAS then runs with CPUs // n_jobs threads
+        per call, through threadpoolctl when installed).  Default: the usable CPUs.  Most
+        of a fit is single-threaded (LSAP solves, copies), so fitting modules side by side
+        uses the cores better than multi-threaded BLAS inside one fit — and avoids BLAS
+        threads spinning when other processes share the cores (measured 3× less CPU time
+        on a loaded 2-core machine, benchmarks/results/compress_cpu.md).  The fits are
+        independent and seeded per module: the result does not depend on ``n_jobs``
+        beyond rounding.
+    fold_permutations : bool
+        Fold the permutation between the two compressed layers of each GPT-2 style MLP
+        through its elementwise activation (:func:`fold_mlp_permutations`): one gather
+        per MLP instead of two, the same outputs to rounding.
 
     Returns
     -------
     CompressionReport
-        With the relative approximation error and time of each module.
+        With the relative approximation error and the fitting time (seconds) of each
+        module, shown in its table.
 
     Raises
     ------
@@ -331,9 +429,17 @@ def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
         (a ValueError and RuntimeError) naming the module whose fit failed (for example a
         weight with NaN entries); nothing is changed then either.
     """
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool or None, got {type(progress).__name__}")
+    if n_jobs is None:
+        from tqla.batch import _usable_cpus
+
+        n_jobs = _usable_cpus()
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be None or an integer >= 1, got {n_jobs!r}")
     items, notes = _resolve(model, config)
     before = count_parameters(model)
-    fitted = [(it, _fit(it)) for it in items]
+    fitted = list(zip(items, _fit_all(items, progress, n_jobs)))
     undo: list[Callable[[], None]] = []
     try:
         for it, new in fitted:
@@ -344,6 +450,14 @@ def compress(model: nn.Module, config: CompressionConfig) -> CompressionReport:
         for step in reversed(undo):
             step()
         raise
+    if fold_permutations:
+        folded = fold_mlp_permutations(model)
+        if folded:
+            notes = [
+                *notes,
+                f"permutations folded through the activation in {len(folded)} MLP(s): "
+                f"one gather per MLP",
+            ]
     for it, _new in fitted:
         _log(it.report)
     history = list(getattr(model, HISTORY_ATTR, []) or [])

@@ -120,10 +120,13 @@ class CompressionReport:
         ]
         show_err = any(m.error is not None for m in self.modules)
         show_spec = any(m.spectral_error is not None for m in self.modules)
+        show_time = any(m.seconds is not None for m in self.modules)
         if show_err:
             head.append("rel. error")
         if show_spec:
             head.append("rel. spectral error")
+        if show_time:
+            head.append("seconds")
         rows = []
         for m in self.modules:
             row = [
@@ -141,6 +144,8 @@ class CompressionReport:
                 row.append("" if m.error is None else f"{m.error:.4f}")
             if show_spec:
                 row.append("" if m.spectral_error is None else f"{m.spectral_error:.4f}")
+            if show_time:
+                row.append("" if m.seconds is None else f"{m.seconds:.2f}")
             rows.append(row)
         before = sum(m.params_before for m in self.modules)
         after = sum(m.params_after for m in self.modules)
@@ -160,9 +165,13 @@ class CompressionReport:
             if shown:
                 total.append("")
                 model.append("")
+        if show_time:
+            secs = sum(m.seconds or 0.0 for m in self.modules)
+            total.append(f"{secs:.2f}")
+            model.append("")
         allrows = [head, *rows, total, model]
         widths = [max(len(r[i]) for r in allrows) for i in range(len(head))]
-        right = {2, 5, 7, 8, 9, 10}
+        right = {2, 5, 7, 8, 9, 10, 11}
 
         def fmt(r: list[str]) -> str:
             return "  ".join(

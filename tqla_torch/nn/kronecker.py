@@ -117,15 +117,33 @@ def kron_decompose(
     embedding table (V, d) the columns are the features.  ``seed`` is
     anything ``numpy.random.default_rng`` accepts (compress passes ``[seed, hash(name)]``).
     """
-    from tqla.kron import kron_svd
-    from tqla.permuted import permuted_kron
-
     if method not in KRON_METHODS:
         raise ValueError(f"method must be one of {KRON_METHODS}, got {method!r}")
     permute = check_permute(permute)
     W = w_out_in.detach().to(decomposition_dtype(w_out_in))
     shape.check_matrix(W, "weight")
     rank = shape.check_rank(rank)
+    if W.device.type == "cpu":
+        # On the CPU tqla's NumPy kernels are faster than the same algorithms through
+        # torch's array-API namespace (slot-cost GEMMs, gathers, copies; measured by
+        # benchmarks/bench_compress.py): decompose a NumPy view of the weight (no copy)
+        # and hand the factors back as tensors.  Same algorithm, same seed.
+        Wn = W.numpy()
+        A, B, rp, cp, err = _decompose(
+            Wn, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed
+        )
+        A, B, rp, cp = (
+            None if v is None else torch.from_numpy(np.ascontiguousarray(v)) for v in (A, B, rp, cp)
+        )
+        return A, B, rp, cp, err
+    return _decompose(W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed)
+
+
+def _decompose(W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed):
+    """kron_decompose on a validated matrix of any array library (its library out)."""
+    from tqla.kron import kron_svd
+    from tqla.permuted import permuted_kron
+
     if method == "kron":
         if permute != "none":
             raise ValueError(
@@ -148,8 +166,14 @@ def kron_decompose(
         A, B = P.kron.A, P.kron.B
         rp = P.row_perm if P.permuted[0] else None
         cp = P.col_perm if P.permuted[1] else None
-        return torch.as_tensor(A), torch.as_tensor(B), rp, cp, float(P.errors[-1])
-    return torch.as_tensor(A), torch.as_tensor(B), rp, cp, relative_error(approx, W)
+        return A, B, rp, cp, float(P.errors[-1])
+    return A, B, rp, cp, _relative_error(approx, W)
+
+
+def _relative_error(approx: Any, W: Any) -> float:
+    if isinstance(W, np.ndarray):
+        return relative_error(torch.from_numpy(np.asarray(approx)), torch.from_numpy(W))
+    return relative_error(approx, W)
 
 
 # --------------------------------------------------------------------------------------
