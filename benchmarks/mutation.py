@@ -68,7 +68,7 @@ ENV = {
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "NUMBA_NUM_THREADS": "1",
-    "HYPOTHESIS_PROFILE": "dev",
+    "HYPOTHESIS_PROFILE": "ci",  # derandomized: a mutant's verdict is reproducible
 }
 
 
@@ -151,7 +151,7 @@ def _mutmut(work: Path, module: str, tests: list[str], args: argparse.Namespace)
 # compiled engine (Numba kernels)
 # --------------------------------------------------------------------------------------
 def _compiled_mutants(path: Path) -> list[tuple[str, str, int]]:
-    """(name, mutated source, line) for every mutant mutmut's operators make inside the
+    """(name, mutated source maker, line) for every mutant mutmut's operators make inside the
     functions of ``path``, decorated (``@njit``) functions included."""
     cwd = os.getcwd()
     cfg = path.parent / "_mutation_cfg"
@@ -186,8 +186,11 @@ def _compiled_mutants(path: Path) -> list[tuple[str, str, int]]:
             if m.contained_by_top_level_function is None:
                 continue  # module-level constants (tile sizes, thresholds) are tuning knobs
             fn = m.contained_by_top_level_function.name.value
-            src = module.deep_replace(m.original_node, m.mutated_node).code
-            out.append((f"{fn}__mut_{i}", src, m.line))
+
+            def render(m=m):  # rendering is slow (the whole module): only when run
+                return module.deep_replace(m.original_node, m.mutated_node).code
+
+            out.append((f"{fn}__mut_{i}", render, m.line))
         return out
     finally:
         os.chdir(cwd)
@@ -239,7 +242,7 @@ def _compiled(work: Path, module: str, tests: list[str], args: argparse.Namespac
     path = work / module
     original = path.read_text()
     mutants = _compiled_mutants(path)
-    by_name = {n: (src, line) for n, src, line in mutants}
+    by_name = {n: (render, line) for n, render, line in mutants}
     names = _select(list(by_name), args)
     print(f"{module}: {len(mutants)} mutants, {len(names)} to run", flush=True)
     (work / "sitecustomize.py").write_text(_SITECUSTOMIZE)
@@ -255,7 +258,8 @@ def _compiled(work: Path, module: str, tests: list[str], args: argparse.Namespac
     out = []
     try:
         for k, name in enumerate(names):
-            src, line = by_name[name]
+            render, line = by_name[name]
+            src = render()
             stale = _stale(name.split("__mut_")[0], callers)
             _drop_cache(cache, stale)
             path.write_text(src)
