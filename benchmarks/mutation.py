@@ -46,27 +46,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Module -> the fast test files that exercise it.
-SCOPES: dict[str, list[str]] = {
-    "tqla/kron.py": ["tests/test_kron.py", "tests/test_properties_kron.py"],
-    "tqla/assignment.py": ["tests/test_assignment.py", "tests/test_properties_assignment.py"],
-    "tqla/permuted.py": ["tests/test_permuted.py", "tests/test_properties_assignment.py"],
+#: Module -> (its fast test files before issue 15, the property files issue 15 added).
+#: Each mutant is run against the first; the survivors again with both ("before"/"after").
+SCOPES: dict[str, tuple[list[str], list[str]]] = {
+    "tqla/kron.py": (["tests/test_kron.py"], ["tests/test_properties_kron.py"]),
+    "tqla/assignment.py": (
+        ["tests/test_assignment.py"],
+        ["tests/test_properties_assignment.py"],
+    ),
+    "tqla/permuted.py": (["tests/test_permuted.py"], ["tests/test_properties_assignment.py"]),
     # test_every_implementation_agrees also asserts that torch's XᵀX is bitwise symmetric,
     # which fails on some draws (not a Numba matter: reported separately); the Numba
     # kernels are compared with NumPy references by the other tests of these files.
-    "tqla/_kernels/_numba.py": [
-        "tests/test_kernels.py",
-        "tests/test_properties_kernels.py",
-        "--deselect=tests/test_kernels.py::test_every_implementation_agrees",
-    ],
-    "tqla/_kernels/_numba_assignment.py": [
-        "tests/test_assignment.py",
-        "tests/test_properties_assignment.py",
-        "tests/test_properties_kernels.py",
-    ],
-    "tqla_torch/layers.py": ["tests/test_layers.py", "tests/test_properties_layers.py"],
+    "tqla/_kernels/_numba.py": (
+        ["tests/test_kernels.py", "--deselect=tests/test_kernels.py::test_every_implementation_agrees"],
+        ["tests/test_properties_kernels.py"],
+    ),
+    "tqla/_kernels/_numba_assignment.py": (
+        ["tests/test_assignment.py"],
+        ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
+    ),
+    "tqla_torch/layers.py": (["tests/test_layers.py"], ["tests/test_properties_layers.py"]),
 }
-_LAYER_TESTS = ["tests/test_layers.py", "tests/test_properties_layers.py"]
+_LAYER_TESTS = (["tests/test_layers.py"], ["tests/test_properties_layers.py"])
 
 ENV = {
     # one thread everywhere: the run shares the machine, and forked workers must not
@@ -79,7 +81,7 @@ ENV = {
 }
 
 
-def _scope(module: str) -> list[str]:
+def _scope(module: str) -> tuple[list[str], list[str]]:
     if module in SCOPES:
         return SCOPES[module]
     if module.startswith("tqla_torch/nn/"):
@@ -103,7 +105,9 @@ def _export(work: Path) -> None:
 # --------------------------------------------------------------------------------------
 # mutmut engine
 # --------------------------------------------------------------------------------------
-def _mutmut(work: Path, module: str, tests: list[str], args: argparse.Namespace) -> list[dict]:
+def _mutmut_stage(work: Path, module: str, tests: list[str], names: list[str] | None) -> dict:
+    """Run mutmut in ``work`` with ``tests``; returns {mutant: status} for ``names``
+    (every mutant when None: then only generation and stats run, no mutant)."""
     package = module.split("/")[0]
     other = "tqla_torch" if package == "tqla" else "tqla"
     lines = "\n    ".join
@@ -112,30 +116,26 @@ def _mutmut(work: Path, module: str, tests: list[str], args: argparse.Namespace)
         f"source_paths={package}\n"
         f"only_mutate={module}\n"
         f"also_copy={other}\n"
-        f"pytest_add_cli_args=\n    -p\n    no:cacheprovider\n    -p\n    no:randomly\n"
+        "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n    -x\n"
         f"pytest_add_cli_args_test_selection=\n    {lines(tests)}\n"
         "timeout_multiplier=10.0\n"
         "use_git_change_detection=false\n"
     )
-    # pyproject's [tool.mutmut] would win over setup.cfg: keep only the project metadata
+    # a [tool.mutmut] table in pyproject.toml would win over setup.cfg
     py = work / "pyproject.toml"
     py.write_text(py.read_text().split("[tool.mutmut]")[0])
     env = {**os.environ, **ENV, "PYTHONPATH": ""}
     mm = [sys.executable, "-m", "mutmut"]
-    # generate the mutants and the test↔function stats without running any mutant
-    subprocess.run([*mm, "run", "--max-children", "1", "no-such-mutant"], cwd=work, env=env,
-                   capture_output=True, text=True)  # fmt: skip
-    listing = subprocess.run([*mm, "results", "--all", "true"], cwd=work, env=env,
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
-    names = [ln.split(":")[0].strip() for ln in listing.splitlines() if "__mutmut_" in ln]
-    names = _select(names, args)
-    print(f"{module}: {len(names)} mutants to run", flush=True)
     t0 = time.perf_counter()
-    for i in range(0, len(names), 50):  # in batches: keeps command lines short
-        subprocess.run([*mm, "run", "--max-children", "1", *names[i : i + 50]], cwd=work,
-                       env=env, capture_output=True, text=True)  # fmt: skip
-        print(f"  {min(i + 50, len(names))}/{len(names)} ({time.perf_counter() - t0:.0f} s)",
-              flush=True)  # fmt: skip
+    batches = [["no-such-mutant"]] if names is None else [names[i : i + 40] for i in range(0, len(names), 40)]
+    for k, batch in enumerate(batches):  # in batches: keeps command lines short
+        r = subprocess.run([*mm, "run", "--max-children", "1", *batch], cwd=work, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+        if "Failed to run clean test" in r.stdout:
+            raise SystemExit(f"the scoped tests fail without a mutant:\n{r.stdout[-3000:]}")
+        if names is not None:
+            print(f"  {sum(map(len, batches[: k + 1]))}/{len(names)} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
     listing = subprocess.run([*mm, "results", "--all", "true"], cwd=work, env=env,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     status = {}
@@ -143,15 +143,38 @@ def _mutmut(work: Path, module: str, tests: list[str], args: argparse.Namespace)
         if "__mutmut_" in ln and ":" in ln:
             k, v = ln.rsplit(":", 1)
             status[k.strip()] = v.strip()
+    if names is None:
+        return status
+    return {n: status.get(n, "not checked") for n in names}
+
+
+def _mutmut(work: Path, module: str, scope: tuple[list[str], list[str]], args) -> list[dict]:
+    old, new = scope
+    names = _select(list(_mutmut_stage(work, module, old, None)), args)
+    print(f"{module}: {len(names)} mutants to run", flush=True)
+    before = _mutmut_stage(work, module, old, names)
+    again = [n for n in names if before[n] not in KILLED]
+    print(f"  before: {len(names) - len(again)} killed; {len(again)} again with {new}", flush=True)
+    after = dict(before)
+    if again and new:
+        work2 = work.with_name(work.name + "_after")
+        _export(work2)
+        _mutmut_stage(work2, module, old + new, None)
+        after.update(_mutmut_stage(work2, module, old + new, again))
+    else:
+        work2 = work
     out = []
     for n in names:
-        st = status.get(n, "not checked")
-        rec = {"name": n, "status": st}
-        if st not in ("killed", "timeout"):
-            rec["diff"] = subprocess.run([*mm, "show", n], cwd=work, env=env,
+        rec = {"name": n, "before": before[n], "after": after[n]}
+        if after[n] not in KILLED:
+            rec["diff"] = subprocess.run([sys.executable, "-m", "mutmut", "show", n], cwd=work2,
+                                         env={**os.environ, **ENV, "PYTHONPATH": ""},
                                          capture_output=True, text=True).stdout  # fmt: skip
         out.append(rec)
     return out
+
+
+KILLED = ("killed", "timeout")
 
 
 # --------------------------------------------------------------------------------------
@@ -243,7 +266,7 @@ def _drop_cache(cache: Path, funcs: set[str]) -> None:
             f.unlink()
 
 
-def _compiled(work: Path, module: str, tests: list[str], args: argparse.Namespace) -> list[dict]:
+def _compiled(work: Path, module: str, scope: tuple[list[str], list[str]], args) -> list[dict]:
     import difflib
 
     path = work / module
@@ -255,11 +278,21 @@ def _compiled(work: Path, module: str, tests: list[str], args: argparse.Namespac
     (work / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     cache = work / ".nb"
     env = {**os.environ, **ENV, "PYTHONPATH": str(work), "NUMBA_CACHE_DIR": str(cache)}
-    cmd = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider"]
+    old, new = scope
+    pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+
+    def verdict(tests: list[str]) -> str:
+        try:
+            r = subprocess.run([*pytest, *tests], cwd=work, env=env, capture_output=True,
+                               text=True, timeout=args.timeout)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        return {0: "survived", 5: "no tests"}.get(r.returncode, "killed")
+
     callers = _callers(original)
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)  # warms the cache
-    if r.returncode != 0:
+    r = subprocess.run([*pytest, *old, *new], cwd=work, env=env, capture_output=True, text=True)
+    if r.returncode != 0:  # (this run also fills the compiled-kernel cache)
         raise SystemExit(f"the scoped tests fail without a mutant:\n{r.stdout[-3000:]}")
     print(f"  baseline green ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = []
@@ -270,22 +303,17 @@ def _compiled(work: Path, module: str, tests: list[str], args: argparse.Namespac
             stale = _stale(name.split("__mut_")[0], callers)
             _drop_cache(cache, stale)
             path.write_text(src)
-            try:
-                r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
-                                   timeout=args.timeout)  # fmt: skip
-                status = "survived" if r.returncode == 0 else "killed"
-                if r.returncode == 5:
-                    status = "no tests"
-            except subprocess.TimeoutExpired:
-                status = "timeout"
+            before = verdict(old)
+            after = before if before in KILLED or not new else verdict(new)
             path.write_text(original)
             _drop_cache(cache, stale)  # callers compiled against the mutant
-            rec = {"name": name, "status": status, "line": line}
-            if status not in ("killed", "timeout"):
+            rec = {"name": name, "before": before, "after": after, "line": line}
+            if after not in KILLED:
                 rec["diff"] = "".join(difflib.unified_diff(
                     original.splitlines(True), src.splitlines(True), module, module, n=1))  # fmt: skip
             out.append(rec)
-            print(f"  {k + 1}/{len(names)} {name}: {status} ({time.perf_counter() - t0:.0f} s)",
+            print(f"  {k + 1}/{len(names)} {name}: {before} -> {after} "
+                  f"({time.perf_counter() - t0:.0f} s)",
                   flush=True)  # fmt: skip
     finally:
         path.write_text(original)
@@ -317,27 +345,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="JSON result file")
     args = ap.parse_args(argv)
     module = args.module
-    tests = args.tests or _scope(module)
+    scope = (args.tests, []) if args.tests else _scope(module)
     engine = args.engine
     if engine == "auto":
         engine = "compiled" if "/_kernels/_numba" in module else "mutmut"
     work = args.work / module.replace("/", "_").removesuffix(".py")
     _export(work)
     t0 = time.perf_counter()
-    runs = (_compiled if engine == "compiled" else _mutmut)(work, module, tests, args)
-    counts: dict[str, int] = {}
+    runs = (_compiled if engine == "compiled" else _mutmut)(work, module, scope, args)
+    counts = {stage: {} for stage in ("before", "after")}
     for r in runs:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+        for stage in counts:
+            counts[stage][r[stage]] = counts[stage].get(r[stage], 0) + 1
+    rate = {
+        stage: sum(v for k, v in c.items() if k in KILLED) / len(runs) if runs else None
+        for stage, c in counts.items()
+    }
     summary = {
         "module": module,
         "engine": engine,
-        "tests": tests,
+        "tests_before": scope[0],
+        "tests_added": scope[1],
         "sample": args.sample,
         "seed": args.seed,
         "n_run": len(runs),
         "counts": counts,
-        "kill_rate": killed / len(runs) if runs else None,
+        "kill_rate": rate,
         "seconds": round(time.perf_counter() - t0),
         "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),  # fmt: skip
