@@ -98,13 +98,15 @@ def test_compressed_gpt2_equals_its_dense_reconstruction(make):
         max_new_tokens=5,
         do_sample=False,
     )
-    twin_out = dense_twin(model).generate(
-        IDS[:, :4],
-        attention_mask=torch.ones(2, 4, dtype=torch.long),
-        max_new_tokens=5,
-        do_sample=False,
-    )
-    assert out.shape == (2, 9) and torch.equal(out, twin_out)
+    assert out.shape == (2, 9)
+    # Greedy tokens are argmaxes of float logits that the compressed and the dense model
+    # compute in different orders: each generated token must be the twin's argmax up to the
+    # logits' agreement (1e-10 relative, asserted above), not bit-equal (issue 9, item 12).
+    with torch.no_grad():
+        twin_logits = dense_twin(model)(out[:, :-1]).logits[:, 3:]  # predictions of 4..8
+    chosen = twin_logits.gather(-1, out[:, 4:, None])[..., 0]
+    slack = 1e-9 * twin_logits.abs().amax(-1)
+    assert torch.all(chosen >= twin_logits.amax(-1) - slack)
 
 
 def test_gradients_reach_every_factor():

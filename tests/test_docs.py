@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -39,11 +39,15 @@ def test_python_examples_run(page):
     "module",
     [
         "tqla.kron",
+        "tqla.shapes",
         "tqla.testing.strategies",
         "tqla.testing.assertions",
         "tqla._array",
         "tqla.assignment",
         "tqla.permuted",
+        "tqla.svd",
+        "tqla.lsap",
+        "tqla._kernels",
     ],
 )
 def test_docstring_examples(module):

@@ -238,7 +238,9 @@ def test_from_linear_permuted_is_no_worse_than_kron():
     assert pc.permute != "none"
     assert abs(rel(pc.to_dense(), conv.weight.T) - pc.approximation_error) < 1e-12
     assert rel(pc(x), F.linear(x, pc.to_dense(), pc.bias)) < RTOL
-    assert torch.equal(pc.to_dense(), perm.to_dense())  # same weight, same seed, same result
+    # same weight, same seed: the same result up to rounding — the Conv1D weight reaches
+    # tqla as a transposed (strided) view, whose GEMMs may sum in another order (item 12)
+    assert rel(pc.to_dense(), perm.to_dense()) < RTOL
     with pytest.raises(ValueError, match="needs method='permuted_kron'"):
         KroneckerLinear.from_linear(lin, s, 2, method="kron", permute="both")
     with pytest.raises(TypeError, match="torch.nn.Linear"):
