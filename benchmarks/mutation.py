@@ -49,9 +49,24 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Module -> (its fast test files before issue 15, the property files issue 15 added).
 #: Each mutant is run against the first; the survivors again with both ("before"/"after").
 SCOPES: dict[str, tuple[list[str], list[str]]] = {
-    "tqla/kron.py": (["tests/test_kron.py"], ["tests/test_properties_kron.py"]),
+    "tqla/kron.py": (
+        ["tests/test_kron.py", "tests/test_core_api.py"],
+        ["tests/test_properties_kron.py"],
+    ),
+    "tqla/shapes.py": (
+        ["tests/test_kron.py", "tests/test_core_api.py"],
+        ["tests/test_properties_kron.py"],
+    ),
+    "tqla/svd.py": (
+        ["tests/test_kron.py", "tests/test_core_api.py"],
+        ["tests/test_properties_kron.py"],
+    ),
     "tqla/assignment.py": (
         ["tests/test_assignment.py"],
+        ["tests/test_properties_assignment.py"],
+    ),
+    "tqla/lsap.py": (
+        ["tests/test_lsap.py", "tests/test_assignment.py"],
         ["tests/test_properties_assignment.py"],
     ),
     "tqla/permuted.py": (["tests/test_permuted.py"], ["tests/test_properties_assignment.py"]),
