@@ -70,13 +70,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_properties_assignment.py"],
     ),
     "tqla/permuted.py": (["tests/test_permuted.py"], ["tests/test_properties_assignment.py"]),
-    # test_every_implementation_agrees also asserts that torch's XᵀX is bitwise symmetric,
-    # which fails on some draws (not a Numba matter: reported separately); the Numba
-    # kernels are compared with NumPy references by the other tests of these files.
-    "tqla/_kernels/_numba.py": (
-        ["tests/test_kernels.py", "--deselect=tests/test_kernels.py::test_every_implementation_agrees"],
-        ["tests/test_properties_kernels.py"],
-    ),
+    "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
     "tqla/_kernels/_numba_assignment.py": (
         ["tests/test_assignment.py"],
         ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
