@@ -104,7 +104,8 @@ def _export(work: Path) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "HEAD", "tqla", "tqla_torch", "tests", "pyproject.toml"],
+        ["git", "-C", str(ROOT), "archive", "HEAD", "tqla", "tqla_torch", "tests",
+         "pyproject.toml"],  # fmt: skip
         check=True,
         capture_output=True,
     ).stdout
@@ -136,7 +137,10 @@ def _mutmut_stage(work: Path, module: str, tests: list[str], names: list[str] | 
     env = {**os.environ, **ENV, "PYTHONPATH": ""}
     mm = [sys.executable, "-m", "mutmut"]
     t0 = time.perf_counter()
-    batches = [["no-such-mutant"]] if names is None else [names[i : i + 40] for i in range(0, len(names), 40)]
+    if names is None:
+        batches = [["no-such-mutant"]]
+    else:
+        batches = [names[i : i + 40] for i in range(0, len(names), 40)]
     for k, batch in enumerate(batches):  # in batches: keeps command lines short
         r = subprocess.run([*mm, "run", "--max-children", "1", *batch], cwd=work, env=env,
                            capture_output=True, text=True)  # fmt: skip
@@ -318,8 +322,10 @@ def _compiled(work: Path, module: str, scope: tuple[list[str], list[str]], args)
             _drop_cache(cache, stale)  # callers compiled against the mutant
             rec = {"name": name, "before": before, "after": after, "line": line}
             if after not in KILLED:
-                rec["diff"] = "".join(difflib.unified_diff(
-                    original.splitlines(True), src.splitlines(True), module, module, n=1))  # fmt: skip
+                diff = difflib.unified_diff(
+                    original.splitlines(True), src.splitlines(True), module, module, n=1
+                )
+                rec["diff"] = "".join(diff)
             out.append(rec)
             print(f"  {k + 1}/{len(names)} {name}: {before} -> {after} "
                   f"({time.perf_counter() - t0:.0f} s)",
