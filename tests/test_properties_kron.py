@@ -157,3 +157,80 @@ def test_exact_routes_return_the_same_factors(s, rank, seed):
     tol = 1e-7 * max(1.0, float(sv[0]))
     np.testing.assert_allclose(Kg.A, Kf.A, atol=tol)
     np.testing.assert_allclose(Kg.B, Kf.B, atol=tol)
+
+
+# --------------------------------------------------------------------------------------
+# Memory estimate of kron_svd (found by mutation testing: constants and the in-place
+# rule of the estimate survived)
+# --------------------------------------------------------------------------------------
+def _svd_need(s: KroneckerShape, rank: int, method: str, b: int, in_place: bool) -> int:
+    """The estimate documented in ``tqla.kron.svd_memory``, restated."""
+    q, p = s.rearranged_shape
+    k = min(q, p)
+    if method == "gram":
+        return (0 if in_place else q * p * b) + 2 * k * k * b + rank * (q + p) * b
+    if method == "full":
+        return 2 * q * p * b + (q + p) * k * b + 4 * k * k * b
+    ell = min(rank + 10, k)
+    return q * p * b + 3 * (q + p) * ell * b + 2 * ell * ell * b
+
+
+@given(
+    s=any_shape,
+    rank=st.integers(1, 4),
+    method=st.sampled_from(METHODS),
+    b=st.sampled_from([4, 8]),
+    in_place=st.booleans(),
+)
+def test_svd_memory_is_the_documented_estimate(s, rank, method, b, in_place):
+    from tqla.kron import svd_memory
+
+    rank = min(rank, s.max_rank)
+    got = svd_memory(s, rank, method, b, in_place=in_place)
+    assert got == _svd_need(s, rank, method, b, in_place and method == "gram")
+
+
+@given(
+    s=st.builds(lambda m1, n1, m2, n2: KroneckerShape((m1, n1), (m2, n2)), dims, dims, dims, dims),
+    rank=st.integers(1, 3),
+    method=st.sampled_from(METHODS),
+    dtype=st.sampled_from(["f2", "f4", "f8"]),
+    kernel=st.sampled_from(["numpy", "numba"]),
+)
+@example(s=KroneckerShape((3, 2), (2, 5)), rank=1, method="gram", dtype="f2", kernel="numba")
+@example(s=KroneckerShape((3, 2), (2, 5)), rank=2, method="gram", dtype="f8", kernel="numba")
+def test_kron_svd_refuses_exactly_above_max_bytes(s, rank, method, dtype, kernel):
+    """kron_svd runs with max_bytes = its estimate and refuses one byte less.  The Numba
+    Gram kernels read W in place (no rearranged copy is counted); half precisions add the
+    float32 working copy of W."""
+    pytest.importorskip("numba")
+    rank = min(rank, s.max_rank)
+    W = _gaussian(s, 0).astype(dtype)
+    half = dtype == "f2"
+    b = 4 if half else W.dtype.itemsize
+    in_place = method == "gram" and kernel == "numba" and not half
+    need = _svd_need(s, rank, method, b, in_place)
+    if half:
+        need += W.shape[0] * W.shape[1] * 4
+    kron_svd(W, s, rank, method=method, kernel=kernel, rng=0, max_bytes=need)
+    q, p = s.rearranged_shape
+    with pytest.raises(MemoryError, match=f"{min(q, p)}²"):
+        kron_svd(W, s, rank, method=method, kernel=kernel, rng=0, max_bytes=need - 1)
+
+
+# --------------------------------------------------------------------------------------
+# Messages that name the argument (found by mutation testing)
+# --------------------------------------------------------------------------------------
+def test_unrearrange_and_products_name_the_bad_argument():
+    from tqla import unrearrange
+
+    s = KroneckerShape((2, 3), (2, 2))
+    with pytest.raises(ValueError, match="X must be a 2-D array"):
+        unrearrange(np.zeros(24), s)
+    with pytest.raises(ValueError, match=r"X of shape \(4, 6\) does not match the rearranged"):
+        unrearrange(np.zeros((4, 6)), s)
+    K = kron_svd(_gaussian(s, 0), s, 1)
+    with pytest.raises(TypeError, match="X must have the factors' dtype float64, got float32"):
+        K @ np.zeros((6, 2), dtype=np.float32)
+    with pytest.raises(TypeError, match="X must have the factors' dtype"):
+        np.zeros((2, 4), dtype=np.float32) @ K
