@@ -189,3 +189,49 @@ def test_bad_assignments_never_raise_the_error_history(m1, m2, n1, n2, rule, kin
     assert err == pytest.approx(e[-1], rel=1e-9, abs=1e-12)
     plain = float(np.linalg.norm(W - kron_svd(W, s, 1).to_dense()) / np.linalg.norm(W))
     assert e[0] == pytest.approx(plain, rel=1e-7)  # the history starts at plain kron_svd
+
+
+# --------------------------------------------------------------------------------------
+# Found by mutation testing: argument checks and the kernel argument of SlotsCost
+# --------------------------------------------------------------------------------------
+def test_assign_cost_checks_K_shape_and_library():
+    s = KroneckerShape((3, 2), (2, 2))
+    W = np.random.default_rng(0).standard_normal(s.matrix_shape)
+    with pytest.raises(ValueError, match=r"K of shape \(4, 6\) does not match W of shape \(6, 4\)"):
+        assign_cost(W, np.zeros((4, 6)))
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="same library"):
+        assign_cost(W, torch.zeros(6, 4, dtype=torch.float64))
+
+
+def test_slots_cost_names_W_in_its_errors():
+    from tqla.assignment import SlotsCost
+
+    s = KroneckerShape((3, 2), (2, 2))
+    K = kron_svd(np.random.default_rng(0).standard_normal(s.matrix_shape), s, 1)
+    with pytest.raises(ValueError, match=r"^W must be 2-D"):
+        SlotsCost(np.zeros((6, 4, 1)), s, K)
+    with pytest.raises(TypeError, match=r"^W must have a real floating dtype"):
+        SlotsCost(np.zeros((6, 4), dtype=np.int64), s, K)
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "array_api"])
+def test_slots_cost_uses_the_kernel_it_is_given(monkeypatch, kernel):
+    """``kernel=`` selects the implementation of both operations of the sweep (the
+    projections and the slot costs), not only of the slot costs."""
+    import tqla.assignment as asg_module
+
+    seen = []
+    real = asg_module.get_kernel
+
+    def spy(name, impl="auto", *arrays):
+        seen.append((name, impl))
+        return real(name, impl, *arrays)
+
+    monkeypatch.setattr(asg_module, "get_kernel", spy)
+    s = KroneckerShape((3, 2), (2, 2))
+    W = np.random.default_rng(0).standard_normal(s.matrix_shape)
+    K = kron_svd(W, s, 1)
+    slots_cost(W, s, K, 0, kernel=kernel)
+    assert ("rearranged_matmul", kernel) in seen, seen
+    assert ("slots_cost", kernel) in seen, seen
