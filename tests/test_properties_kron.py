@@ -234,3 +234,17 @@ def test_unrearrange_and_products_name_the_bad_argument():
         K @ np.zeros((6, 2), dtype=np.float32)
     with pytest.raises(TypeError, match="X must have the factors' dtype"):
         np.zeros((2, 4), dtype=np.float32) @ K
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_kron_singular_values_of_half_precision_torch_input(dtype):
+    """Half precisions are decomposed in float32 (LAPACK has no half routines)."""
+    from tqla.kron import kron_singular_values
+
+    s = KroneckerShape((3, 2), (2, 2))
+    W64 = torch.from_numpy(_gaussian(s, 0))
+    W = W64.to(getattr(torch, dtype))
+    sv = kron_singular_values(W, s)
+    assert sv.dtype == W.dtype
+    ref = kron_singular_values(W.to(torch.float64), s)
+    torch.testing.assert_close(sv.to(torch.float64), ref, rtol=1e-2, atol=1e-2 * float(ref[0]))
