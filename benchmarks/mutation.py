@@ -104,8 +104,8 @@ def _export(work: Path) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "HEAD", "tqla", "tqla_torch", "tests",
-         "pyproject.toml"],  # fmt: skip
+        ["git", "-C", str(ROOT), "archive", "HEAD", "tqla", "tqla_torch", "tests", "docs",
+         "pyproject.toml"],  # fmt: skip (docs: some tests run the pages' examples)
         check=True,
         capture_output=True,
     ).stdout
@@ -125,7 +125,7 @@ def _mutmut_stage(work: Path, module: str, tests: list[str], names: list[str] | 
         "[mutmut]\n"
         f"source_paths={package}\n"
         f"only_mutate={module}\n"
-        f"also_copy={other}\n"
+        f"also_copy=\n    {other}\n    docs\n"
         "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n    -x\n"
         f"pytest_add_cli_args_test_selection=\n    {lines(tests)}\n"
         "timeout_multiplier=10.0\n"
