@@ -77,7 +77,10 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/layers.py": (["tests/test_layers.py"], ["tests/test_properties_layers.py"]),
 }
-_LAYER_TESTS = (["tests/test_layers.py"], ["tests/test_properties_layers.py"])
+_LAYER_TESTS = (
+    ["tests/test_layers.py", "tests/test_nn_registry.py"],
+    ["tests/test_properties_layers.py"],
+)
 
 ENV = {
     # one thread everywhere: the run shares the machine, and forked workers must not
