@@ -69,7 +69,10 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_lsap.py", "tests/test_assignment.py"],
         ["tests/test_properties_assignment.py"],
     ),
-    "tqla/permuted.py": (["tests/test_permuted.py"], ["tests/test_properties_assignment.py"]),
+    "tqla/permuted.py": (
+        ["tests/test_permuted.py"],
+        ["tests/test_properties_assignment.py", "tests/test_properties_permuted.py"],
+    ),
     "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
     "tqla/_kernels/_numba_assignment.py": (
         ["tests/test_assignment.py"],
