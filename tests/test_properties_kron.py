@@ -225,9 +225,9 @@ def test_unrearrange_and_products_name_the_bad_argument():
     from tqla import unrearrange
 
     s = KroneckerShape((2, 3), (2, 2))
-    with pytest.raises(ValueError, match="X must be a 2-D array"):
+    with pytest.raises(ValueError, match="^X must be a 2-D array"):
         unrearrange(np.zeros(24), s)
-    with pytest.raises(ValueError, match=r"X of shape \(4, 6\) does not match the rearranged"):
+    with pytest.raises(ValueError, match=r"^X of shape \(4, 6\) does not match the rearranged"):
         unrearrange(np.zeros((4, 6)), s)
     K = kron_svd(_gaussian(s, 0), s, 1)
     with pytest.raises(TypeError, match="X must have the factors' dtype float64, got float32"):
