@@ -73,3 +73,28 @@ def test_gpt2_c_fc_shape_runs_the_published_cheaper_order():
     layer = KroneckerLinear(768, 3072, ((768, 384), (4, 2)), 4, bias=False)
     x = torch.randn(256, 768)
     assert _forward_flops(layer, x) == 2 * 256 * 2_383_872
+
+
+# --------------------------------------------------------------------------------------
+# Found by mutation testing of tqla_torch/nn/kronecker.py
+# --------------------------------------------------------------------------------------
+def test_from_dense_names_the_weight_in_shape_errors():
+    with pytest.raises(ValueError, match=r"^weight of shape \(6, 8\)"):
+        KroneckerLinear.from_dense(torch.zeros(6, 8), None, ((3, 2), (2, 2)), 1)
+
+
+def test_from_conv1d_keeps_the_permute_argument():
+    Conv1D = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    conv = Conv1D(6, 8)  # (nf=out, nx=in): weight stored (in, out) = (8, 6)
+    layer = KroneckerLinear.from_conv1d(conv, ((3, 4), (2, 2)), 1, permute="rows", n_iter=1)
+    assert layer.permute == "rows"
+    assert layer.output_perm is not None and layer.input_perm is None
+
+
+def test_from_dense_logs_its_error_at_debug_level(caplog):
+    import logging
+
+    W = torch.randn(6, 8, dtype=torch.float64)
+    with caplog.at_level(logging.DEBUG, logger="tqla_torch.nn.kronecker"):
+        KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, method="kron")
+    assert "relative error" in caplog.text
