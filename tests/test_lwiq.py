@@ -273,11 +273,15 @@ def test_bisection_meets_the_budget_within_one_rank_step(specs, where, fixed):
     assert all(1 <= alloc.ranks[n] <= r_max[n] for n in names)
     if alloc.next_params is None:
         assert alloc.ranks == r_max
-    else:  # one more κ step would exceed the budget; slack below one layer's rank step
+    else:  # the next κ breakpoint adds one rank to some layers and exceeds the budget
         assert alloc.next_params > budget
-        steps = [params[n](alloc.ranks[n] + 1) - params[n](alloc.ranks[n])
-                 for n in names if alloc.ranks[n] < r_max[n]]
-        assert budget - alloc.params < max(steps)
+        nxt = alloc_.ranks(alloc.kappa * (1 + 1e-9))
+        assert all(0 <= nxt[n] - alloc.ranks[n] <= 1 for n in names)
+        assert alloc_.total(nxt) == alloc.next_params
+        if len(set(weights.values())) == len(names):  # no ties: one layer's rank step
+            steps = [params[n](alloc.ranks[n] + 1) - params[n](alloc.ranks[n])
+                     for n in names if alloc.ranks[n] < r_max[n]]
+            assert budget - alloc.params < max(steps)
 
 
 def test_a_new_budget_only_moves_kappa():
@@ -358,3 +362,12 @@ def test_error_greedy_looks_past_flat_stretches():
     weighted = allocate_by_error(curves, params, 5, weights={"flat": 0.01, "slope": 1.0})
     assert weighted.ranks == {"flat": 1, "slope": 4}
     assert math.isclose(sum(softmax_weights([0.3, -0.2, 0.1])), 1.0)
+
+
+@pytest.mark.parametrize("module", ["tqla_torch.importance", "tqla_torch.budget"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
