@@ -371,3 +371,21 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_plan_ranks_on_a_cnn_meets_the_budget():
+    from tqla_torch.budget import plan_ranks, weight_params
+
+    model, data = _convnet(), _image_data()
+    names = ["conv1", "conv2"]
+    params = {"conv1": lambda r: r * (9 + 4), "conv2": lambda r: r * (36 + 6)}
+    total, fixed = weight_params(model, names)
+    assert total - fixed == 4 * 9 + 6 * 36
+    for method in ("lwiq", "uniform"):
+        alloc, scores = plan_ranks(model, params, 0.8, r_max={"conv1": 4, "conv2": 6},
+                                   method=method, data=data, seed=0)
+        assert alloc.params <= int(0.8 * total) and (scores is None) == (method != "lwiq")
+    with pytest.raises(ValueError, match="needs data"):
+        plan_ranks(model, params, 0.8, r_max=4)
+    with pytest.raises(ValueError, match="needs errors"):
+        plan_ranks(model, params, 0.8, r_max=4, method="frobenius")

@@ -35,8 +35,10 @@ __all__ = [
     "RankAllocator",
     "allocate_by_error",
     "allocate_ranks",
+    "plan_ranks",
     "resolve_budget",
     "uniform_ranks",
+    "weight_params",
 ]
 
 ParamsFn = Callable[[int], int]
@@ -370,3 +372,55 @@ def allocate_by_error(
         ranks[n], total = r2, total + cost
         push(i, n)
     return RankAllocation(ranks, total, target, (lo_p, hi_p), "error")
+
+
+def weight_params(model: object, names: Sequence[str]) -> tuple[int, int]:
+    """``(total, fixed)``: the model's unique parameters, and those outside the named modules'
+    weights (biases, norms, embeddings and every other module count as fixed)."""
+    modules = dict(model.named_modules())  # type: ignore[attr-defined]
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"modules {missing!r} are not in the model")
+    seen = {id(p): p.numel() for p in model.parameters()}  # type: ignore[attr-defined]
+    total = sum(seen.values())
+    weights = {id(modules[n].weight): modules[n].weight.numel() for n in names}
+    return total, total - sum(weights.values())
+
+
+def plan_ranks(
+    model: object,
+    params: Mapping[str, ParamsFn],
+    budget: int | float,
+    *,
+    r_max: int | Mapping[str, int],
+    method: str = "lwiq",
+    data: object = None,
+    errors: Mapping[str, Sequence[float]] | None = None,
+    r_ref: int | Mapping[str, int] | None = None,
+    **lwiq_kwargs: object,
+) -> tuple[RankAllocation, object]:
+    """Per-module ranks for a whole-model budget: ``(allocation, LWIQ result or None)``.
+
+    ``params`` names the modules whose ``weight`` is replaced (their weights leave the count,
+    everything else stays fixed). ``method``: ``"lwiq"`` (scores from
+    :func:`tqla_torch.importance.lwiq` on ``data``, then the κ rule with ``r_ref`` defaulting to
+    each layer's ``r_max``), ``"uniform"`` or ``"frobenius"`` (needs ``errors``).
+    """
+    names = list(params)
+    total, fixed = weight_params(model, names)
+    kw = {"fixed_params": fixed, "total_params": total}
+    if method == "lwiq":
+        if data is None:
+            raise ValueError("method='lwiq' needs data (batches to score the layers on)")
+        from tqla_torch.importance import lwiq
+
+        scores = lwiq(model, data, layers=names, **lwiq_kwargs)  # type: ignore[arg-type]
+        ref = r_max if r_ref is None else r_ref
+        return allocate_ranks(scores.weights, params, budget, r_max=r_max, r_ref=ref, **kw), scores
+    if method == "uniform":
+        return uniform_ranks(params, budget, r_max=r_max, **kw), None
+    if method == "frobenius":
+        if errors is None:
+            raise ValueError("method='frobenius' needs errors (each layer's error curve)")
+        return allocate_by_error(errors, params, budget, **kw), None
+    raise ValueError(f"method must be 'lwiq', 'uniform' or 'frobenius', got {method!r}")
