@@ -290,10 +290,10 @@ def report(rows: list[dict], extra: dict, args: argparse.Namespace, family: obje
         f"split plus the bisection; a new budget costs only the bisection.",
     ]
     if "lwiq" in extra:
-        lines += ["", "LWIQ scores of the convolutions (`lwiq`, last seed):", "", "```",
+        lines += ["", "LWIQ scores of the convolutions (`lwiq`, first seed):", "", "```",
                   extra["lwiq"].table(), "```"]
     if "lwiq_block" in extra:
-        lines += ["", "LWIQ scores of the residual blocks (`lwiq_block`, last seed):", "", "```",
+        lines += ["", "LWIQ scores of the residual blocks (`lwiq_block`, first seed):", "", "```",
                   extra["lwiq_block"].table(), "```"]
     first = [r for r in rows if r["seed"] == rows[0]["seed"] and r["ranks"]]
     names = list(first[0]["ranks"])
@@ -361,16 +361,18 @@ def main(argv: list[str] | None = None) -> None:
     machine = _machine()
     rows: list[dict] = []
     extra: dict = {}
+    scores: dict = {}
     for seed in args.seeds:
         r, e = run_seed(seed, args, family)
         rows += r
-        extra.update(e)
+        extra = extra or e  # the scores shown and plotted are the first seed's, like the ranks
+        scores[seed] = {k: e[k].weights for k in ("lwiq", "lwiq_block") if k in e}
     load1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     stem = args.out or f"lwiq_{args.family}_digits"
     text = report(rows, extra, args, family, machine, (load0, load1))
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.md", text)
     atomic_write_json(ROOT / "benchmarks" / "results" / f"{stem}.json",
-                      {"machine": machine, "args": vars(args), "rows": rows})
+                      {"machine": machine, "args": vars(args), "rows": rows, "lwiq_weights": scores})
     model = ResNetDigits()
     r_max = {n: family.r_max(c) for n, c in target_convs(model).items()}
     plot(rows, extra, ROOT / "docs" / "img" / f"{stem}_ranks.png", family, r_max)
