@@ -98,7 +98,97 @@ class LowRankFamily:
         return LowRankConv(conv, rank)
 
 
-FAMILIES: dict[str, Callable[[], object]] = {"lowrank": LowRankFamily}
+def _split2(n: int) -> tuple[int, int]:
+    """n = a·b with a <= b as balanced as possible."""
+    a = max(d for d in range(1, int(n**0.5) + 1) if n % d == 0)
+    return a, n // a
+
+
+class _TTConvStandIn(nn.Module):
+    """Stand-in TT convolution: kernel (o1·o2, i1·i2, k) as a 3-core TT over the modes
+    (o1·i1, o2·i2, kh·kw); the forward rebuilds the kernel from the cores and convolves."""
+
+    def __init__(self, conv: nn.Conv2d, rank: int) -> None:
+        super().__init__()
+        out_c, in_c, kh, kw = conv.weight.shape
+        (o1, o2), (i1, i2) = _split2(out_c), _split2(in_c)
+        self.dims = (o1, o2, i1, i2, kh, kw)
+        self.conv_args = {"stride": conv.stride, "padding": conv.padding,
+                          "dilation": conv.dilation, "groups": conv.groups}
+        t = conv.weight.detach().double().reshape(o1, o2, i1, i2, kh * kw)
+        t = t.permute(0, 2, 1, 3, 4).reshape(o1 * i1, o2 * i2, kh * kw)
+        self.cores = nn.ParameterList(
+            nn.Parameter(c.to(conv.weight.dtype)) for c in tt_svd3(t, rank)
+        )
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+
+    def weight(self) -> torch.Tensor:
+        o1, o2, i1, i2, kh, kw = self.dims
+        g1, g2, g3 = self.cores
+        w = torch.einsum("ar,rbs,sk->abk", g1[0], g2, g3[..., 0])
+        w = w.reshape(o1, i1, o2, i2, kh * kw).permute(0, 2, 1, 3, 4)
+        return w.reshape(o1 * o2, i1 * i2, kh, kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.weight(), self.bias, **self.conv_args)
+
+
+def _tt_bounds(shape: tuple[int, int, int]) -> tuple[int, int]:
+    n1, n2, n3 = shape
+    return min(n1, n2 * n3), min(n1 * n2, n3)
+
+
+def tt_svd3(t: torch.Tensor, rank: int) -> list[torch.Tensor]:
+    """TT-SVD of a 3-way tensor with every bond rank min(rank, its bound)."""
+    n1, n2, n3 = t.shape
+    r1, r2 = (min(rank, b) for b in _tt_bounds((n1, n2, n3)))
+    u, s, vh = torch.linalg.svd(t.reshape(n1, n2 * n3), full_matrices=False)
+    g1 = u[:, :r1].reshape(1, n1, r1)
+    rest = (s[:r1, None] * vh[:r1]).reshape(r1 * n2, n3)
+    u, s, vh = torch.linalg.svd(rest, full_matrices=False)
+    g2 = u[:, :r2].reshape(r1, n2, r2)
+    g3 = (s[:r2, None] * vh[:r2]).reshape(r2, n3, 1)
+    return [g1, g2, g3]
+
+
+class TTStandInFamily:
+    """3-core tensor-train convolutions (stand-in until tqla_torch.nn.TTConv2d exists)."""
+
+    label = "tensor-train convolutions (stand-in TT-SVD, 3 cores: o1·i1, o2·i2, window)"
+
+    def _shape(self, conv: nn.Conv2d) -> tuple[int, int, int]:
+        out_c, in_c, kh, kw = conv.weight.shape
+        (o1, o2), (i1, i2) = _split2(out_c), _split2(in_c)
+        return o1 * i1, o2 * i2, kh * kw
+
+    def r_max(self, conv: nn.Conv2d) -> int:
+        return max(_tt_bounds(self._shape(conv)))
+
+    def params_fn(self, conv: nn.Conv2d) -> Callable[[int], int]:
+        n1, n2, n3 = self._shape(conv)
+        b1, b2 = _tt_bounds((n1, n2, n3))
+        return lambda r: n1 * min(r, b1) + min(r, b1) * n2 * min(r, b2) + min(r, b2) * n3
+
+    def errors(self, conv: nn.Conv2d) -> list[float]:
+        """Relative squared Frobenius error of the TT-SVD at ranks 1..r_max."""
+        n1, n2, n3 = self._shape(conv)
+        out_c, in_c, kh, kw = conv.weight.shape
+        (o1, o2), (i1, i2) = _split2(out_c), _split2(in_c)
+        t = conv.weight.detach().double().reshape(o1, o2, i1, i2, kh * kw)
+        t = t.permute(0, 2, 1, 3, 4).reshape(n1, n2, n3)
+        norm2 = float((t**2).sum())
+        out = []
+        for r in range(1, self.r_max(conv) + 1):
+            g1, g2, g3 = tt_svd3(t, r)
+            approx = torch.einsum("ar,rbs,sk->abk", g1[0], g2, g3[..., 0])
+            out.append(float(((t - approx) ** 2).sum()) / norm2)
+        return out
+
+    def compress(self, conv: nn.Conv2d, rank: int) -> nn.Module:
+        return _TTConvStandIn(conv, rank)
+
+
+FAMILIES: dict[str, Callable[[], object]] = {"lowrank": LowRankFamily, "tt_standin": TTStandInFamily}
 
 
 # --------------------------------------------------------------------------------------------
