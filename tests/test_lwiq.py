@@ -389,3 +389,21 @@ def test_plan_ranks_on_a_cnn_meets_the_budget():
         plan_ranks(model, params, 0.8, r_max=4)
     with pytest.raises(ValueError, match="needs errors"):
         plan_ranks(model, params, 0.8, r_max=4, method="frobenius")
+
+
+def test_blocks_with_image_outputs_pool_over_space():
+    """A non-conv module with a (batch, channels, h, w) output is pooled over h, w."""
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.ReLU())
+    model = nn.Sequential(block, nn.Flatten(), nn.Linear(5 * 36, 3)).double().eval()
+    data = _image_data()
+    res = lwiq(model, data, layers=["0"], seed=1)
+    x = torch.cat([b[0] for b in data])
+    y = torch.cat([b[1] for b in data]).numpy()
+    held = _held_mask(data, 0.25, 1)
+    with torch.no_grad():
+        feats = block(x).mean(dim=(2, 3)).numpy()
+    assert res.accuracy[0] == pytest.approx(_brute_accuracy(feats, y, held, 3), abs=1e-12)
+    assert res.input_accuracy == pytest.approx(
+        _brute_accuracy(x.mean(dim=(2, 3)).numpy(), y, held, 3), abs=1e-12
+    )

@@ -22,9 +22,10 @@ Choices made here (the paper does not publish the exact formulas; ``docs/lwiq.md
 * **Language models.** The classes are the next tokens, restricted to the ``top_k`` most frequent
   next tokens of the data (default 64): positions whose next token is rarer are skipped. Each
   position is a sample (no pooling over the sequence); the held-out split is by sequence.
-* **Pooling.** Convolution outputs are averaged over their spatial axes (channel axis 1); other
-  outputs keep their last axis as features and are averaged over the axes between batch and last
-  (classifiers) or taken per position (language models).
+* **Pooling.** Outputs of convolutions, and any output with 4 or more axes (batch, channels,
+  spatial...), are averaged over their spatial axes (channel axis 1); other outputs keep their
+  last axis as features and are averaged over the axes between batch and last (classifiers) or
+  taken per position (language models).
 * **Streaming, bounded memory.** Samples are split by a seeded draw into an imprinting part and
   a held-out part (``holdout``). The data is read twice (once to imprint, once to score) and each
   sample is run through the model once: imprinting rows in the first pass, held-out rows in the
@@ -263,13 +264,16 @@ def _pooled(value: Any, module: nn.Module, task: str, name: str) -> torch.Tensor
     x = value.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    if isinstance(module, _CONV):
+    # channels first: convolutions, and any (batch, channels, *spatial) tensor of 4+ axes
+    if isinstance(module, _CONV) or x.ndim >= 4:
         if x.ndim < 3:
             raise ValueError(f"layer {name!r}: convolution output of shape {tuple(x.shape)}")
-        x = x.mean(dim=tuple(range(2, x.ndim)))
         if task == "lm":
-            raise ValueError(f"layer {name!r}: convolutions cannot be scored per token")
-        return x
+            raise ValueError(
+                f"layer {name!r}: channels-first outputs of shape {tuple(x.shape)} cannot be "
+                "scored per token"
+            )
+        return x.mean(dim=tuple(range(2, x.ndim)))
     if task == "lm":
         if x.ndim != 3:
             raise ValueError(
