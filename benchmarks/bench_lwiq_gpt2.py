@@ -4,7 +4,8 @@ The language-model half of the LWIQ experiment (see ``bench_lwiq.py``): a small 
 trained on the built-in corpus with the built-in tokenizer (like ``tqla demo``), its MLP matrices
 (``c_fc``, ``c_proj`` of every block) are compressed so that the MLP weights shrink by each
 ``--ratios`` factor, with ranks chosen by
-(a) LWIQ (classes = the 64 most frequent next tokens of the training text), κ rule;
+(a) LWIQ (classes = the 64 most frequent next tokens of the training text), κ rule, scored on
+each matrix's output (``lwiq``) or on its transformer block's output (``lwiq_block``);
 (b) uniform ranks; (c) each matrix's Frobenius error curve; (d) a search baseline that evaluates
 ``--candidates`` ranks per matrix (validation perplexity with only that matrix compressed);
 then every student is distilled from the teacher with the same short schedule and evaluated
@@ -35,7 +36,7 @@ from tqla_torch._atomic import atomic_write_json, atomic_write_text  # noqa: E40
 from tqla_torch.budget import allocate_by_error, plan_ranks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("lwiq", "uniform", "frobenius", "search")
+METHODS = ("lwiq", "lwiq_block", "uniform", "frobenius", "search")
 
 
 def _dense_weight(module: nn.Module) -> torch.Tensor:
@@ -97,10 +98,13 @@ def choose(method: str, teacher: nn.Module, family: object, budget: float, block
     r_max = {n: family.r_max(m) for n, m in mods.items()}
     t0 = time.perf_counter()
     scores = None
-    if method in ("lwiq", "uniform"):
+    if method in ("lwiq", "lwiq_block", "uniform"):
         data = [blocks[i : i + 16] for i in range(0, min(len(blocks), args.lwiq_blocks), 16)]
-        alloc, scores = plan_ranks(teacher, params, budget, r_max=r_max, method=method,
-                                   data=data, n_classes=64, seed=args.seed)
+        # lwiq_block: score the transformer block (the residual stream) for its MLP matrices
+        at = {n: n.rsplit(".mlp.", 1)[0] for n in names} if method == "lwiq_block" else None
+        alloc, scores = plan_ranks(teacher, params, budget, r_max=r_max,
+                                   method="uniform" if method == "uniform" else "lwiq",
+                                   data=data, n_classes=64, seed=args.seed, score_at=at)
     elif method == "frobenius":
         alloc, _ = plan_ranks(teacher, params, budget, r_max=r_max, method="frobenius",
                               errors={n: family.errors(m) for n, m in mods.items()})
@@ -166,13 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     dense_ppl = ppl(teacher, val_ids, args.window)
     rows = [{"ratio": 1.0, "method": "teacher", "params": total, "before": dense_ppl,
              "after": dense_ppl, "seconds": 0.0, "ranks": {}}]
-    lwiq_table = None
+    tables: dict[str, str] = {}
     for ratio in args.ratios:
         budget = (total - mlp + mlp / ratio) / total
         for method in METHODS:
             ranks, seconds, scores = choose(method, teacher, family, budget, train, val_ids, args)
             if scores is not None:
-                lwiq_table = scores.table()
+                tables[method] = scores.table()
             student = replaced(teacher, family, ranks)
             before = ppl(student, val_ids, args.window)
             distill(student, teacher, train, dcfg)
@@ -207,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     t = {m: np.mean([r["seconds"] for r in rows if r["method"] == m]) for m in ("lwiq", "search")}
     lines += ["", f"Rank choice: LWIQ {t['lwiq']:.2f} s, search baseline {t['search']:.2f} s "
               f"({100 * (1 - t['lwiq'] / t['search']):.1f}% less time)."]
-    if lwiq_table:
-        lines += ["", "LWIQ scores:", "", "```", lwiq_table, "```"]
+    for method, table in tables.items():
+        lines += ["", f"LWIQ scores ({method}, last budget):", "", "```", table, "```"]
     lines += ["", "Ranks:", "", "| ratio | method | " + " | ".join(
         n.replace("transformer.h.", "h").replace(".mlp.", ".") for n in names) + " |",
         "|---|---|" + "---|" * len(names)]

@@ -385,6 +385,12 @@ def test_plan_ranks_on_a_cnn_meets_the_budget():
         alloc, scores = plan_ranks(model, params, 0.8, r_max={"conv1": 4, "conv2": 6},
                                    method=method, data=data, seed=0)
         assert alloc.params <= int(0.8 * total) and (scores is None) == (method != "lwiq")
+    # scoring both convolutions at conv2's output gives them the same weight
+    alloc, scores = plan_ranks(model, params, 0.8, r_max=6, data=data,
+                               score_at={"conv1": "conv2", "conv2": "conv2"})
+    assert scores.layers == ("conv2",) and alloc.ranks["conv1"] == alloc.ranks["conv2"]
+    with pytest.raises(ValueError, match="no scoring module"):
+        plan_ranks(model, params, 0.8, r_max=6, data=data, score_at={"conv1": "conv2"})
     with pytest.raises(ValueError, match="needs data"):
         plan_ranks(model, params, 0.8, r_max=4)
     with pytest.raises(ValueError, match="needs errors"):

@@ -397,6 +397,7 @@ def plan_ranks(
     data: object = None,
     errors: Mapping[str, Sequence[float]] | None = None,
     r_ref: int | Mapping[str, int] | None = None,
+    score_at: Mapping[str, str] | None = None,
     **lwiq_kwargs: object,
 ) -> tuple[RankAllocation, object]:
     """Per-module ranks for a whole-model budget: ``(allocation, LWIQ result or None)``.
@@ -405,6 +406,10 @@ def plan_ranks(
     everything else stays fixed). ``method``: ``"lwiq"`` (scores from
     :func:`tqla_torch.importance.lwiq` on ``data``, then the κ rule with ``r_ref`` defaulting to
     each layer's ``r_max``), ``"uniform"`` or ``"frobenius"`` (needs ``errors``).
+    ``score_at`` maps a module to the module whose output LWIQ scores for it (e.g. each MLP
+    matrix of a transformer to its block, each convolution of a residual block to the block:
+    inside a residual branch a layer's output is an increment, not the representation);
+    modules sharing a scoring module share its importance.
     """
     names = list(params)
     total, fixed = weight_params(model, names)
@@ -414,9 +419,15 @@ def plan_ranks(
             raise ValueError("method='lwiq' needs data (batches to score the layers on)")
         from tqla_torch.importance import lwiq
 
-        scores = lwiq(model, data, layers=names, **lwiq_kwargs)  # type: ignore[arg-type]
+        at = {n: n for n in names} if score_at is None else dict(score_at)
+        missing = [n for n in names if n not in at]
+        if missing:
+            raise ValueError(f"score_at has no scoring module for {missing!r}")
+        scored = list(dict.fromkeys(at[n] for n in names))
+        scores = lwiq(model, data, layers=scored, **lwiq_kwargs)  # type: ignore[arg-type]
+        weights = {n: scores.weights[at[n]] for n in names}
         ref = r_max if r_ref is None else r_ref
-        return allocate_ranks(scores.weights, params, budget, r_max=r_max, r_ref=ref, **kw), scores
+        return allocate_ranks(weights, params, budget, r_max=r_max, r_ref=ref, **kw), scores
     if method == "uniform":
         return uniform_ranks(params, budget, r_max=r_max, **kw), None
     if method == "frobenius":
