@@ -31,6 +31,7 @@ from tqla.testing.assertions import (
     assert_same_result_across_backends,
     assert_valid_permutation,
     kron_error,
+    rounding_tolerance,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "make_strategies_namespace",
     "matrices",
     "permutations",
+    "rounding_tolerance",
 ]
 
 _STRATEGIES = {
