@@ -6,11 +6,11 @@ The experiment of LWIQ (arXiv 2408.01534; ResNet-56 on CIFAR-10: 3.2× smaller a
 1. train :class:`digits_cnn.ResNetDigits` on scikit-learn's bundled digits (per seed);
 2. for each budget (the whole model 3.2× and 6.8× smaller) choose per-layer ranks of the
    3×3 convolutions in the residual blocks with
-   (a) LWIQ importance → κ rule (:func:`tqla_torch.budget.allocate_ranks`), scored on each
+   (a) LWIQ importance → κ rule (:func:`tqla_torch.compression.ranks.allocate_ranks`), scored on each
        convolution's output (``lwiq``) or on each residual block's output, every convolution
        of a block taking its block's importance (``lwiq_block``);
-   (b) uniform ranks (:func:`tqla_torch.budget.uniform_ranks`),
-   (c) each layer's Frobenius error curve (:func:`tqla_torch.budget.allocate_by_error`),
+   (b) uniform ranks (:func:`tqla_torch.compression.ranks.uniform_ranks`),
+   (c) each layer's Frobenius error curve (:func:`tqla_torch.compression.ranks.allocate_by_error`),
    (d) a search baseline: compress one layer at a time at each of ``--candidates`` ranks,
        measure the validation accuracy, allocate greedily on those measured curves;
 3. replace the convolutions, fine-tune every variant with the same schedule, report test
@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_cnn import DigitsData, ResNetDigits, accuracy, load_digits_data, train  # noqa: E402
 
 from tqla_torch._atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from tqla_torch.budget import allocate_by_error, allocate_ranks, uniform_ranks  # noqa: E402
-from tqla_torch.importance import lwiq  # noqa: E402
+from tqla_torch.compression.ranks import allocate_by_error, allocate_ranks, uniform_ranks  # noqa: E402
+from tqla_torch.compression.importance import lwiq  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("lwiq", "lwiq_block", "uniform", "frobenius", "search")

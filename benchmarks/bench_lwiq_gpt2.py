@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lwiq import _machine  # noqa: E402
 
 from tqla_torch._atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from tqla_torch.budget import allocate_by_error, plan_ranks  # noqa: E402
+from tqla_torch.compression.ranks import allocate_by_error, plan_ranks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("lwiq", "lwiq_block", "uniform", "frobenius", "search")
@@ -63,7 +63,7 @@ class LowRankFamily:
         return (torch.cat([tail[1:], tail.new_zeros(1)]) / s2.sum()).tolist()
 
     def compress(self, m: nn.Module, rank: int) -> nn.Module:
-        from tqla_torch.layers import LowRankLinear
+        from tqla_torch.nn import LowRankLinear
 
         return LowRankLinear.from_linear(m, rank)
 
@@ -116,7 +116,7 @@ def choose(method: str, teacher: nn.Module, family: object, budget: float, block
             loss = {r: math.log(ppl(replaced(teacher, family, {n: r}), val, args.window)) - base
                     for r in grid}
             curves[n] = [loss[max(g for g in grid if g <= r)] for r in range(1, r_max[n] + 1)]
-        from tqla_torch.budget import weight_params
+        from tqla_torch.compression.ranks import weight_params
 
         total, fixed = weight_params(teacher, names)
         alloc = allocate_by_error(curves, params, budget, fixed_params=fixed, total_params=total)
@@ -124,9 +124,9 @@ def choose(method: str, teacher: nn.Module, family: object, budget: float, block
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tqla_torch.data import PackedDataset, builtin_tokenizer
-    from tqla_torch.demo import train_teacher
-    from tqla_torch.distill import DistillConfig, distill
+    from tqla_torch.training.data import PackedDataset, builtin_tokenizer
+    from tqla_torch.training.teacher import train_teacher
+    from tqla_torch.training import DistillConfig, distill
     from transformers import GPT2Config, GPT2LMHeadModel
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,4 +1,4 @@
-"""LWIQ layer importance (tqla_torch.importance) and budget-aware ranks (tqla_torch.budget)."""
+"""LWIQ layer importance (tqla_torch.compression.importance) and budget-aware ranks (tqla_torch.compression.ranks)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from tqla_torch.budget import (
+from tqla_torch.compression.ranks import (
     RankAllocator,
     allocate_by_error,
     allocate_ranks,
     resolve_budget,
     uniform_ranks,
 )
-from tqla_torch.importance import lwiq, softmax_weights
+from tqla_torch.compression.importance import lwiq, softmax_weights
 
 # --------------------------------------------------------------------------------------------
 # Models and data
@@ -364,7 +364,7 @@ def test_error_greedy_looks_past_flat_stretches():
     assert math.isclose(sum(softmax_weights([0.3, -0.2, 0.1])), 1.0)
 
 
-@pytest.mark.parametrize("module", ["tqla_torch.importance", "tqla_torch.budget"])
+@pytest.mark.parametrize("module", ["tqla_torch.compression.importance", "tqla_torch.compression.ranks"])
 def test_docstring_examples(module):
     import doctest
     import importlib
@@ -374,7 +374,7 @@ def test_docstring_examples(module):
 
 
 def test_plan_ranks_on_a_cnn_meets_the_budget():
-    from tqla_torch.budget import plan_ranks, weight_params
+    from tqla_torch.compression.ranks import plan_ranks, weight_params
 
     model, data = _convnet(), _image_data()
     names = ["conv1", "conv2"]

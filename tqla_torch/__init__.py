@@ -43,6 +43,8 @@ _EXPORTS = {
     "CompressionError": "tqla_torch.compression",
     "CompressionReport": "tqla_torch.compression",
     "count_parameters": "tqla_torch.compression",
+    # layer importance and budget-aware ranks
+    "lwiq": "tqla_torch.compression.importance",
     # saving and loading
     "save_pretrained": "tqla_torch.io",
     "from_pretrained": "tqla_torch.io",

@@ -5,7 +5,7 @@ classifier* attached to the layer's pooled output. The classifier is not trained
 weights are *imprinted* — each class's weight is the normalised mean of that class's normalised
 features — and it predicts the class of highest cosine similarity. A layer's importance is the
 accuracy it gains over the layer before it; the gains are normalised with a softmax. The scores
-then drive budget-aware rank allocation (:mod:`tqla_torch.budget`).
+then drive budget-aware rank allocation (:mod:`tqla_torch.compression.ranks`).
 
 Choices made here (the paper does not publish the exact formulas; ``docs/lwiq.md`` discusses them):
 
@@ -36,7 +36,7 @@ Examples
 --------
 >>> import torch
 >>> from torch import nn
->>> from tqla_torch.importance import lwiq
+>>> from tqla_torch.compression.importance import lwiq
 >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
 <torch._C.Generator object at ...>
 >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -108,7 +108,8 @@ class LWIQResult:
 
     @property
     def weights(self) -> dict[str, float]:
-        """``{layer name: importance}``, the input of :func:`tqla_torch.budget.allocate_ranks`."""
+        """``{layer name: importance}``, as :func:`~tqla_torch.compression.ranks.allocate_ranks`
+        takes them."""
         return dict(zip(self.layers, self.importance, strict=True))
 
     def table(self) -> str:
@@ -468,7 +469,7 @@ def _check_args(holdout: float, seed: Any, n_classes: Any, task: str) -> None:
         raise ValueError(f"n_classes must be an int >= 2 or None, got {n_classes!r}")
 
 
-def _device(model: nn.Module) -> torch.device:
+def _model_device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return torch.device("cpu") if param is None else param.device
 
@@ -550,7 +551,7 @@ def lwiq(
     elif n_classes is not None:
         run.n_classes = n_classes
 
-    device = _device(model)
+    device = _model_device(model)
     was_training = model.training
     handles = [m.register_forward_hook(run.hook(n)) for n, m in modules.items()]
     try:

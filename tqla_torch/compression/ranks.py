@@ -16,7 +16,7 @@ compression: an int, or a float in (0, 1] read as a fraction of ``total_params``
 
 Examples
 --------
->>> from tqla_torch.budget import allocate_ranks
+>>> from tqla_torch.compression.ranks import allocate_ranks
 >>> params = {"a": lambda r: 10 * r, "b": lambda r: 20 * r}
 >>> alloc = allocate_ranks({"a": 1.0, "b": 3.0}, params, 200, r_max=16)
 >>> alloc.ranks, alloc.params <= 200
@@ -135,8 +135,8 @@ class RankAllocator:
     Parameters
     ----------
     weights : mapping of str to float
-        Layer importances (e.g. :attr:`tqla_torch.importance.LWIQResult.weights`), >= 0. Only
-        their ratios matter: they are rescaled to mean 1, so κ reads as "the fraction of
+        Layer importances (e.g. ``LWIQResult.weights`` of
+        :func:`tqla_torch.compression.importance.lwiq`), >= 0. Only their ratios matter: they are rescaled to mean 1, so κ reads as "the fraction of
         ``r_ref`` an average layer gets".
     params : mapping of str to callable
         ``params[name](rank)``: the layer's parameter count at that rank, non-decreasing.
@@ -404,8 +404,8 @@ def plan_ranks(
 
     ``params`` names the modules whose ``weight`` is replaced (their weights leave the count,
     everything else stays fixed). ``method``: ``"lwiq"`` (scores from
-    :func:`tqla_torch.importance.lwiq` on ``data``, then the κ rule with ``r_ref`` defaulting to
-    each layer's ``r_max``), ``"uniform"`` or ``"frobenius"`` (needs ``errors``).
+    :func:`tqla_torch.compression.importance.lwiq` on ``data``, then the κ rule with ``r_ref``
+    defaulting to each layer's ``r_max``), ``"uniform"`` or ``"frobenius"`` (needs ``errors``).
     ``score_at`` maps a module to the module whose output LWIQ scores for it (e.g. each MLP
     matrix of a transformer to its block, each convolution of a residual block to the block:
     inside a residual branch a layer's output is an increment, not the representation);
@@ -417,7 +417,7 @@ def plan_ranks(
     if method == "lwiq":
         if data is None:
             raise ValueError("method='lwiq' needs data (batches to score the layers on)")
-        from tqla_torch.importance import lwiq
+        from tqla_torch.compression.importance import lwiq
 
         at = {n: n for n in names} if score_at is None else dict(score_at)
         missing = [n for n in names if n not in at]
