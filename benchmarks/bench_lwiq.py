@@ -6,7 +6,8 @@ The experiment of LWIQ (arXiv 2408.01534; ResNet-56 on CIFAR-10: 3.2× smaller a
 1. train :class:`digits_cnn.ResNetDigits` on scikit-learn's bundled digits (per seed);
 2. for each budget (the whole model 3.2× and 6.8× smaller) choose per-layer ranks of the
    3×3 convolutions in the residual blocks with
-   (a) LWIQ importance → κ rule (:func:`tqla_torch.compression.ranks.allocate_ranks`), scored on each
+   (a) LWIQ importance → κ rule (:func:`tqla_torch.compression.ranks.allocate_ranks`), scored
+       on each
        convolution's output (``lwiq``) or on each residual block's output, every convolution
        of a block taking its block's importance (``lwiq_block``);
    (b) uniform ranks (:func:`tqla_torch.compression.ranks.uniform_ranks`),
@@ -44,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_cnn import DigitsData, ResNetDigits, accuracy, load_digits_data, train  # noqa: E402
 
 from tqla_torch._atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from tqla_torch.compression.ranks import allocate_by_error, allocate_ranks, uniform_ranks  # noqa: E402
 from tqla_torch.compression.importance import lwiq  # noqa: E402
+from tqla_torch.compression.ranks import allocate_by_error, allocate_ranks, uniform_ranks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("lwiq", "lwiq_block", "uniform", "frobenius", "search")
@@ -113,8 +114,12 @@ class _TTConvStandIn(nn.Module):
         out_c, in_c, kh, kw = conv.weight.shape
         (o1, o2), (i1, i2) = _split2(out_c), _split2(in_c)
         self.dims = (o1, o2, i1, i2, kh, kw)
-        self.conv_args = {"stride": conv.stride, "padding": conv.padding,
-                          "dilation": conv.dilation, "groups": conv.groups}
+        self.conv_args = {
+            "stride": conv.stride,
+            "padding": conv.padding,
+            "dilation": conv.dilation,
+            "groups": conv.groups,
+        }
         t = conv.weight.detach().double().reshape(o1, o2, i1, i2, kh * kw)
         t = t.permute(0, 2, 1, 3, 4).reshape(o1 * i1, o2 * i2, kh * kw)
         self.cores = nn.ParameterList(
@@ -188,7 +193,10 @@ class TTStandInFamily:
         return _TTConvStandIn(conv, rank)
 
 
-FAMILIES: dict[str, Callable[[], object]] = {"lowrank": LowRankFamily, "tt_standin": TTStandInFamily}
+FAMILIES: dict[str, Callable[[], object]] = {
+    "lowrank": LowRankFamily,
+    "tt_standin": TTStandInFamily,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,7 +207,8 @@ FAMILIES: dict[str, Callable[[], object]] = {"lowrank": LowRankFamily, "tt_stand
 def target_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
     """The 3×3 convolutions inside the residual blocks (stem and 1×1 shortcuts stay dense)."""
     return {
-        n: m for n, m in model.named_modules()
+        n: m
+        for n, m in model.named_modules()
         if isinstance(m, nn.Conv2d) and n.startswith("layers.") and m.kernel_size == (3, 3)
     }
 
@@ -219,30 +228,43 @@ def replaced(model: nn.Module, family: object, ranks: dict[str, int]) -> nn.Modu
 
 
 def choose_ranks(
-    method: str, model: nn.Module, family: object, data: DigitsData, budget: float,
-    seed: int, candidates: int, temperature: float = 0.1,
+    method: str,
+    model: nn.Module,
+    family: object,
+    data: DigitsData,
+    budget: float,
+    seed: int,
+    candidates: int,
+    temperature: float = 0.1,
 ) -> tuple[dict[str, int], float, dict]:
     """(ranks, seconds spent choosing them, extra info) for one method."""
     convs = target_convs(model)
     params = {n: family.params_fn(c) for n, c in convs.items()}
     r_max = {n: family.r_max(c) for n, c in convs.items()}
     total = n_params(model)
-    fixed = total - sum(c.weight.numel() + (0 if c.bias is None else c.bias.numel())
-                        for c in convs.values())
+    fixed = total - sum(
+        c.weight.numel() + (0 if c.bias is None else c.bias.numel()) for c in convs.values()
+    )
     kw = {"fixed_params": fixed, "total_params": total}
     t0 = time.perf_counter()
     info: dict = {}
     if method == "lwiq":
-        res = lwiq(model, data.batches("train", 256), layers=list(convs), seed=seed,
-                   temperature=temperature)
+        res = lwiq(
+            model,
+            data.batches("train", 256),
+            layers=list(convs),
+            seed=seed,
+            temperature=temperature,
+        )
         alloc = allocate_ranks(res.weights, params, budget, r_max=r_max, r_ref=r_max, **kw)
         info = {"lwiq": res, "kappa": alloc.kappa}
     elif method == "lwiq_block":
         # score the residual blocks' outputs (the representation, not a residual branch's
         # increment) and give each convolution its block's importance
         blocks = sorted({n.rsplit(".", 1)[0] for n in convs}, key=lambda b: int(b.split(".")[1]))
-        res = lwiq(model, data.batches("train", 256), layers=blocks, seed=seed,
-                   temperature=temperature)
+        res = lwiq(
+            model, data.batches("train", 256), layers=blocks, seed=seed, temperature=temperature
+        )
         weights = {n: res.weights[n.rsplit(".", 1)[0]] for n in convs}
         alloc = allocate_ranks(weights, params, budget, r_max=r_max, r_ref=r_max, **kw)
         info = {"lwiq_block": res, "kappa": alloc.kappa}
@@ -254,15 +276,20 @@ def choose_ranks(
     elif method == "search":
         base = accuracy(model, data.x_val, data.y_val)
         curves = {}
-        for n, c in convs.items():
+        for n in convs:
             grid = sorted({int(round(v)) for v in np.linspace(1, r_max[n], candidates)})
-            measured = {r: base - accuracy(replaced(model, family, {n: r}), data.x_val, data.y_val)
-                        for r in grid}
+            measured = {
+                r: base - accuracy(replaced(model, family, {n: r}), data.x_val, data.y_val)
+                for r in grid
+            }
             # a rank between candidates is charged the loss of the candidate below it
             curves[n] = [measured[max(g for g in grid if g <= r)] for r in range(1, r_max[n] + 1)]
         alloc = allocate_by_error(curves, params, budget, **kw)
-        info = {"evaluations": sum(len({int(round(v)) for v in np.linspace(1, r_max[n], candidates)})
-                                   for n in convs)}
+        info = {
+            "evaluations": sum(
+                len({int(round(v)) for v in np.linspace(1, r_max[n], candidates)}) for n in convs
+            )
+        }
     else:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return alloc.ranks, time.perf_counter() - t0, info
@@ -281,9 +308,19 @@ def run_seed(seed: int, args: argparse.Namespace, family: object) -> tuple[list[
     base = accuracy(model, data.x_test, data.y_test)
     total = n_params(model)
     dense_ft = train(copy.deepcopy(model), data, epochs=args.ft_epochs, lr=args.ft_lr, seed=seed)
-    rows = [{"seed": seed, "ratio": 1.0, "method": "dense", "params": total, "base": base,
-             "oneshot": base, "test": accuracy(dense_ft, data.x_test, data.y_test),
-             "seconds": 0.0, "ranks": {}}]
+    rows = [
+        {
+            "seed": seed,
+            "ratio": 1.0,
+            "method": "dense",
+            "params": total,
+            "base": base,
+            "oneshot": base,
+            "test": accuracy(dense_ft, data.x_test, data.y_test),
+            "seconds": 0.0,
+            "ranks": {},
+        }
+    ]
     extra: dict = {}
     for ratio in args.ratios:
         for method in METHODS:
@@ -293,19 +330,30 @@ def run_seed(seed: int, args: argparse.Namespace, family: object) -> tuple[list[
             small = replaced(model, family, ranks)
             oneshot = accuracy(small, data.x_test, data.y_test)
             train(small, data, epochs=args.ft_epochs, lr=args.ft_lr, seed=seed)
-            rows.append({
-                "seed": seed, "ratio": ratio, "method": method, "params": n_params(small),
-                "base": base, "oneshot": oneshot, "test": accuracy(small, data.x_test, data.y_test),
-                "seconds": seconds, "ranks": ranks,
-            })
+            rows.append(
+                {
+                    "seed": seed,
+                    "ratio": ratio,
+                    "method": method,
+                    "params": n_params(small),
+                    "base": base,
+                    "oneshot": oneshot,
+                    "test": accuracy(small, data.x_test, data.y_test),
+                    "seconds": seconds,
+                    "ranks": ranks,
+                }
+            )
             for key in ("lwiq", "lwiq_block"):
                 if key in info:
                     extra[key] = info[key]
             if "evaluations" in info:
                 extra["evaluations"] = info["evaluations"]
-            print(f"seed {seed} {ratio}x {method:9s} params {rows[-1]['params']:7d} "
-                  f"one-shot {oneshot:6.2f} tuned {rows[-1]['test']:6.2f} (dense {base:.2f}) "
-                  f"choose {seconds:.3f}s", flush=True)
+            print(
+                f"seed {seed} {ratio}x {method:9s} params {rows[-1]['params']:7d} "
+                f"one-shot {oneshot:6.2f} tuned {rows[-1]['test']:6.2f} (dense {base:.2f}) "
+                f"choose {seconds:.3f}s",
+                flush=True,
+            )
     return rows, extra
 
 
@@ -335,14 +383,21 @@ def _stats(values: list[float]) -> str:
     return f"{a.mean():.2f} ± {a.std(ddof=1):.2f}" if len(a) > 1 else f"{a.mean():.2f}"
 
 
-def report(rows: list[dict], extra: dict, args: argparse.Namespace, family: object,
-           machine: dict, load: tuple[str, str]) -> str:
+def report(
+    rows: list[dict],
+    extra: dict,
+    args: argparse.Namespace,
+    family: object,
+    machine: dict,
+    load: tuple[str, str],
+) -> str:
     base = {r["seed"]: r["base"] for r in rows if r["method"] == "dense"}
     total = next(r["params"] for r in rows if r["method"] == "dense")
     lines = [
         f"# LWIQ rank allocation on the digits residual CNN — {family.label}",
         "",
-        f"Written by `benchmarks/bench_lwiq.py` (command: `PYTHONPATH=. python benchmarks/bench_lwiq.py "
+        "Written by `benchmarks/bench_lwiq.py` (command: `PYTHONPATH=. python "
+        f"benchmarks/bench_lwiq.py "
         f"{' '.join(sys.argv[1:])}`). Seeds {args.seeds}; the dense model trains {args.epochs} "
         f"epochs, every variant (dense included) is then fine-tuned {args.ft_epochs} epochs at "
         f"lr {args.ft_lr} with the same schedule and seed. Accuracy is on the held-out test split "
@@ -350,7 +405,8 @@ def report(rows: list[dict], extra: dict, args: argparse.Namespace, family: obje
         f"'drop' is the dense model's test accuracy minus the variant's after fine-tuning. "
         f"LWIQ softmax temperature {args.temperature}; LWIQ data: the training split.",
         "",
-        "| machine | |", "|---|---|",
+        "| machine | |",
+        "|---|---|",
         *[f"| {k} | {v} |" for k, v in machine.items()],
         f"| load average at start / end | {load[0]} / {load[1]} |",
         "",
@@ -358,7 +414,8 @@ def report(rows: list[dict], extra: dict, args: argparse.Namespace, family: obje
         f"Compressed: the {len(next(r['ranks'] for r in rows if r['ranks']))} 3×3 convolutions of "
         f"the residual blocks; budget = whole model parameters / ratio.",
         "",
-        "| ratio | method | parameters | × smaller | one-shot acc. | fine-tuned acc. | drop (points) | rank choice s |",
+        "| ratio | method | parameters | × smaller | one-shot acc. | fine-tuned acc. "
+        "| drop (points) | rank choice s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
@@ -383,19 +440,38 @@ def report(rows: list[dict], extra: dict, args: argparse.Namespace, family: obje
         f"split plus the bisection; a new budget costs only the bisection.",
     ]
     if "lwiq" in extra:
-        lines += ["", "LWIQ scores of the convolutions (`lwiq`, first seed):", "", "```",
-                  extra["lwiq"].table(), "```"]
+        lines += [
+            "",
+            "LWIQ scores of the convolutions (`lwiq`, first seed):",
+            "",
+            "```",
+            extra["lwiq"].table(),
+            "```",
+        ]
     if "lwiq_block" in extra:
-        lines += ["", "LWIQ scores of the residual blocks (`lwiq_block`, first seed):", "", "```",
-                  extra["lwiq_block"].table(), "```"]
+        lines += [
+            "",
+            "LWIQ scores of the residual blocks (`lwiq_block`, first seed):",
+            "",
+            "```",
+            extra["lwiq_block"].table(),
+            "```",
+        ]
     first = [r for r in rows if r["seed"] == rows[0]["seed"] and r["ranks"]]
     names = list(first[0]["ranks"])
-    lines += ["", "Ranks per layer (first seed):", "",
-              "| ratio | method | " + " | ".join(n.replace("layers.", "") for n in names) + " |",
-              "|---|---|" + "---|" * len(names)]
+    lines += [
+        "",
+        "Ranks per layer (first seed):",
+        "",
+        "| ratio | method | " + " | ".join(n.replace("layers.", "") for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for r in first:
-        lines.append(f"| {r['ratio']:g}× | {r['method']} | "
-                     + " | ".join(str(r["ranks"][n]) for n in names) + " |")
+        lines.append(
+            f"| {r['ratio']:g}× | {r['method']} | "
+            + " | ".join(str(r["ranks"][n]) for n in names)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -414,7 +490,12 @@ def plot(rows: list[dict], extra: dict, path: Path, family: object, r_max: dict)
     for ax, ratio in zip(axes, ratios):
         for i, method in enumerate(METHODS):
             r = next(v for v in first if v["ratio"] == ratio and v["method"] == method)
-            ax.bar(x + (i - (len(METHODS) - 1) / 2) * width, [r["ranks"][n] for n in names], width, label=method)
+            ax.bar(
+                x + (i - (len(METHODS) - 1) / 2) * width,
+                [r["ranks"][n] for n in names],
+                width,
+                label=method,
+            )
         ax.plot(x, [r_max[n] for n in names], "k_", markersize=18, label="max rank")
         ax.set_ylabel("rank")
         ax.set_title(f"{family.label}: ranks at {ratio:g}× fewer parameters")
@@ -423,8 +504,12 @@ def plot(rows: list[dict], extra: dict, path: Path, family: object, r_max: dict)
     axes[-1].bar(x - 0.2, [res.weights[n] for n in names], 0.4, label="lwiq (conv outputs)")
     if "lwiq_block" in extra:
         blk = extra["lwiq_block"].weights
-        axes[-1].bar(x + 0.2, [blk[n.rsplit(".", 1)[0]] for n in names], 0.4,
-                     label="lwiq_block (block outputs)")
+        axes[-1].bar(
+            x + 0.2,
+            [blk[n.rsplit(".", 1)[0]] for n in names],
+            0.4,
+            label="lwiq_block (block outputs)",
+        )
     axes[-1].legend(fontsize=8)
     axes[-1].set_ylabel("LWIQ importance")
     axes[-1].set_xticks(x, [n.replace("layers.", "") for n in names], rotation=45, ha="right")
@@ -465,8 +550,10 @@ def main(argv: list[str] | None = None) -> None:
     stem = args.out or f"lwiq_{args.family}_digits"
     text = report(rows, extra, args, family, machine, (load0, load1))
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.md", text)
-    atomic_write_json(ROOT / "benchmarks" / "results" / f"{stem}.json",
-                      {"machine": machine, "args": vars(args), "rows": rows, "lwiq_weights": scores})
+    atomic_write_json(
+        ROOT / "benchmarks" / "results" / f"{stem}.json",
+        {"machine": machine, "args": vars(args), "rows": rows, "lwiq_weights": scores},
+    )
     model = ResNetDigits()
     r_max = {n: family.r_max(c) for n, c in target_convs(model).items()}
     plot(rows, extra, ROOT / "docs" / "img" / f"{stem}_ranks.png", family, r_max)

@@ -90,8 +90,15 @@ def ppl(model: nn.Module, ids: torch.Tensor, window: int) -> float:
     return float(perplexity(model, ids, window=window, batch_size=16).ppl)
 
 
-def choose(method: str, teacher: nn.Module, family: object, budget: float, blocks: torch.Tensor,
-           val: torch.Tensor, args: argparse.Namespace) -> tuple[dict[str, int], float, object]:
+def choose(
+    method: str,
+    teacher: nn.Module,
+    family: object,
+    budget: float,
+    blocks: torch.Tensor,
+    val: torch.Tensor,
+    args: argparse.Namespace,
+) -> tuple[dict[str, int], float, object]:
     names = mlp_names(teacher)
     mods = {n: teacher.get_submodule(n) for n in names}
     params = {n: family.params_fn(m) for n, m in mods.items()}
@@ -102,19 +109,35 @@ def choose(method: str, teacher: nn.Module, family: object, budget: float, block
         data = [blocks[i : i + 16] for i in range(0, min(len(blocks), args.lwiq_blocks), 16)]
         # lwiq_block: score the transformer block (the residual stream) for its MLP matrices
         at = {n: n.rsplit(".mlp.", 1)[0] for n in names} if method == "lwiq_block" else None
-        alloc, scores = plan_ranks(teacher, params, budget, r_max=r_max,
-                                   method="uniform" if method == "uniform" else "lwiq",
-                                   data=data, n_classes=64, seed=args.seed, score_at=at)
+        alloc, scores = plan_ranks(
+            teacher,
+            params,
+            budget,
+            r_max=r_max,
+            method="uniform" if method == "uniform" else "lwiq",
+            data=data,
+            n_classes=64,
+            seed=args.seed,
+            score_at=at,
+        )
     elif method == "frobenius":
-        alloc, _ = plan_ranks(teacher, params, budget, r_max=r_max, method="frobenius",
-                              errors={n: family.errors(m) for n, m in mods.items()})
+        alloc, _ = plan_ranks(
+            teacher,
+            params,
+            budget,
+            r_max=r_max,
+            method="frobenius",
+            errors={n: family.errors(m) for n, m in mods.items()},
+        )
     else:  # search: validation NLL increase with one matrix compressed at a candidate rank
         base = math.log(ppl(teacher, val, args.window))
         curves = {}
         for n in names:
             grid = sorted({int(round(v)) for v in np.geomspace(1, r_max[n], args.candidates)})
-            loss = {r: math.log(ppl(replaced(teacher, family, {n: r}), val, args.window)) - base
-                    for r in grid}
+            loss = {
+                r: math.log(ppl(replaced(teacher, family, {n: r}), val, args.window)) - base
+                for r in grid
+            }
             curves[n] = [loss[max(g for g in grid if g <= r)] for r in range(1, r_max[n] + 1)]
         from tqla_torch.compression.ranks import weight_params
 
@@ -124,15 +147,21 @@ def choose(method: str, teacher: nn.Module, family: object, budget: float, block
 
 
 def main(argv: list[str] | None = None) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tqla_torch.training import DistillConfig, distill
     from tqla_torch.training.data import PackedDataset, builtin_tokenizer
     from tqla_torch.training.teacher import train_teacher
-    from tqla_torch.training import DistillConfig, distill
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=sorted(FAMILIES), default="lowrank")
-    p.add_argument("--ratios", type=float, nargs="+", default=[2.0, 4.0],
-                   help="how many times smaller the MLP weights get")
+    p.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=[2.0, 4.0],
+        help="how many times smaller the MLP weights get",
+    )
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--vocab", type=int, default=2048)
@@ -154,22 +183,51 @@ def main(argv: list[str] | None = None) -> None:
     val = PackedDataset.from_source("builtin", tok, block_size=args.window, split="validation")
     val_ids = val.blocks.flatten()[: args.val_tokens]
     torch.manual_seed(args.seed)
-    cfg = GPT2Config(vocab_size=len(tok), n_embd=args.n_embd, n_layer=args.n_layer, n_head=4,
-                     n_positions=args.window, bos_token_id=0, eos_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=4,
+        n_positions=args.window,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     teacher = GPT2LMHeadModel(cfg)
     t0 = time.perf_counter()
-    train_teacher(teacher, train, steps=args.teacher_steps, batch_size=16, lr=2e-3,
-                  seed=args.seed, progress=False)
+    train_teacher(
+        teacher,
+        train,
+        steps=args.teacher_steps,
+        batch_size=16,
+        lr=2e-3,
+        seed=args.seed,
+        progress=False,
+    )
     teacher.eval()
     t_teacher = time.perf_counter() - t0
     names = mlp_names(teacher)
     total = sum(p.numel() for p in teacher.parameters())
     mlp = sum(teacher.get_submodule(n).weight.numel() for n in names)
-    dcfg = DistillConfig(max_steps=args.distill_steps, batch_size=16, lr=1e-3, seed=args.seed,
-                         progress=False, log_every=10**6)
+    dcfg = DistillConfig(
+        max_steps=args.distill_steps,
+        batch_size=16,
+        lr=1e-3,
+        seed=args.seed,
+        progress=False,
+        log_every=10**6,
+    )
     dense_ppl = ppl(teacher, val_ids, args.window)
-    rows = [{"ratio": 1.0, "method": "teacher", "params": total, "before": dense_ppl,
-             "after": dense_ppl, "seconds": 0.0, "ranks": {}}]
+    rows = [
+        {
+            "ratio": 1.0,
+            "method": "teacher",
+            "params": total,
+            "before": dense_ppl,
+            "after": dense_ppl,
+            "seconds": 0.0,
+            "ranks": {},
+        }
+    ]
     tables: dict[str, str] = {}
     for ratio in args.ratios:
         budget = (total - mlp + mlp / ratio) / total
@@ -181,16 +239,27 @@ def main(argv: list[str] | None = None) -> None:
             before = ppl(student, val_ids, args.window)
             distill(student, teacher, train, dcfg)
             student.eval()
-            rows.append({"ratio": ratio, "method": method,
-                         "params": sum(p.numel() for p in student.parameters()),
-                         "before": before, "after": ppl(student, val_ids, args.window),
-                         "seconds": seconds, "ranks": ranks})
-            print(f"{ratio}x {method:9s} params {rows[-1]['params']} ppl before {before:.2f} "
-                  f"after {rows[-1]['after']:.2f} choose {seconds:.2f}s", flush=True)
+            rows.append(
+                {
+                    "ratio": ratio,
+                    "method": method,
+                    "params": sum(p.numel() for p in student.parameters()),
+                    "before": before,
+                    "after": ppl(student, val_ids, args.window),
+                    "seconds": seconds,
+                    "ranks": ranks,
+                }
+            )
+            print(
+                f"{ratio}x {method:9s} params {rows[-1]['params']} ppl before {before:.2f} "
+                f"after {rows[-1]['after']:.2f} choose {seconds:.2f}s",
+                flush=True,
+            )
     load1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     machine = _machine()
     lines = [
-        f"# LWIQ rank allocation on a small GPT-2 — {family.label}", "",
+        f"# LWIQ rank allocation on a small GPT-2 — {family.label}",
+        "",
         f"Written by `benchmarks/bench_lwiq_gpt2.py` (command: `PYTHONPATH=. python "
         f"benchmarks/bench_lwiq_gpt2.py {' '.join(sys.argv[1:])}`). Teacher: GPT-2 "
         f"{args.n_layer} blocks × {args.n_embd}, vocabulary {len(tok)} (built-in BPE), "
@@ -199,30 +268,51 @@ def main(argv: list[str] | None = None) -> None:
         f"so that they get `ratio` times smaller in total; every student is then distilled "
         f"{args.distill_steps} steps (16×{args.window} tokens, lr 1e-3, same seed). Perplexity: "
         f"the first {len(val_ids):,} tokens of the built-in validation split, windows of "
-        f"{args.window}. One seed.", "",
-        "| machine | |", "|---|---|", *[f"| {k} | {v} |" for k, v in machine.items()],
-        f"| load average at start / end | {load0} / {load1} |", "",
-        "| MLP ratio | method | parameters | ppl one-shot | ppl after distillation | rank choice s |",
+        f"{args.window}. One seed.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in machine.items()],
+        f"| load average at start / end | {load0} / {load1} |",
+        "",
+        "| MLP ratio | method | parameters | ppl one-shot | ppl after distillation "
+        "| rank choice s |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['ratio']:g}× | {r['method']} | {r['params']:,} | {r['before']:.2f} | "
-                     f"{r['after']:.2f} | {r['seconds']:.2f} |")
+        lines.append(
+            f"| {r['ratio']:g}× | {r['method']} | {r['params']:,} | {r['before']:.2f} | "
+            f"{r['after']:.2f} | {r['seconds']:.2f} |"
+        )
     t = {m: np.mean([r["seconds"] for r in rows if r["method"] == m]) for m in ("lwiq", "search")}
-    lines += ["", f"Rank choice: LWIQ {t['lwiq']:.2f} s, search baseline {t['search']:.2f} s "
-              f"({100 * (1 - t['lwiq'] / t['search']):.1f}% less time)."]
+    lines += [
+        "",
+        f"Rank choice: LWIQ {t['lwiq']:.2f} s, search baseline {t['search']:.2f} s "
+        f"({100 * (1 - t['lwiq'] / t['search']):.1f}% less time).",
+    ]
     for method, table in tables.items():
         lines += ["", f"LWIQ scores ({method}, last budget):", "", "```", table, "```"]
-    lines += ["", "Ranks:", "", "| ratio | method | " + " | ".join(
-        n.replace("transformer.h.", "h").replace(".mlp.", ".") for n in names) + " |",
-        "|---|---|" + "---|" * len(names)]
+    lines += [
+        "",
+        "Ranks:",
+        "",
+        "| ratio | method | "
+        + " | ".join(n.replace("transformer.h.", "h").replace(".mlp.", ".") for n in names)
+        + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for r in rows[1:]:
-        lines.append(f"| {r['ratio']:g}× | {r['method']} | "
-                     + " | ".join(str(r["ranks"][n]) for n in names) + " |")
+        lines.append(
+            f"| {r['ratio']:g}× | {r['method']} | "
+            + " | ".join(str(r["ranks"][n]) for n in names)
+            + " |"
+        )
     stem = args.out or f"lwiq_{args.family}_gpt2"
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.md", "\n".join(lines) + "\n")
-    atomic_write_json(ROOT / "benchmarks" / "results" / f"{stem}.json",
-                      {"machine": machine, "args": vars(args), "rows": rows})
+    atomic_write_json(
+        ROOT / "benchmarks" / "results" / f"{stem}.json",
+        {"machine": machine, "args": vars(args), "rows": rows},
+    )
     print("\n".join(lines))
 
 

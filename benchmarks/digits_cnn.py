@@ -32,10 +32,14 @@ class DigitsData:
     x_test: torch.Tensor
     y_test: torch.Tensor
 
-    def batches(self, split: str = "train", batch_size: int = 128) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, split: str = "train", batch_size: int = 128
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The split as a list of (images, labels) batches, in a fixed order."""
         x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
+        return [
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)
+        ]
 
 
 def load_digits_data(seed: int = 0, val: float = 0.1, test: float = 0.2) -> DigitsData:
@@ -139,7 +143,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy in percent (eval mode)."""
     was = model.training
     model.eval()
-    correct = sum(int((model(x[i : i + 512]).argmax(1) == y[i : i + 512]).sum()) for i in range(0, len(y), 512))
+    correct = sum(
+        int((model(x[i : i + 512]).argmax(1) == y[i : i + 512]).sum())
+        for i in range(0, len(y), 512)
+    )
     model.train(was)
     return 100.0 * correct / len(y)
 
@@ -152,6 +159,7 @@ if __name__ == "__main__":
     t0 = time.perf_counter()
     train(net, d)
     print(
-        f"params {sum(p.numel() for p in net.parameters())}  train {time.perf_counter() - t0:.1f}s  "
+        f"params {sum(p.numel() for p in net.parameters())}  "
+        f"train {time.perf_counter() - t0:.1f}s  "
         f"val {accuracy(net, d.x_val, d.y_val):.2f}%  test {accuracy(net, d.x_test, d.y_test):.2f}%"
     )

@@ -1,4 +1,4 @@
-"""Budget presets (tqla_torch.compression.auto): per-module ranks from LWIQ, in Python and the CLI."""
+"""Budget presets (tqla_torch.compression.auto): per-module ranks from LWIQ, Python and CLI."""
 
 from __future__ import annotations
 
@@ -21,8 +21,15 @@ def _gpt2(vocab: int = 64):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=32,
-                     bos_token_id=0, eos_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=vocab,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=32,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return GPT2LMHeadModel(cfg).eval()
 
 
@@ -86,8 +93,20 @@ def test_cli_compress_auto_svd_with_budget(tiny_folder, tmp_path, capsys):
     from tqla_torch.cli import main
 
     out = tmp_path / "auto"
-    code = main(["compress", str(tiny_folder), "--preset", "auto_svd", "--budget", "0.9",
-                 "--calibration-blocks", "16", "-o", str(out)])
+    code = main(
+        [
+            "compress",
+            str(tiny_folder),
+            "--preset",
+            "auto_svd",
+            "--budget",
+            "0.9",
+            "--calibration-blocks",
+            "16",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     dense = count_parameters(_gpt2(vocab=512))
     assert count_parameters(from_pretrained(out)) <= int(0.9 * dense)
@@ -95,15 +114,27 @@ def test_cli_compress_auto_svd_with_budget(tiny_folder, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "extra,needle",
-    [([], "needs --budget"), (["--budget", "0.001"], "cannot be met"),
-     (["--budget", "abc"], "fraction")],
+    [
+        ([], "needs --budget"),
+        (["--budget", "0.001"], "cannot be met"),
+        (["--budget", "abc"], "fraction"),
+    ],
 )
 def test_cli_budget_errors(tiny_folder, tmp_path, capsys, extra, needle):
     from tqla_torch.cli import main
 
     try:
-        code = main(["compress", str(tiny_folder), "--preset", "auto_svd", "-o",
-                     str(tmp_path / "o"), *extra])
+        code = main(
+            [
+                "compress",
+                str(tiny_folder),
+                "--preset",
+                "auto_svd",
+                "-o",
+                str(tmp_path / "o"),
+                *extra,
+            ]
+        )
     except SystemExit as exc:  # argparse type errors
         code = exc.code
     err = capsys.readouterr().err
@@ -113,6 +144,16 @@ def test_cli_budget_errors(tiny_folder, tmp_path, capsys, extra, needle):
 def test_cli_budget_only_for_budget_presets(tiny_folder, tmp_path, capsys):
     from tqla_torch.cli import main
 
-    code = main(["compress", str(tiny_folder), "--preset", "svd_gpt2", "--budget", "0.5", "-o",
-                 str(tmp_path / "o")])
+    code = main(
+        [
+            "compress",
+            str(tiny_folder),
+            "--preset",
+            "svd_gpt2",
+            "--budget",
+            "0.5",
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "budget presets" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""LWIQ layer importance (tqla_torch.compression.importance) and budget-aware ranks (tqla_torch.compression.ranks)."""
+"""LWIQ layer importance (tqla_torch.compression.importance) and budget-aware ranks
+(tqla_torch.compression.ranks)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from tqla_torch.compression.importance import lwiq, softmax_weights
 from tqla_torch.compression.ranks import (
     RankAllocator,
     allocate_by_error,
@@ -19,7 +21,6 @@ from tqla_torch.compression.ranks import (
     resolve_budget,
     uniform_ranks,
 )
-from tqla_torch.compression.importance import lwiq, softmax_weights
 
 # --------------------------------------------------------------------------------------------
 # Models and data
@@ -40,7 +41,9 @@ class _ConvNet(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
-def _image_data(n: int = 240, batch: int = 50, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _image_data(
+    n: int = 240, batch: int = 50, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 3, (n,), generator=g)
     x = torch.randn(n, 1, 6, 6, generator=g, dtype=torch.float64)
@@ -225,7 +228,9 @@ def test_lwiq_lm_dict_batches_with_mask_equal_tensor_batches():
     dicts = [{"input_ids": b, "attention_mask": torch.ones_like(b)} for b in data]
     b = lwiq(model, dicts, layers=["mix", "head"], seed=2)
     assert a == b
-    masked = [{"input_ids": d["input_ids"], "attention_mask": d["attention_mask"].clone()} for d in dicts]
+    masked = [
+        {"input_ids": d["input_ids"], "attention_mask": d["attention_mask"].clone()} for d in dicts
+    ]
     for d in masked:
         d["attention_mask"][:, 6:] = 0
     c = lwiq(model, masked, layers=["mix", "head"], seed=2)
@@ -255,7 +260,9 @@ def _tt_like(a: int, b: int):
     return lambda r: 2 * a * r + b * r * r
 
 
-layer_spec = st.tuples(st.integers(1, 40), st.integers(0, 30), st.integers(1, 24), st.floats(0.05, 5))
+layer_spec = st.tuples(
+    st.integers(1, 40), st.integers(0, 30), st.integers(1, 24), st.floats(0.05, 5)
+)
 
 
 @given(st.lists(layer_spec, min_size=1, max_size=6), st.floats(0, 1), st.integers(0, 500))
@@ -279,8 +286,11 @@ def test_bisection_meets_the_budget_within_one_rank_step(specs, where, fixed):
         assert all(0 <= nxt[n] - alloc.ranks[n] <= 1 for n in names)
         assert alloc_.total(nxt) == alloc.next_params
         if len(set(weights.values())) == len(names):  # no ties: one layer's rank step
-            steps = [params[n](alloc.ranks[n] + 1) - params[n](alloc.ranks[n])
-                     for n in names if alloc.ranks[n] < r_max[n]]
+            steps = [
+                params[n](alloc.ranks[n] + 1) - params[n](alloc.ranks[n])
+                for n in names
+                if alloc.ranks[n] < r_max[n]
+            ]
             assert budget - alloc.params < max(steps)
 
 
@@ -333,8 +343,10 @@ def test_large_budget_gives_r_max_and_uniform_gives_equal_ranks():
     assert uni.ranks == {"a": 3, "b": 3, "c": 3} and uni.method == "uniform"
 
 
-@given(st.lists(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5), min_size=1, max_size=3),
-       st.integers(0, 12))
+@given(
+    st.lists(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5), min_size=1, max_size=3),
+    st.integers(0, 12),
+)
 def test_error_greedy_is_optimal_for_convex_curves_and_unit_costs(drops, extra):
     names = [f"l{i}" for i in range(len(drops))]
     curves = {}
@@ -364,7 +376,9 @@ def test_error_greedy_looks_past_flat_stretches():
     assert math.isclose(sum(softmax_weights([0.3, -0.2, 0.1])), 1.0)
 
 
-@pytest.mark.parametrize("module", ["tqla_torch.compression.importance", "tqla_torch.compression.ranks"])
+@pytest.mark.parametrize(
+    "module", ["tqla_torch.compression.importance", "tqla_torch.compression.ranks"]
+)
 def test_docstring_examples(module):
     import doctest
     import importlib
@@ -382,12 +396,14 @@ def test_plan_ranks_on_a_cnn_meets_the_budget():
     total, fixed = weight_params(model, names)
     assert total - fixed == 4 * 9 + 6 * 36
     for method in ("lwiq", "uniform"):
-        alloc, scores = plan_ranks(model, params, 0.8, r_max={"conv1": 4, "conv2": 6},
-                                   method=method, data=data, seed=0)
+        alloc, scores = plan_ranks(
+            model, params, 0.8, r_max={"conv1": 4, "conv2": 6}, method=method, data=data, seed=0
+        )
         assert alloc.params <= int(0.8 * total) and (scores is None) == (method != "lwiq")
     # scoring both convolutions at conv2's output gives them the same weight
-    alloc, scores = plan_ranks(model, params, 0.8, r_max=6, data=data,
-                               score_at={"conv1": "conv2", "conv2": "conv2"})
+    alloc, scores = plan_ranks(
+        model, params, 0.8, r_max=6, data=data, score_at={"conv1": "conv2", "conv2": "conv2"}
+    )
     assert scores.layers == ("conv2",) and alloc.ranks["conv1"] == alloc.ranks["conv2"]
     with pytest.raises(ValueError, match="no scoring module"):
         plan_ranks(model, params, 0.8, r_max=6, data=data, score_at={"conv1": "conv2"})

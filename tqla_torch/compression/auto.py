@@ -52,7 +52,8 @@ def block_of(name: str) -> str:
 
 def _targets(model: nn.Module, config: CompressionConfig) -> dict[str, nn.Module]:
     found = {
-        n: m for n, m in model.named_modules()
+        n: m
+        for n, m in model.named_modules()
         if n and config.matches(n) and CompressedModule.compressible(m)
     }
     if not found:
@@ -69,8 +70,10 @@ def _params_table(
     base = config.settings_for(name)
     layer_type = CompressedModule.for_module(module, base.method)
     if layer_type is None:
-        raise ValueError(f"module {name!r}: no layer compresses a {type(module).__name__} "
-                         f"by method {base.method!r}")
+        raise ValueError(
+            f"module {name!r}: no layer compresses a {type(module).__name__} "
+            f"by method {base.method!r}"
+        )
     bias = getattr(module, "bias", None)
     n_bias = 0 if bias is None else bias.numel()
     dense = module.weight.numel()
@@ -142,15 +145,25 @@ def auto_ranks(
     if target_modules is None:
         has_mlp = any(re.fullmatch(_GPT2_MLP, n) for n, _ in model.named_modules())
         target_modules = _GPT2_MLP if has_mlp else r".+"
-    config = CompressionConfig(target_modules=target_modules, method=method, rank=1,
-                               **config_fields)
+    config = CompressionConfig(
+        target_modules=target_modules, method=method, rank=1, **config_fields
+    )
     modules = _targets(model, config)
     params, r_max = {}, {}
     for name, module in modules.items():
         params[name], r_max[name] = _params_table(name, module, config)
     at = {n: (block_of(n) if score_at == "block" else n) for n in modules}
-    alloc, _ = plan_ranks(model, params, budget, r_max=r_max, method=allocation, data=data,
-                          score_at=at, n_classes=n_classes, seed=seed)
+    alloc, _ = plan_ranks(
+        model,
+        params,
+        budget,
+        r_max=r_max,
+        method=allocation,
+        data=data,
+        score_at=at,
+        n_classes=n_classes,
+        seed=seed,
+    )
     overrides = {re.escape(n): {"rank": r} for n, r in alloc.ranks.items()}
     return dataclasses.replace(config, overrides=overrides)
 

@@ -39,7 +39,9 @@ Examples
 >>> from tqla_torch.compression.importance import lwiq
 >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
 <torch._C.Generator object at ...>
->>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+>>> model = nn.Sequential(
+...     nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+... )
 >>> x = torch.randn(300, 8)
 >>> y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
 >>> data = [(x[i : i + 100], y[i : i + 100]) for i in range(0, 300, 100)]
@@ -132,7 +134,9 @@ def softmax_weights(gains: Sequence[float], temperature: float = 0.1) -> tuple[f
     >>> [round(w, 3) for w in softmax_weights([0.0, 0.1], temperature=0.1)]
     [0.269, 0.731]
     """
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    if not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if len(gains) == 0:
         raise ValueError("gains must not be empty")
@@ -177,8 +181,7 @@ def _resolve_layers(model: nn.Module, layers: Any) -> dict[str, nn.Module]:
         if missing:
             some = [n for n in modules if n][:8]
             raise ValueError(
-                f"layers names {missing!r} are not modules of the model; "
-                f"names look like {some!r}"
+                f"layers names {missing!r} are not modules of the model; names look like {some!r}"
             )
         if len(set(names)) != len(names):
             raise ValueError(f"layers must not repeat a name, got {names!r}")
@@ -192,7 +195,9 @@ def _resolve_layers(model: nn.Module, layers: Any) -> dict[str, nn.Module]:
     return {n: modules[n] for n in names}
 
 
-def _split_batch(batch: Any, task: str) -> tuple[str, Any, torch.Tensor | None, torch.Tensor | None]:
+def _split_batch(
+    batch: Any, task: str
+) -> tuple[str, Any, torch.Tensor | None, torch.Tensor | None]:
     """-> (task, model input, labels or None, attention mask or None)."""
     if isinstance(batch, Mapping):
         if "input_ids" not in batch:
@@ -412,7 +417,9 @@ def _lm_labels(
 ) -> torch.Tensor:
     """Next-token targets (n, T-1); -1 where the position has no valid target."""
     if ids.ndim != 2 or ids.is_floating_point():
-        raise ValueError(f"input_ids must be an integer tensor (batch, seq), got {tuple(ids.shape)}")
+        raise ValueError(
+            f"input_ids must be an integer tensor (batch, seq), got {tuple(ids.shape)}"
+        )
     if ids.shape[1] < 2:
         raise ValueError("language-model batches need at least 2 tokens per sequence")
     nxt = (labels if labels is not None else ids)[:, 1:].to(torch.int64)

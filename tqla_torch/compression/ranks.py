@@ -136,8 +136,9 @@ class RankAllocator:
     ----------
     weights : mapping of str to float
         Layer importances (e.g. ``LWIQResult.weights`` of
-        :func:`tqla_torch.compression.importance.lwiq`), >= 0. Only their ratios matter: they are rescaled to mean 1, so κ reads as "the fraction of
-        ``r_ref`` an average layer gets".
+        :func:`tqla_torch.compression.importance.lwiq`), >= 0. Only their ratios matter:
+        they are rescaled to mean 1, so κ reads as "the fraction of ``r_ref`` an average layer
+        gets".
     params : mapping of str to callable
         ``params[name](rank)``: the layer's parameter count at that rank, non-decreasing.
     r_max : int or mapping
@@ -194,7 +195,10 @@ class RankAllocator:
     def ranks(self, kappa: float) -> dict[str, int]:
         """The κ rule's ranks (round half up)."""
         return {
-            n: min(max(int(math.floor(kappa * self.weights[n] * self.r_ref[n] + 0.5)), 1), self.r_max[n])
+            n: min(
+                max(int(math.floor(kappa * self.weights[n] * self.r_ref[n] + 0.5)), 1),
+                self.r_max[n],
+            )
             for n in self.names
         }
 
@@ -217,8 +221,11 @@ class RankAllocator:
                 f"budget={budget!r} ({target} parameters) cannot be met: ranks within the bounds "
                 f"give between {lo_p} and {hi_p} parameters"
             )
-        top = max((self.r_max[n] + 0.5) / (self.weights[n] * self.r_ref[n])
-                  for n in self.names if self.weights[n] > 0)
+        top = max(
+            (self.r_max[n] + 0.5) / (self.weights[n] * self.r_ref[n])
+            for n in self.names
+            if self.weights[n] > 0
+        )
         if self.total(self.ranks(top)) <= target:
             r = self.ranks(top)
             return RankAllocation(r, self.total(r), target, (lo_p, hi_p), "scaled", top, None)
@@ -255,7 +262,11 @@ def allocate_ranks(
     {'a': 5, 'b': 5}
     """
     allocator = RankAllocator(
-        weights, params, r_max=r_max, r_ref=r_ref, fixed_params=fixed_params,
+        weights,
+        params,
+        r_max=r_max,
+        r_ref=r_ref,
+        fixed_params=fixed_params,
         total_params=total_params,
     )
     return allocator.allocate(budget)
@@ -271,11 +282,20 @@ def uniform_ranks(
 ) -> RankAllocation:
     """The same rank for every layer (clipped to its ``r_max``), as large as the budget allows."""
     alloc = allocate_ranks(
-        dict.fromkeys(params, 1.0), params, budget, r_max=r_max,
-        fixed_params=fixed_params, total_params=total_params,
+        dict.fromkeys(params, 1.0),
+        params,
+        budget,
+        r_max=r_max,
+        fixed_params=fixed_params,
+        total_params=total_params,
     )
     return RankAllocation(
-        alloc.ranks, alloc.params, alloc.budget, alloc.feasible, "uniform", alloc.kappa,
+        alloc.ranks,
+        alloc.params,
+        alloc.budget,
+        alloc.feasible,
+        "uniform",
+        alloc.kappa,
         alloc.next_params,
     )
 
