@@ -38,3 +38,17 @@ __all__ += [
     "permuted_kron",
     "slots_cost",
 ]
+
+# Tensor trains (methods.md §5).
+from tqla.tt import TensorTrain, rank_bounds, tt_svd  # noqa: E402
+from tqla.tt_matrix import TTMatrix, TTMatrixShape, tt_matrix, tt_matrix_shapes  # noqa: E402
+
+__all__ += [
+    "TTMatrix",
+    "TTMatrixShape",
+    "TensorTrain",
+    "rank_bounds",
+    "tt_matrix",
+    "tt_matrix_shapes",
+    "tt_svd",
+]
