@@ -44,6 +44,7 @@ def test_python_examples_run(page):
         "tqla._array",
         "tqla.assignment",
         "tqla.permuted",
+        "tqla.svd",
     ],
 )
 def test_docstring_examples(module):

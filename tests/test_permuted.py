@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tqla.assignment as asg
+import tqla.permuted as permuted_module
 from tqla.kron import KroneckerShape, KroneckerSum, kron_svd
 from tqla.permuted import PermutedKronecker, PermutedKroneckerApprox, permuted_kron
 
@@ -212,7 +213,7 @@ def test_embedding_side_with_unit_factor_is_never_permuted(monkeypatch):
         sizes.append(cost.shape[0])
         return real(cost, **kw)
 
-    monkeypatch.setattr(asg, "lsap", spy)
+    monkeypatch.setattr(permuted_module, "lsap", spy)
     for rule in ("slots", "assign"):
         P = permuted_kron(W, s, 1, rule=rule, n_iter=2, max_cost_bytes=10**7)
         assert P.permuted == (False, True)

@@ -1,5 +1,7 @@
 """tqla: structured matrix factorization on any array library."""
 
+from tqla._array import check_permutation
+from tqla.assignment import LSAPResult, assign_cost, lsap, slots_cost
 from tqla.kron import (
     KroneckerShape,
     KroneckerSum,
@@ -8,35 +10,28 @@ from tqla.kron import (
     rearrange,
     unrearrange,
 )
+from tqla.permuted import PermutedKronecker, PermutedKroneckerApprox, permuted_kron
+from tqla.svd import truncated_svd
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KroneckerShape",
     "KroneckerSum",
-    "factor_shapes",
-    "kron_svd",
-    "rearrange",
-    "unrearrange",
-    "__version__",
-]
-
-# Permuted Kronecker sums (TQCompressor) and their linear sum assignment.
-from tqla.assignment import LSAPResult, assign_cost, lsap, slots_cost  # noqa: E402
-from tqla.permuted import (  # noqa: E402
-    PermutedKronecker,
-    PermutedKroneckerApprox,
-    permuted_kron,
-)
-
-__all__ += [
     "LSAPResult",
     "PermutedKronecker",
     "PermutedKroneckerApprox",
+    "__version__",
     "assign_cost",
+    "check_permutation",
+    "factor_shapes",
+    "kron_svd",
     "lsap",
     "permuted_kron",
+    "rearrange",
     "slots_cost",
+    "truncated_svd",
+    "unrearrange",
 ]
 
 # Tensor trains (methods.md §5).

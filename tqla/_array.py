@@ -8,7 +8,6 @@ place that knows about this.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,8 @@ __all__ = [
     "as_float_matrix",
     "check_finite",
     "check_int",
+    "check_permutation",
+    "take",
     "check_rng",
     "device_of",
     "is_numpy",
@@ -171,14 +172,55 @@ def from_numpy(a: np.ndarray, like: Any) -> Any:
     return xp.asarray(a, device=dev)
 
 
-def float_dtype_eps(xp: Any, dtype: Any) -> float:
-    """Machine epsilon of a floating dtype."""
-    if dtype == xp.float64:
-        return float(np.finfo(np.float64).eps)
-    if dtype == xp.float32:
-        return float(np.finfo(np.float32).eps)
-    return 2.0**-7  # half precisions: bf16 has 8 bits of mantissa
+def take(xp: Any, x: Any, idx: np.ndarray, axis: int) -> Any:
+    """``x`` gathered along ``axis`` by the host index array ``idx`` (moved to x's device)."""
+    return xp.take(x, from_numpy(np.ascontiguousarray(idx, dtype=np.int64), x), axis=axis)
 
 
-def nbytes_of(shape: tuple[int, ...], itemsize: int) -> int:
-    return int(math.prod(shape)) * int(itemsize)
+def check_permutation(perm: Any, n: int, name: str = "perm") -> np.ndarray:
+    """Validate a permutation of ``range(n)``; return it as a host NumPy int64 array.
+
+    Parameters
+    ----------
+    perm : array of shape (n,) or sequence of ints
+        Any array library (a device array is copied to the host once).
+    n : int
+        Length of the permutation.
+    name : str
+        The argument's name, used in error messages.
+
+    Raises
+    ------
+    TypeError
+        If ``perm`` is not an integer array (bool and floating dtypes are rejected).
+    ValueError
+        If it has the wrong shape, entries outside ``range(n)``, or repeats an entry.
+
+    Examples
+    --------
+    >>> check_permutation([2, 0, 1], 3).tolist()
+    [2, 0, 1]
+    """
+    n = check_int(n, "n", minimum=0)
+    if perm is None:
+        raise TypeError(f"{name} must be an integer array of shape ({n},), got None")
+    if isinstance(perm, (list, tuple)):
+        a = np.asarray(perm) if len(perm) else np.zeros(0, dtype=np.int64)
+    elif isinstance(perm, np.ndarray):
+        a = perm
+    elif hasattr(perm, "shape") and hasattr(perm, "dtype"):
+        a = np.asarray(to_numpy(perm))
+    else:
+        raise TypeError(f"{name} must be an integer array, got {type(perm).__name__}")
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    if a.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+    a = a.astype(np.int64, copy=False)
+    if n and (a.min() < 0 or a.max() >= n):
+        raise ValueError(f"{name} must be a permutation of range({n}): entries out of range")
+    seen = np.zeros(n, dtype=bool)
+    seen[a] = True
+    if not seen.all():
+        raise ValueError(f"{name} must be a permutation of range({n}): it repeats entries")
+    return a

@@ -1,4 +1,4 @@
-"""Kronecker sums and the Van Loan–Pitsianis rearrangement (methods.md §1).
+"""Kronecker sums and the Van Loan–Pitsianis rearrangement (docs/kron.md).
 
 A Kronecker sum of rank r approximates an M×N matrix, M = m1·m2, N = n1·n2, as
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,11 +23,10 @@ from tqla._array import (
     as_float_matrix,
     check_finite,
     check_int,
-    check_rng,
-    from_numpy,
     is_numpy,
 )
 from tqla._kernels import resolve
+from tqla.svd import SVDMethod, auto_method, check_method, gram_rows, svd_rows
 
 __all__ = [
     "FactorShape",
@@ -38,8 +37,6 @@ __all__ = [
     "rearrange",
     "unrearrange",
 ]
-
-SVDMethod = Literal["auto", "gram", "full", "randomized"]
 
 # Below this size of the small side of R(W) the Gram route is used by method="auto".
 GRAM_MAX_SIDE = 512
@@ -144,6 +141,35 @@ class KroneckerShape:
     def n_params(self, rank: int = 1) -> int:
         """Number of factor entries of a rank-``rank`` sum."""
         return int(rank) * (self.m1 * self.n1 + self.m2 * self.n2)
+
+    def matmat_costs(self, rank: int, k: int = 1) -> tuple[int, int]:
+        """Multiply-adds of ``K @ X`` (X of shape N×k) in the two association orders.
+
+        Returns ``(a_first, b_first)``: contracting with the A factors first costs
+        r·m1·n2·k·(n1 + m2), with the B factors first r·n1·m2·k·(m1 + n2).  For
+        ``X @ K`` (X of shape k×M) use the transposed shape, ``s.T.matmat_costs(rank, k)``.
+
+        Examples
+        --------
+        >>> KroneckerShape((384, 768), (2, 4)).matmat_costs(4, 1)
+        (4730880, 2383872)
+        """
+        r = check_int(rank, "rank", minimum=0)
+        k = check_int(k, "k", minimum=0)
+        m1, n1, m2, n2 = self.m1, self.n1, self.m2, self.n2
+        return r * m1 * n2 * k * (n1 + m2), r * n1 * m2 * k * (m1 + n2)
+
+    def matmat_order(self, rank: int, k: int = 1) -> str:
+        """The cheaper association order of ``K @ X``: ``"a_first"`` or ``"b_first"``
+        (ties: ``"b_first"``); what :class:`KroneckerSum` products run.
+
+        Examples
+        --------
+        >>> KroneckerShape((384, 768), (2, 4)).matmat_order(4)
+        'b_first'
+        """
+        a_first, b_first = self.matmat_costs(rank, k)
+        return "b_first" if b_first <= a_first else "a_first"
 
     def check_rank(self, rank: Any, name: str = "rank") -> int:
         """Validate a Kronecker rank: an integer with 1 <= rank <= :attr:`max_rank`."""
@@ -321,7 +347,8 @@ class KroneckerSum:
     -----
     Products with vectors and matrices never form the dense matrix: for ``K @ X`` with
     X of shape (N, k), the two association orders cost r·m1·n2·k·(n1 + m2) and
-    r·n1·m2·k·(m1 + n2) multiply-adds; the cheaper one is used, batched over the rank.
+    r·n1·m2·k·(m1 + n2) multiply-adds (:meth:`KroneckerShape.matmat_costs`); the cheaper
+    one (:meth:`KroneckerShape.matmat_order`) is used, batched over the rank.
 
     Examples
     --------
@@ -417,9 +444,7 @@ class KroneckerSum:
         s = self.kshape
         m1, n1, m2, n2 = s.m1, s.n1, s.m2, s.n2
         k = int(X.shape[1])
-        cost_a_first = r * m1 * n2 * k * (n1 + m2)
-        cost_b_first = r * n1 * m2 * k * (m1 + n2)
-        if cost_b_first <= cost_a_first:
+        if s.matmat_order(r, k) == "b_first":
             # T[r, i2, (j1, c)] = Σ_j2 B[r, i2, j2] X[(j1, j2), c]
             X3 = xp.reshape(xp.permute_dims(xp.reshape(X, (n1, n2, k)), (1, 0, 2)), (n2, n1 * k))
             T = xp.matmul(self.B, X3)  # (r, m2, n1*k)
@@ -492,57 +517,16 @@ class KroneckerSum:
 # --------------------------------------------------------------------------------------
 # kron_svd
 # --------------------------------------------------------------------------------------
-def _row_signs(xp: Any, S: Any) -> Any:
-    """(r, 1) signs making the entry of largest magnitude of each row of S positive."""
-    n = S.shape[1]
-    idx = xp.argmax(xp.abs(S), axis=1)  # (r,)
-    onehot = xp.reshape(xp.arange(n, device=_dev(S)), (1, n)) == xp.reshape(idx, (-1, 1))
-    picked = xp.sum(xp.where(onehot, S, xp.zeros_like(S)), axis=1)
-    return xp.reshape(xp.where(picked < 0, -xp.ones_like(picked), xp.ones_like(picked)), (-1, 1))
-
-
-def _sign_fix_rows(xp: Any, S: Any, O: Any) -> tuple[Any, Any]:
-    """Flip row pairs (S[k], O[k]) so that S[k]'s entry of largest magnitude is positive.
-
-    A deterministic convention (as in tensorly and scikit-learn), comparable across
-    backends.  S is the smaller factor's (r, size) rows, so this costs next to nothing.
-    """
-    signs = _row_signs(xp, S)
-    return S * signs, O * signs
-
-
-def _dev(x: Any) -> Any:
-    from tqla._array import device_of
-
-    return device_of(x)
-
-
-def _top_from_gram(xp: Any, G: Any, rank: int) -> tuple[Any, Any]:
-    """Top-``rank`` eigenpairs of the symmetric PSD matrix G, largest first.
-
-    Returns (lam, Vt) with Vt of shape (rank, p).
-    """
-    lam, V = xp.linalg.eigh(G)
-    p = V.shape[1]
-    Vt = xp.flip(xp.permute_dims(V[:, p - rank :], (1, 0)), axis=0)
-    lam = xp.flip(lam[p - rank :], axis=0)
-    return xp.where(lam > 0, lam, xp.zeros_like(lam)), Vt
-
-
-def _inv_or_zero(xp: Any, x: Any) -> Any:
-    ok = x > 0
-    return xp.where(ok, 1.0 / xp.where(ok, x, xp.ones_like(x)), xp.zeros_like(x))
-
-
 def _svd_gram(xp: Any, W: Any, s: KroneckerShape, rank: int, kernel: str):
     """Rank-``rank`` Kronecker factors of W through the Gram matrix of R(W)'s small side.
 
     With X = R(W) of shape (q, p): if p <= q, the top eigenpairs (λ_k, v_k) of XᵀX give
     B_k = √σ_k·v_k and A_k = X·v_k/√σ_k (σ_k = √λ_k); otherwise the same with XXᵀ and the
-    roles of A and B swapped.  Two kernels of the table do the passes over the data
+    roles of A and B swapped (:func:`tqla.svd.gram_rows`, shared with
+    :func:`tqla.truncated_svd`).  Two kernels of the table do the passes over the data
     (``rearranged_gram``, then ``rearranged_matmul``); the sign convention and the
     1/√σ_k scaling are applied to the small eigenvector matrix *before* the second pass,
-    so the large factor comes out of it final.  Implementations that read W in place
+    so the large factor comes out of it final.  Kernels that read W in place
     (``"numba"``) never form R(W); the others get one rearranged copy, shared by both
     passes.  The product of the factors is X·V·Vᵀ (or U·Uᵀ·X) whatever the accuracy of λ,
     which only balances the scale between A and B.
@@ -563,39 +547,10 @@ def _svd_gram(xp: Any, W: Any, s: KroneckerShape, rank: int, kernel: str):
         G = gram(W, s, side, X)
     if not bool(xp.all(xp.isfinite(G))):
         return None
-    lam, Vt = _top_from_gram(xp, G, rank)  # Vt: (r, small side)
-    Vt = Vt * _row_signs(xp, Vt)
-    root = xp.reshape(xp.sqrt(xp.sqrt(lam)), (-1, 1))  # √σ
-    small = Vt * root
-    V = xp.permute_dims(Vt * _inv_or_zero(xp, root), (1, 0))  # (small side, r)
-    big = xp.permute_dims(matmul(W, s, side, V, X), (1, 0))  # (r, large side)
+    big, small, _ = gram_rows(xp, G, rank, lambda V: matmul(W, s, side, V, X), root=True)
     if is_numpy(xp):
         big = np.ascontiguousarray(big)  # no copy for the numba kernel's output
     return (big, small) if side == "right" else (small, big)
-
-
-def _svd_full(xp: Any, X: Any, rank: int):
-    """Thin SVD of X: rows (r, q) of Uᵀ, (r, p) of Vᵀ and the top singular values."""
-    U, S, Vh = xp.linalg.svd(X, full_matrices=False)
-    return xp.permute_dims(U[:, :rank], (1, 0)), Vh[:rank, :], S[:rank]
-
-
-def _svd_randomized(
-    xp: Any, X: Any, rank: int, rng: np.random.Generator, n_oversamples: int = 10, n_power: int = 4
-):
-    """Halko–Martinsson–Tropp randomized SVD with QR-stabilised power iterations."""
-    q, p = (int(v) for v in X.shape)
-    ell = min(rank + n_oversamples, min(q, p))
-    Omega = xp.astype(from_numpy(rng.standard_normal((p, ell)), X), X.dtype)
-    Xt = xp.permute_dims(X, (1, 0))
-    Q, _ = xp.linalg.qr(xp.matmul(X, Omega))
-    for _ in range(n_power):
-        Z, _ = xp.linalg.qr(xp.matmul(Xt, Q))
-        Q, _ = xp.linalg.qr(xp.matmul(X, Z))
-    Bsmall = xp.matmul(xp.permute_dims(Q, (1, 0)), X)  # (ell, p)
-    Ub, S, Vh = xp.linalg.svd(Bsmall, full_matrices=False)
-    U = xp.matmul(Q, Ub[:, :rank])
-    return xp.permute_dims(U, (1, 0)), Vh[:rank, :], S[:rank]
 
 
 def choose_svd_method(shape: Any, rank: int) -> str:
@@ -608,12 +563,7 @@ def choose_svd_method(shape: Any, rank: int) -> str:
     * ``"full"`` (LAPACK/cuSOLVER thin SVD) otherwise.
     """
     s = KroneckerShape.of(shape)
-    small = min(s.rearranged_shape)
-    if small <= GRAM_MAX_SIDE:
-        return "gram"
-    if 10 * rank <= small:
-        return "randomized"
-    return "full"
+    return auto_method(min(s.rearranged_shape), int(rank), GRAM_MAX_SIDE)
 
 
 def kron_svd(
@@ -674,10 +624,7 @@ def kron_svd(
         # compute in float32 and return factors of the input dtype.
         K = kron_svd(xp.astype(W, xp.float32), s, rank, method=method, rng=rng, kernel=kernel)
         return K.astype(W.dtype)
-    if method not in ("auto", "gram", "full", "randomized"):
-        raise ValueError(
-            f"method must be one of 'auto', 'gram', 'full', 'randomized', got {method!r}"
-        )
+    check_method(method)
     if method == "auto":
         method = choose_svd_method(s, rank)
     if method == "gram":
@@ -692,17 +639,10 @@ def kron_svd(
     else:
         check_finite(xp, W, "W")
     if method in ("full", "randomized"):
-        X = rearrange(W, s)
-        if method == "full":
-            Ur, Vr, sigma = _svd_full(xp, X, rank)
-        else:
-            Ur, Vr, sigma = _svd_randomized(xp, X, rank, check_rng(rng))
+        # the routes of tqla.truncated_svd on R(W), with its sign rule
+        Ur, Vr, sigma = svd_rows(xp, rearrange(W, s), rank, method, rng)
         root = xp.reshape(xp.sqrt(sigma), (-1, 1))
         Ar, Br = Ur * root, Vr * root
-        if s.m2 * s.n2 <= s.m1 * s.n1:
-            Br, Ar = _sign_fix_rows(xp, Br, Ar)
-        else:
-            Ar, Br = _sign_fix_rows(xp, Ar, Br)
     if is_numpy(xp):  # C-contiguous factors keep products on the BLAS path
         Ar, Br = np.ascontiguousarray(Ar), np.ascontiguousarray(Br)
     A = xp.reshape(Ar, (rank, s.m1, s.n1))

@@ -1,4 +1,4 @@
-"""Permuted Kronecker sums by alternating minimisation (TQCompressor, methods.md §2).
+"""Permuted Kronecker sums by alternating minimisation (TQCompressor; docs/permuted.md).
 
 A permuted Kronecker sum approximates
 
@@ -20,19 +20,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tqla import assignment as _asg
 from tqla._array import (
     array_namespace,
     as_float_matrix,
     check_int,
+    check_permutation,
     check_rng,
     device_of,
     from_numpy,
     is_torch,
     lib_name,
+    take,
+    to_numpy,
 )
 from tqla._kernels import available
+from tqla.assignment import SlotsCost, assign_cost, check_max_bytes
 from tqla.kron import KroneckerShape, KroneckerSum, kron_svd
+from tqla.lsap import LSAPResult, check_solver, lsap
 
 __all__ = ["PermutedKronecker", "PermutedKroneckerApprox", "permuted_kron"]
 
@@ -61,7 +65,8 @@ class PermutedKronecker:
     errors : list of float
         Relative Frobenius error ‖W − approx‖/‖W‖ after each iteration; ``errors[0]`` is
         the error of plain :func:`tqla.kron_svd` at the starting permutations (the
-        identity, unless a random restart won).
+        identity, unless a random restart won).  For W = 0 the approximation is exactly
+        0 and every error is 0 (the absolute error, as there is no scale to divide by).
     n_iter : int
         Iterations run (``len(errors) - 1``).
     permuted : tuple of two bools
@@ -107,8 +112,8 @@ class PermutedKronecker:
             raise TypeError(f"kron must be a KroneckerSum, got {type(kron).__name__}")
         M, N = kron.shape
         xp = kron.xp
-        rp = _asg._check_perm(row_perm, M, "row_perm")
-        cp = _asg._check_perm(col_perm, N, "col_perm")
+        rp = check_permutation(row_perm, M, "row_perm")
+        cp = check_permutation(col_perm, N, "col_perm")
         like = kron.A
         self.kron = kron
         self.row_perm = _index_array(rp, like)
@@ -262,8 +267,8 @@ class _Run:
         self.s = s
         self.rank = rank
         self.xp = xp
-        self.norm = norm
-        self.norm2 = norm * norm
+        self.norm2 = norm * norm  # ‖W‖²
+        self.norm = norm if norm > 0 else 1.0  # divisor: ‖W‖ = 0 leaves the error absolute
         self.rng = rng
         self.kernel = kernel
         self.svd_kernel = kernel if kernel in ("auto", *available("rearranged_gram")) else "auto"
@@ -271,7 +276,7 @@ class _Run:
         self.warm_start = warm_start
         self.max_bytes = max_bytes
         self.t = timings
-        self.warm: dict[tuple, _asg.LSAPResult] = {}
+        self.warm: dict[tuple, LSAPResult] = {}
         M, N = s.matrix_shape
         self.inv = {"rows": np.arange(M), "cols": np.arange(N)}  # K index -> W index
 
@@ -281,9 +286,9 @@ class _Run:
         xp = self.xp
         U = self.W
         if not _is_identity(inv_rows):
-            U = _asg._take(xp, U, inv_rows, 0)
+            U = take(xp, U, inv_rows, 0)
         if not _is_identity(inv_cols):
-            U = _asg._take(xp, U, inv_cols, 1)
+            U = take(xp, U, inv_cols, 1)
         self.U = U
         self.K, self.err = self.fit(U)
 
@@ -308,8 +313,8 @@ class _Run:
         r = K.rank
         Af = xp.reshape(K.A, (r, -1))
         Bf = xp.reshape(K.B, (r, -1))
-        Ga = _as_host64(xp.matmul(Af, _asg._transpose(xp, Af)))
-        Gb = _as_host64(xp.matmul(Bf, _asg._transpose(xp, Bf)))
+        Ga = _as_host64(xp.matmul(Af, _T(Af)))
+        Gb = _as_host64(xp.matmul(Bf, _T(Bf)))
         e2 = self.norm2 - float(np.sum(Ga * Gb))
         if e2 > 1e-3 * self.norm2:
             return float(np.sqrt(e2)) / self.norm
@@ -322,7 +327,7 @@ class _Run:
         t1 = time.perf_counter()
         self.t["cost"] += t1 - t_build
         init = self.warm.get(key) if self.warm_start else None
-        res = _asg.lsap(cost, solver=self.solver, init=init)
+        res = lsap(cost, solver=self.solver, init=init)
         self.t["host_copies"] += res.host_bytes > 0
         self.t["host_bytes"] += res.host_bytes
         self.t["n_lsap"] += 1
@@ -330,7 +335,7 @@ class _Run:
         if self.warm_start and res.prices is not None:
             n = len(res.col_ind)
             # the solution becomes the identity once applied: keep its prices as the start
-            self.warm[key] = _asg.LSAPResult(
+            self.warm[key] = LSAPResult(
                 np.arange(n), np.arange(n), cost=res.cost, solver=res.solver, prices=res.prices
             )
         return res.col_ind
@@ -339,7 +344,7 @@ class _Run:
     def _oriented(self, side: str) -> tuple[Any, KroneckerShape, KroneckerSum]:
         if side == "rows":
             return self.U, self.s, self.K
-        return _asg._transpose(self.xp, self.U), self.s.T, self.K.T
+        return _T(self.U), self.s.T, self.K.T
 
     def step(self, rule: str, side: str) -> bool:
         """One update of one side; returns True if it was accepted."""
@@ -349,37 +354,23 @@ class _Run:
         g = np.arange(n)  # new K-row k takes the old K-row g[k]
         t_build = time.perf_counter()
         if rule == "slots":
-            itemsize = getattr(self.W.dtype, "itemsize", 8)
-            _asg.check_cost_memory(
-                so.m1,
-                itemsize,
-                what=f"slots cost ({side})",
-                extra_bytes=_asg._slot_extra_bytes(so, self.rank, itemsize),
-                max_bytes=self.max_bytes,
-            )
-            V = _asg.slots_basis(Ko)
-            U4 = _asg._as_blocks(xp, Uo, so)
-            Y = _asg._block_projections(xp, xp.reshape(U4, so.matrix_shape), so, V, self.svd_kernel)
+            sweep = SlotsCost(Uo, so, Ko, kernel=self.kernel, max_bytes=self.max_bytes)
             for slot in range(so.m2):
                 if slot:
                     t_build = time.perf_counter()
-                cost, P = _asg._slot_cost(xp, U4, so, V, slot, Y, self.kernel)
-                col = self.solve(cost, ("slots", side, slot), t_build)
-                if _is_identity(col):
-                    continue
-                src = np.argsort(col)  # block-row t takes candidate src[t]
+                col = self.solve(sweep.cost(slot), ("slots", side, slot), t_build)
                 t0 = time.perf_counter()
-                Y = Y - P + _asg._take(xp, P, src, 0)
-                g[np.arange(so.m1) * so.m2 + slot] = src * so.m2 + slot
+                sweep.assign(slot, col)
                 self.t["cost"] += time.perf_counter() - t0
+            g = sweep.order
         else:  # assign
-            cost = _asg.assign_cost(Uo, Ko, max_bytes=self.max_bytes)
+            cost = assign_cost(Uo, Ko, max_bytes=self.max_bytes)
             col = self.solve(cost, ("assign", side), t_build)
             g = np.argsort(col)
         if _is_identity(g):
             return False
-        Unew_o = _asg._take(xp, Uo, g, 0)
-        Unew = Unew_o if side == "rows" else _asg._transpose(xp, Unew_o)
+        Unew_o = take(xp, Uo, g, 0)
+        Unew = Unew_o if side == "rows" else _T(Unew_o)
         Knew, err = self.fit(Unew)
         if err <= self.err:
             self.U, self.K, self.err = Unew, Knew, err
@@ -390,7 +381,11 @@ class _Run:
 
 
 def _as_host64(x: Any) -> np.ndarray:
-    return np.asarray(_asg._host(x), dtype=np.float64)
+    return np.asarray(to_numpy(x), dtype=np.float64)
+
+
+def _T(x: Any) -> Any:
+    return array_namespace(x).permute_dims(x, (1, 0))
 
 
 def _is_identity(p: np.ndarray) -> bool:
@@ -431,7 +426,7 @@ def permuted_kron(
 ) -> PermutedKronecker:
     """Permuted Kronecker sum approximation W ≈ K[row_perm][:, col_perm].
 
-    Alternating minimisation of ‖W − P_r K P_c‖_F (methods.md §2): fit K to the
+    Alternating minimisation of ‖W − P_r K P_c‖_F (docs/permuted.md): fit K to the
     un-permuted W by :func:`tqla.kron_svd` (exact), then re-choose the permutations of the
     permuted sides by linear sum assignment, refit, and keep a step only if the error does
     not increase.
@@ -455,8 +450,10 @@ def permuted_kron(
         and, once they stop improving by ``tol``, polishes with ``"assign"`` steps (each
         followed by a ``"slots"`` sweep) within the same ``n_iter`` budget.
     permute : {"both", "rows", "cols", "none"}
-        Which sides to permute.  ``"none"`` returns plain :func:`tqla.kron_svd` in this
-        result type.  A side whose factors make a permutation useless — m1 = 1 or m2 = 1
+        Which sides to permute.  ``"rows"`` permutes the M side — W's rows, the output
+        features of an ``nn.Linear`` weight (out × in) — through ``row_perm``; ``"cols"``
+        the N side (input features) through ``col_perm``.  ``"none"`` returns plain
+        :func:`tqla.kron_svd` in this result type.  A side whose factors make a permutation useless — m1 = 1 or m2 = 1
         for rows, n1 = 1 or n2 = 1 for columns — is never permuted (so a 50257-row
         embedding with B of shape 1×2 never builds a 50257² cost matrix).
     n_iter : int
@@ -481,7 +478,8 @@ def permuted_kron(
         Memory ceiling for one cost build (default
         :func:`tqla.assignment.default_max_cost_bytes`); a larger build raises MemoryError.
     callback : callable, optional
-        ``callback(iteration, error)`` after every iteration; returning True stops.
+        ``callback(iteration, error)`` after every iteration; a truthy return value
+        (``True``, ``np.True_``, ``1``, ...) stops.
 
     Returns
     -------
@@ -511,8 +509,8 @@ def permuted_kron(
     n_iter = check_int(n_iter, "n_iter", minimum=0)
     n_restarts = check_int(n_restarts, "n_restarts", minimum=1)
     tol = _check_tol(tol)
-    if solver not in _asg.SOLVERS:
-        raise ValueError(f"solver must be one of {_asg.SOLVERS}, got {solver!r}")
+    check_solver(solver)
+    max_cost_bytes = check_max_bytes(max_cost_bytes, "max_cost_bytes")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     gen = check_rng(rng)
@@ -537,9 +535,7 @@ def permuted_kron(
         "host_copies": 0,
         "host_bytes": 0,
     }
-    norm = _norm(xp, W)
-    if norm == 0.0:
-        norm = 1.0
+    norm = _norm(xp, W)  # 0 for W = 0: every error is then 0 (see _Run.error)
     best = None
     restart_errors = []
     for restart in range(n_restarts if sides else 1):
@@ -562,7 +558,7 @@ def permuted_kron(
             errors.append(run.err)
             stop = callback(it, run.err) if callback is not None else None
             logger.debug("restart %d iteration %d (%s): error %.6g", restart, it, phase, run.err)
-            if stop is True:
+            if stop is not None and bool(stop):  # any truthy value: True, np.True_, 1
                 break
             stalled = prev - run.err <= tol * prev
             if stalled:

@@ -17,7 +17,9 @@ def rearranged_gram(W: Any, s: Any, side: str, X: Any = None) -> Any:
     if X is None:
         X = rearrange(W, s)
     Xt = xp.permute_dims(X, (1, 0))
-    return xp.matmul(Xt, X) if side == "right" else xp.matmul(X, Xt)
+    G = xp.matmul(Xt, X) if side == "right" else xp.matmul(X, Xt)
+    # exactly symmetric: BLAS may round G[i, j] and G[j, i] differently (issue 9, item 12)
+    return (G + xp.permute_dims(G, (1, 0))) / 2
 
 
 @register("rearranged_matmul", "array_api")

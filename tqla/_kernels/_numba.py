@@ -589,7 +589,7 @@ def _copy_kernel(fn: Any, A: np.ndarray, s: Any, out_shape: tuple[int, int]) -> 
     return out
 
 
-@register("rearrange", "numba", numpy_order=("numba",))
+@register("rearrange", "numba")
 def rearrange(W: np.ndarray, s: Any) -> np.ndarray:
     """A C-contiguous copy of R(W) (float32/float64 W of the right shape, not checked)."""
     (m1, n1), (m2, n2) = s
@@ -597,7 +597,7 @@ def rearrange(W: np.ndarray, s: Any) -> np.ndarray:
     return _copy_kernel(fn or _rearrange_copy, W, s, (m1 * n1, m2 * n2))
 
 
-@register("unrearrange", "numba", numpy_order=("numba",))
+@register("unrearrange", "numba")
 def unrearrange(X: np.ndarray, s: Any) -> np.ndarray:
     """A C-contiguous copy of R⁻¹(X) (float32/float64 X of the right shape, not checked)."""
     (m1, n1), (m2, n2) = s
@@ -637,7 +637,7 @@ def _sum_parts(parts: np.ndarray) -> np.ndarray:
         return np.triu(G) + np.triu(G, 1).T
 
 
-@register("rearranged_gram", "numba", numpy_order=("numba", "numpy"))
+@register("rearranged_gram", "numba")
 def rearranged_gram(W: np.ndarray, s: Any, side: str, X: Any = None) -> np.ndarray:
     """Gram matrix of X = R(W) computed from W in place (``X`` is ignored).
 
@@ -648,7 +648,8 @@ def rearranged_gram(W: np.ndarray, s: Any, side: str, X: Any = None) -> np.ndarr
     parallel = W.size >= _MIN_PARALLEL
     if (m2 * n2 if side == "right" else m1 * n1) > _DIRECT_MAX_SIDE:
         X = rearrange(W, ((m1, n1), (m2, n2)))
-        return X.T @ X if side == "right" else X @ X.T
+        G = X.T @ X if side == "right" else X @ X.T
+        return np.triu(G) + np.triu(G, 1).T  # exactly symmetric
     if side == "right":
         p = m2 * n2
         if n2 in _SPECIALISED_N2:
@@ -677,7 +678,7 @@ def rearranged_gram(W: np.ndarray, s: Any, side: str, X: Any = None) -> np.ndarr
     return _sum_parts(parts).astype(W.dtype, copy=False)
 
 
-@register("rearranged_matmul", "numba", numpy_order=("numba", "numpy"))
+@register("rearranged_matmul", "numba")
 def rearranged_matmul(W: np.ndarray, s: Any, side: str, V: np.ndarray, X: Any = None) -> np.ndarray:
     """R(W) @ V (``side="right"``) or R(W)ᵀ @ V (``side="left"``) from W in place.
 

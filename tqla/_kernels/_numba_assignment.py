@@ -300,7 +300,7 @@ def _solve(cost, v, col4row, warm, n_arr, arr_steps):
     return 0, n_free
 
 
-@register("lsap_jv", "numba", numpy_order=("numba",))
+@register("lsap_jv", "numba")
 def lsap_jv(
     cost: np.ndarray,
     prices: np.ndarray | None = None,

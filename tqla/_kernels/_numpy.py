@@ -15,7 +15,15 @@ def rearranged_gram(W: np.ndarray, s, side: str, X: np.ndarray | None = None) ->
     if X is None:
         X = rearrange(W, s)
     X = np.ascontiguousarray(X)
-    return X.T @ X if side == "right" else X @ X.T
+    G = X.T @ X if side == "right" else X @ X.T
+    return symmetrised(G)
+
+
+def symmetrised(G: np.ndarray) -> np.ndarray:
+    """(G + Gᵀ)/2: exactly symmetric (BLAS may round G[i, j] and G[j, i] differently)."""
+    G += G.T.copy()
+    G *= 0.5
+    return G
 
 
 @register("rearranged_matmul", "numpy")

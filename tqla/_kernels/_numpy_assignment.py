@@ -7,7 +7,7 @@ import numpy as np
 from tqla._kernels import register
 
 
-@register("slots_cost", "numpy", numpy_order=("numpy", "numba", "array_api"))
+@register("slots_cost", "numpy")
 def slots_cost(C: np.ndarray, Vs: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Slot cost of the ``slots`` rule: cost[c, t] = −‖Y[t] − P[t] + P[c]‖², P = C @ Vs.
 

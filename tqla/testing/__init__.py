@@ -33,6 +33,7 @@ from tqla.testing.assertions import (
     assert_same_result_across_backends,
     assert_valid_permutation,
     kron_error,
+    rounding_tolerance,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "make_strategies_namespace",
     "matrices",
     "permutations",
+    "rounding_tolerance",
     "tensor_trains",
     "tt_matrices",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "assert_same_result_across_backends",
     "assert_valid_permutation",
     "kron_error",
+    "rounding_tolerance",
 ]
 
 
@@ -38,6 +39,33 @@ def as_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
+
+
+def rounding_tolerance(dtype: Any, n_terms: int, magnitude: Any = 1.0) -> Any:
+    """A bound on the rounding error of sums of ``n_terms`` products in ``dtype``.
+
+    Floating-point sums may be evaluated in any order (BLAS blocking, SIMD width, thread
+    count and CPU model change it), so two correct results can differ.  The classical bound
+    for a dot product of length n is |fl(x·y) − x·y| <= γ_n·Σ|x_i·y_i| with γ_n ≈ n·u
+    (u = eps/2); this returns 2·n·eps·magnitude, the bound on the *difference* of two
+    evaluations, where ``magnitude`` is Σ|x_i·y_i| (a number or an array, e.g. the product
+    of the absolute values ``abs(A) @ abs(B)``).
+
+    Examples
+    --------
+    >>> bool(rounding_tolerance(np.float64, 4, 1.0) == 8 * np.finfo(np.float64).eps)
+    True
+    """
+    eps = float(np.finfo(np.dtype(_np_dtype_name(dtype))).eps)
+    return 2.0 * max(int(n_terms), 1) * eps * np.asarray(magnitude, dtype=np.float64)
+
+
+def _np_dtype_name(dtype: Any) -> str:
+    """'float32' for np.float32, torch.float32, array_api_strict.float32, ..."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    if name in ("float16", "float32", "float64", "bfloat16"):
+        return "float32" if name == "bfloat16" else name  # bfloat16: callers scale up
+    return np.dtype(dtype).name
 
 
 def kron_error(W: Any, K: Any) -> float:
