@@ -32,7 +32,6 @@ from tqla._array import (
     array_namespace,
     as_float_matrix,
     check_finite,
-    float_dtype_eps,
     is_numpy,
     to_numpy,
 )
@@ -226,9 +225,14 @@ def _split(
     return Q, B, total - float(np.clip(lam[:r], 0.0, None).sum())
 
 
+def _dtype_eps(xp: Any, dtype: Any) -> float:
+    """Machine epsilon of a float32/float64 dtype of ``xp``."""
+    return float(np.finfo(np.float64 if dtype == xp.float64 else np.float32).eps)
+
+
 def _auto_method(xp: Any, dtype: Any, eps: float | None) -> str:
     """Gram route unless eps asks for singular values the Gram matrix cannot resolve."""
-    if eps is not None and eps < 30.0 * math.sqrt(float_dtype_eps(xp, dtype)):
+    if eps is not None and eps < 30.0 * math.sqrt(_dtype_eps(xp, dtype)):
         return "svd"
     return "gram"
 

@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from tqla import assignment as _asg
-from tqla._array import as_float_matrix, check_int, check_rng, from_numpy
+from tqla.assignment import assign_cost, slots_cost
+from tqla._array import as_float_matrix, check_int, check_permutation, check_rng, from_numpy, take
 from tqla.kron import KroneckerShape, rearrange
+from tqla.lsap import SOLVERS, lsap
 from tqla.tt import TensorTrain, _orthogonalize_right, check_modes, check_ranks
 from tqla.tt_matrix import TTMatrix, tt_matrix
 
@@ -87,8 +88,8 @@ class PermutedTT:
         if not isinstance(tt, TTMatrix):
             raise TypeError(f"tt must be a TTMatrix, got {type(tt).__name__}")
         M, N = tt.shape
-        rp = _asg._check_perm(row_perm, M, "row_perm")
-        cp = _asg._check_perm(col_perm, N, "col_perm")
+        rp = check_permutation(row_perm, M, "row_perm")
+        cp = check_permutation(col_perm, N, "col_perm")
         like = tt.cores[0]
         self.tt = tt
         self.row_perm = _index(rp, like)
@@ -212,8 +213,8 @@ class _Run:
         self.xp, self.norm = xp, norm
         self.solver, self.max_bytes, self.t = solver, max_bytes, timings
         self.inv = inv  # T index -> W index, per side
-        U = W if _is_identity(inv["rows"]) else _asg._take(xp, W, inv["rows"], 0)
-        self.U = U if _is_identity(inv["cols"]) else _asg._take(xp, U, inv["cols"], 1)
+        U = W if _is_identity(inv["rows"]) else take(xp, W, inv["rows"], 0)
+        self.U = U if _is_identity(inv["cols"]) else take(xp, U, inv["cols"], 1)
         self.T, self.err = self.fit(self.U)
 
     def err_of(self, U: Any, T: TTMatrix) -> float:
@@ -230,7 +231,7 @@ class _Run:
     def solve(self, cost: Any, t_build: float) -> np.ndarray:
         t1 = time.perf_counter()
         self.t["cost"] += t1 - t_build
-        res = _asg.lsap(cost, solver=self.solver)
+        res = lsap(cost, solver=self.solver)
         self.t["lsap"] += time.perf_counter() - t1
         self.t["n_lsap"] += 1
         return res.col_ind
@@ -246,7 +247,7 @@ class _Run:
         cur = Uo
         for slot in range(s.m2):
             t0 = time.perf_counter()
-            cost = _asg.slots_cost(cur, s, V, slot, max_bytes=self.max_bytes)
+            cost = slots_cost(cur, s, V, slot, max_bytes=self.max_bytes)
             col = self.solve(cost, t0)
             if _is_identity(col):
                 continue
@@ -254,7 +255,7 @@ class _Run:
             gs = np.arange(M)
             idx = np.arange(m1) * s.m2 + slot
             gs[idx] = src * s.m2 + slot
-            cur = _asg._take(xp, cur, gs, 0)
+            cur = take(xp, cur, gs, 0)
             g = g[gs]
         if _is_identity(g):
             return g, Uo, None
@@ -266,7 +267,7 @@ class _Run:
         """One update of one side; True if it changed the permutation."""
         xp = self.xp
         rows = side == "rows"
-        Uo = self.U if rows else _asg._transpose(xp, self.U)
+        Uo = self.U if rows else xp.permute_dims(self.U, (1, 0))
         To = self.T if rows else self.T.T
         t0 = time.perf_counter()
         if rule == "slots":
@@ -276,17 +277,17 @@ class _Run:
             if held is None:
                 return False
         else:
-            cost = _asg.assign_cost(Uo, To.to_dense(), max_bytes=self.max_bytes)
+            cost = assign_cost(Uo, To.to_dense(), max_bytes=self.max_bytes)
             g = np.argsort(self.solve(cost, t0))
             if _is_identity(g):
                 return False
-            Unew, held = _asg._take(xp, Uo, g, 0), To
+            Unew, held = take(xp, Uo, g, 0), To
         cands = [(self.err_of(Unew, held), held)]
         cands.append(self.fit(Unew, To.row_modes, To.col_modes)[::-1])
         err, Tnew = min(cands, key=lambda c: c[0])
         if err > self.err:  # cannot happen for the held candidate up to rounding
             return False
-        self.U = Unew if rows else _asg._transpose(xp, Unew)
+        self.U = Unew if rows else xp.permute_dims(Unew, (1, 0))
         self.T = Tnew if rows else Tnew.T
         self.err = err
         self.inv[side] = self.inv[side][g]
@@ -390,8 +391,8 @@ def permuted_tt(
         raise TypeError(f"tol must be a number >= 0, got {tol!r}") from None
     if not tol >= 0:
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    if solver not in _asg.SOLVERS:
-        raise ValueError(f"solver must be one of {_asg.SOLVERS}, got {solver!r}")
+    if isinstance(solver, str) and solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS} or a sequence of them, got {solver!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     timings = {"cost": 0.0, "lsap": 0.0, "svd": 0.0, "n_lsap": 0}
