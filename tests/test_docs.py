@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "tt.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -45,6 +45,9 @@ def test_python_examples_run(page):
         "tqla.assignment",
         "tqla.permuted",
         "tqla.svd",
+        "tqla.tt",
+        "tqla.tt_matrix",
+        "tqla.tt_permuted",
     ],
 )
 def test_docstring_examples(module):
