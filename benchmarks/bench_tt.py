@@ -284,24 +284,29 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per comparison")
     p.add_argument("--only", choices=["decompositions", "products", "layers"], default=None)
     args = p.parse_args()
-    repeats = 2 if args.quick else 7
+    p_repeats = args.repeats
+    repeats = 2 if args.quick else p_repeats
     head = [f"# Tensor-train benchmarks ({args.device})", "", *machine()]
     if args.device.startswith("cuda"):
         import torch
 
         head.append(f"- device: {torch.cuda.get_device_name(0)}")
     lines = head + [""]
-    if args.only in (None, "decompositions"):
-        lines += bench_decompositions(repeats, args.device)
-    if args.only in (None, "products"):
-        lines += bench_products(repeats, args.device)
-    if args.only in (None, "layers"):
-        lines += bench_layers(repeats, args.device)
+    print("\n".join(lines), flush=True)
+    for part, fn in (
+        ("decompositions", bench_decompositions),
+        ("products", bench_products),
+        ("layers", bench_layers),
+    ):
+        if args.only in (None, part):
+            new = fn(repeats, args.device)
+            print("\n".join(new), flush=True)
+            lines += new
     lines += ["", f"- load average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", ""]
     text = "\n".join(lines)
-    print(text)
     dev = "cpu" if args.device == "cpu" else args.device.split(":")[0]
     path = Path(args.out) if args.out else ROOT / "results" / f"tt_{dev}.md"
     if not args.quick or args.out:

@@ -397,6 +397,19 @@ def test_permuted_tt_error_history_nonincreasing_and_perms_valid(T, rule, permut
     np.testing.assert_allclose(y @ P, y @ P.to_dense(), atol=1e-9 * (1 + np.abs(W).sum()))
 
 
+@pytest.mark.parametrize("seed,rule", [(26, "assign"), (32, "assign"), (40, "slots")])
+def test_permuted_tt_keeps_the_held_structure_when_the_refit_is_worse(seed, rule):
+    # on these Gaussian inputs a plain TT-SVD refit after the LSAP step is worse than the
+    # structure the step held (found by search): the history must still not increase
+    rng = np.random.default_rng(seed)
+    d = rng.integers(2, 4)
+    rm, cm = tuple(map(int, rng.integers(2, 4, size=d))), tuple(map(int, rng.integers(2, 4, size=d)))
+    W = rng.standard_normal((math.prod(rm), math.prod(cm)))
+    P = permuted_tt(W, rm, cm, ranks=2, rule=rule, n_iter=4)
+    assert_nonincreasing(P.errors)
+    assert abs(rel_err(W, P.to_dense()) - P.errors[-1]) < 1e-9
+
+
 def test_permuted_tt_improves_a_scrambled_tt_matrix():
     rng = np.random.default_rng(1)
     T = TTMatrix([rng.standard_normal(s) for s in [(1, 4, 3, 2), (2, 2, 2, 2), (2, 3, 4, 1)]])
