@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import math
 import os
 import platform
 import subprocess
@@ -53,7 +52,7 @@ from tqla import tt_matrix, tt_matrix_shapes, tt_svd  # noqa: E402
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, sync: Callable = lambda: None):
     """{name: (min s, median s)} with one call of each per round."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for name, fn in fns.items():  # warm-up
+    for fn in fns.values():  # warm-up
         fn()
     for i in range(repeats):
         names = list(fns)
@@ -78,7 +77,11 @@ def machine() -> list[str]:
         model = platform.processor() or "unknown"
     import scipy
 
-    vers = [f"python {platform.python_version()}", f"numpy {np.__version__}", f"scipy {scipy.__version__}"]
+    vers = [
+        f"python {platform.python_version()}",
+        f"numpy {np.__version__}",
+        f"scipy {scipy.__version__}",
+    ]
     for mod in ("tensorly", "torch"):
         try:
             vers.append(f"{mod} {__import__(mod).__version__}")
@@ -113,19 +116,19 @@ def bench_decompositions(repeats: int, device: str) -> list[str]:
         "float64. Errors are ‖W − TT‖_F/‖W‖_F; the two libraries' errors agree to the digits shown "
         "(asserted to 1e-9).",
         "",
-        "| ranks | tensorly ms | tqla NumPy ms | speed-up | tqla torch ms | speed-up | torch/NumPy time | "
-        "error tensorly | error tqla |",
+        "| ranks | tensorly ms | tqla NumPy ms | speed-up | tqla torch ms | speed-up | "
+        "torch/NumPy time | error tensorly | error tqla |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     nrm = np.linalg.norm(W)
     for r in (16, 32, 64):
         ranks = [1, r, r, 1]
         fns = {
-            "tensorly": lambda: tensor_train_matrix(W.reshape(*rm, *cm), list(ranks)),
-            "numpy": lambda: tt_matrix(W, rm, cm, ranks=ranks),
+            "tensorly": lambda rk=ranks: tensor_train_matrix(W.reshape(*rm, *cm), list(rk)),
+            "numpy": lambda rk=ranks: tt_matrix(W, rm, cm, ranks=rk),
         }
         if Wt is not None:
-            fns["torch"] = lambda: tt_matrix(Wt, rm, cm, ranks=ranks)
+            fns["torch"] = lambda rk=ranks: tt_matrix(Wt, rm, cm, ranks=rk)
         t = interleaved(fns, repeats, sync)
         ref = tl.tt_matrix_to_tensor(fns["tensorly"]()).reshape(768, 3072)
         e_tl = np.linalg.norm(W - ref) / nrm
@@ -153,7 +156,10 @@ def bench_decompositions(repeats: int, device: str) -> list[str]:
     nx = np.linalg.norm(X)
     for r in (16, 32):
         ranks = [1, r, r, r, 1]
-        fns = {"tensorly": lambda: tensor_train(X, list(ranks)), "numpy": lambda: tt_svd(X, ranks=ranks)}
+        fns = {
+            "tensorly": lambda rk=ranks: tensor_train(X, list(rk)),
+            "numpy": lambda rk=ranks: tt_svd(X, ranks=rk),
+        }
         t = interleaved(fns, repeats)
         e_tl = np.linalg.norm(X - tl.tt_to_tensor(fns["tensorly"]())) / nx
         e_np = np.linalg.norm(X - fns["numpy"]().to_dense()) / nx
@@ -177,7 +183,9 @@ def half_params_shape(M: int, N: int) -> tuple:
             if not rows:
                 break
             cand = min(rows, key=lambda s: (-s.n_params, s.matvec_macs))
-            if cand.n_params >= 0.9 * (M * N // 2) and (best is None or cand.matvec_macs < best.matvec_macs):
+            if cand.n_params >= 0.9 * (M * N // 2) and (
+                best is None or cand.matvec_macs < best.matvec_macs
+            ):
                 best = cand
     return best.row_modes, best.col_modes, best.ranks
 
@@ -220,11 +228,16 @@ def bench_products(repeats: int, device: str) -> list[str]:
             libs.append((f"torch {device}", Wt, Xt, Tt))
         for name, Wl, Xl, Tl in libs:
             WT, TT = Wl.T, Tl.T
-            t = interleaved({"dense": lambda: Xl @ WT, "tt": lambda: TT.rmatmat(Xl)}, repeats, sync)
+            fns = {
+                "dense": lambda Xl=Xl, WT=WT: Xl @ WT,
+                "tt": lambda Xl=Xl, TT=TT: TT.rmatmat(Xl),
+            }
+            t = interleaved(fns, repeats, sync)
             out.append(
-                f"| {'·'.join(map(str, rm))} | {'·'.join(map(str, cm))} | {', '.join(map(str, ranks[1:-1]))} | "
-                f"{T.n_params:,} ({T.n_params / (M * N):.2f}) | {a / 1e9:.3f} | {c / 1e9:.3f} | {name} | "
-                f"{1e3 * t['dense'][0]:.2f} | {1e3 * t['tt'][0]:.2f} | **{t['tt'][0] / t['dense'][0]:.2f}** |"
+                f"| {_dots(rm)} | {_dots(cm)} | {_ranks(ranks)} | "
+                f"{T.n_params:,} ({T.n_params / (M * N):.2f}) | {a / 1e9:.3f} | {c / 1e9:.3f} | "
+                f"{name} | {1e3 * t['dense'][0]:.2f} | {1e3 * t['tt'][0]:.2f} | "
+                f"**{t['tt'][0] / t['dense'][0]:.2f}** |"
             )
     return out
 
@@ -234,7 +247,12 @@ def bench_layers(repeats: int, device: str) -> list[str]:
     try:
         from tqla_torch import TTLinear  # noqa: F401
     except ImportError:
-        return ["", "## (d) TTLinear vs nn.Linear", "", "tqla_torch.TTLinear not available in this checkout."]
+        return [
+            "",
+            "## (d) TTLinear vs nn.Linear",
+            "",
+            "tqla_torch.TTLinear not available in this checkout.",
+        ]
     from tqla_torch import TTLinear
 
     M, N, b = 3072, 768, 8 * 128
@@ -251,17 +269,29 @@ def bench_layers(repeats: int, device: str) -> list[str]:
     ]
     sync = _sync(torch, device)
     for rm, cm, ranks, _note in product_shapes(M, N):
-        layer = TTLinear.from_linear(lin, row_modes=rm, col_modes=cm, ranks=list(ranks[1:-1])).to(device)
+        layer = TTLinear.from_linear(lin, row_modes=rm, col_modes=cm, ranks=list(ranks[1:-1])).to(
+            device
+        )
         a, c = layer.matmat_costs(b)
         with torch.inference_mode():
-            t = interleaved({"dense": lambda: lin(x), "tt": lambda: layer(x)}, repeats, sync)
+            fns = {"dense": lambda: lin(x), "tt": lambda layer=layer: layer(x)}
+            t = interleaved(fns, repeats, sync)
+        ratio = layer.n_params / (lin.weight.numel() + lin.bias.numel())
         out.append(
-            f"| {'·'.join(map(str, rm))} | {'·'.join(map(str, cm))} | {', '.join(map(str, ranks[1:-1]))} | "
-            f"{layer.n_params:,} ({layer.n_params / lin.weight.numel():.2f}) | {a / 1e9:.3f} | {c / 1e9:.3f} | "
+            f"| {_dots(rm)} | {_dots(cm)} | {_ranks(ranks)} | "
+            f"{layer.n_params:,} ({ratio:.2f}) | {a / 1e9:.3f} | {c / 1e9:.3f} | "
             f"{layer.order(b)} | {1e3 * t['dense'][0]:.2f} | {1e3 * t['tt'][0]:.2f} | "
             f"**{t['tt'][0] / t['dense'][0]:.2f}** |"
         )
     return out
+
+
+def _dots(modes) -> str:
+    return "·".join(map(str, modes))
+
+
+def _ranks(ranks) -> str:
+    return ", ".join(map(str, ranks[1:-1]))
 
 
 def _torch():

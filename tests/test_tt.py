@@ -225,8 +225,11 @@ def test_tt_matrix_of_a_kronecker_product_has_rank_one():
     assert rel_err(W, T.to_dense()) < 1e-10
 
 
-@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
-       seed=st.integers(0, 2**32 - 1), eps=st.floats(0.01, 0.99))
+@given(
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
+    seed=st.integers(0, 2**32 - 1),
+    eps=st.floats(0.01, 0.99),
+)
 def test_tt_matrix_eps_bound(shape, seed, eps):
     m1, m2, n1, n2 = shape
     W = gaussian((m1 * m2, n1 * n2), seed)
@@ -245,7 +248,9 @@ def test_tt_matrix_round_and_inner():
 
 def test_tt_matrix_shapes_counts_match_the_decomposition():
     rows = tt_matrix_shapes(12, 8, 2, d=2)
-    assert rows and rows == sorted(rows, key=lambda s: (s.n_params, s.matvec_macs, s.row_modes, s.col_modes))
+    assert rows and rows == sorted(
+        rows, key=lambda s: (s.n_params, s.matvec_macs, s.row_modes, s.col_modes)
+    )
     W = gaussian((12, 8), 0)
     for row in rows:
         assert math.prod(row.row_modes) == 12 and math.prod(row.col_modes) == 8
@@ -262,7 +267,8 @@ tl = pytest.importorskip("tensorly")
 
 
 @pytest.mark.parametrize(
-    "shape,ranks", [((4, 5, 6), [2, 3]), ((3, 4, 5, 6), [3, 6, 4]), ((6, 7), [4]), ((2, 3, 4), [1, 1])]
+    "shape,ranks",
+    [((4, 5, 6), [2, 3]), ((3, 4, 5, 6), [3, 6, 4]), ((6, 7), [4]), ((2, 3, 4), [1, 1])],
 )
 def test_tt_svd_same_error_as_tensorly(shape, ranks):
     from tensorly.decomposition import tensor_train
@@ -276,7 +282,11 @@ def test_tt_svd_same_error_as_tensorly(shape, ranks):
 
 @pytest.mark.parametrize(
     "rm,cm,ranks",
-    [((8, 8, 12), (8, 8, 48), [16, 16]), ((4, 6), (6, 4), [5]), ((2, 3, 2, 2), (3, 2, 2, 2), [4, 8, 3])],
+    [
+        ((8, 8, 12), (8, 8, 48), [16, 16]),
+        ((4, 6), (6, 4), [5]),
+        ((2, 3, 2, 2), (3, 2, 2, 2), [4, 8, 3]),
+    ],
 )
 def test_tt_matrix_same_error_as_tensorly(rm, cm, ranks):
     from tensorly.decomposition import tensor_train_matrix
@@ -313,7 +323,9 @@ def test_backends_agree(backend):
     y = gaussian((5, 12), 5)
     np.testing.assert_allclose(backend.to_numpy(T @ backend.asarray(x)), Tref @ x, atol=1e-10)
     # array_api_strict arrays do not defer `y @ T` to __rmatmul__
-    np.testing.assert_allclose(backend.to_numpy(T.rmatmat(backend.asarray(y))), y @ Tref, atol=1e-10)
+    np.testing.assert_allclose(
+        backend.to_numpy(T.rmatmat(backend.asarray(y))), y @ Tref, atol=1e-10
+    )
     R = T.round(0.5)
     assert R.ranks == Tref.round(0.5).ranks
 
@@ -382,7 +394,9 @@ def test_permuted_tt_error_history_nonincreasing_and_perms_valid(T, rule, permut
     M, N = T.shape
     W = T.to_dense()[rng.permutation(M)][:, rng.permutation(N)]
     W = W + 0.1 * rng.standard_normal(W.shape)
-    P = permuted_tt(W, T.row_modes, T.col_modes, ranks=T.ranks, rule=rule, permute=permute, n_iter=4)
+    P = permuted_tt(
+        W, T.row_modes, T.col_modes, ranks=T.ranks, rule=rule, permute=permute, n_iter=4
+    )
     assert_nonincreasing(P.errors)
     assert_valid_permutation(P.row_perm, M)
     assert_valid_permutation(P.col_perm, N)
@@ -403,7 +417,10 @@ def test_permuted_tt_keeps_the_held_structure_when_the_refit_is_worse(seed, rule
     # structure the step held (found by search): the history must still not increase
     rng = np.random.default_rng(seed)
     d = rng.integers(2, 4)
-    rm, cm = tuple(map(int, rng.integers(2, 4, size=d))), tuple(map(int, rng.integers(2, 4, size=d)))
+    rm, cm = (
+        tuple(map(int, rng.integers(2, 4, size=d))),
+        tuple(map(int, rng.integers(2, 4, size=d))),
+    )
     W = rng.standard_normal((math.prod(rm), math.prod(cm)))
     P = permuted_tt(W, rm, cm, ranks=2, rule=rule, n_iter=4)
     assert_nonincreasing(P.errors)

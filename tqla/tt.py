@@ -187,9 +187,7 @@ def _top_eig(xp: Any, G: Any) -> tuple[np.ndarray, Any]:
     return _host64(lam)[::-1].copy(), xp.flip(V, axis=1)
 
 
-def _split(
-    xp: Any, C: Any, cap: int, delta2: float | None, method: str
-) -> tuple[Any, Any, float]:
+def _split(xp: Any, C: Any, cap: int, delta2: float | None, method: str) -> tuple[Any, Any, float]:
     """C ≈ Q·B with Q orthonormal (rows × r) and B = QᵀC; returns (Q, B, dropped energy).
 
     ``cap`` bounds r; with ``delta2`` the rank is the smallest whose dropped energy (the
@@ -311,7 +309,9 @@ class TensorTrain:
                     f"starts with rank {cores[k].shape[0]}"
                 )
             if cores[k].dtype != cores[0].dtype:
-                raise TypeError(f"cores must share a dtype, got {cores[0].dtype} and {cores[k].dtype}")
+                raise TypeError(
+                    f"cores must share a dtype, got {cores[0].dtype} and {cores[k].dtype}"
+                )
         self.cores = cores
         self._xp = xp
 
@@ -457,7 +457,11 @@ def _norm2(xp: Any, X: Any) -> float:
     """‖X‖_F² accumulated in float64."""
     if is_numpy(xp):
         v = np.ravel(X)
-        return float(np.dot(v, v)) if X.dtype == np.float64 else float(np.sum(np.square(v, dtype=np.float64)))
+        return (
+            float(np.dot(v, v))
+            if X.dtype == np.float64
+            else float(np.sum(np.square(v, dtype=np.float64)))
+        )
     return float(_host64(xp.sum(xp.astype(X, xp.float64) ** 2)))
 
 

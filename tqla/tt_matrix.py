@@ -140,9 +140,7 @@ class TTMatrix:
         return self._tt
 
     @classmethod
-    def from_tensor_train(
-        cls, tt: TensorTrain, row_modes: Any, col_modes: Any
-    ) -> TTMatrix:
+    def from_tensor_train(cls, tt: TensorTrain, row_modes: Any, col_modes: Any) -> TTMatrix:
         """Split each mode m_k·n_k of ``tt`` back into (m_k, n_k)."""
         rm = check_modes(row_modes, "row_modes")
         cm = check_modes(col_modes, "col_modes")
@@ -444,4 +442,3 @@ def tt_matrix_shapes(
         out.append(TTMatrixShape(rm, cm, ranks, n_params, min(sum(left), sum(right))))
     out.sort(key=lambda s: (s.n_params, s.matvec_macs, s.row_modes, s.col_modes))
     return out if max_results is None else out[: check_int(max_results, "max_results", minimum=1)]
-

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from tqla.assignment import assign_cost, slots_cost
 from tqla._array import as_float_matrix, check_int, check_permutation, check_rng, from_numpy, take
+from tqla.assignment import assign_cost, slots_cost
 from tqla.kron import KroneckerShape, rearrange
 from tqla.lsap import SOLVERS, lsap
 from tqla.tt import TensorTrain, _orthogonalize_right, check_modes, check_ranks
@@ -198,7 +198,9 @@ def _right_basis(T: TTMatrix) -> tuple[Any, list[Any]]:
     ]
     r1 = int(cores[1].shape[0])
     B = TensorTrain([xp.reshape(cores[1], (1, -1, int(cores[1].shape[2]))), *cores[2:]])
-    dense = xp.reshape(B.to_dense(), (r1, *(v for mn in zip(T.row_modes[1:], T.col_modes[1:]) for v in mn)))
+    dense = xp.reshape(
+        B.to_dense(), (r1, *(v for mn in zip(T.row_modes[1:], T.col_modes[1:]) for v in mn))
+    )
     d1 = len(right)
     dense = xp.permute_dims(dense, (0, *range(1, 2 * d1 + 1, 2), *range(2, 2 * d1 + 1, 2)))
     V = xp.permute_dims(xp.reshape(dense, (r1, -1)), (1, 0))

@@ -465,10 +465,8 @@ def tt_matrices(
         cm = tuple(draw(st.lists(st.integers(1, max_mode), min_size=d, max_size=d)))
         ranks = _tt_ranks(draw, tuple(a * b for a, b in zip(rm, cm)), max_rank)
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        cores = [
-            convert(rng.standard_normal((ranks[k], rm[k], cm[k], ranks[k + 1])).astype(dt), xp, device)
-            for k in range(d)
-        ]
+        shapes = [(ranks[k], rm[k], cm[k], ranks[k + 1]) for k in range(d)]
+        cores = [convert(rng.standard_normal(s).astype(dt), xp, device) for s in shapes]
         return TTMatrix(cores)
 
     return build()
