@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -15,6 +16,8 @@ from tqla.testing import assert_nonincreasing, assert_same_array_type, assert_va
 from tqla.testing import strategies as tst
 
 EPS64 = float(np.finfo(np.float64).eps)
+# the module (the package attribute tqla.tt_matrix is the function of the same name)
+tt_matrix_module = importlib.import_module("tqla.tt_matrix")
 
 
 def rel_err(X, Y) -> float:
@@ -180,11 +183,13 @@ def _force(monkeypatch, order):
     monkeypatch.setattr(TTMatrix, "matmat_order", lambda self, k=1: order)
 
 
+@pytest.mark.parametrize("batched_min", [1, 10**9])  # batched GEMMs / transposed state
 @pytest.mark.parametrize("order", ["left_first", "right_first"])
 @given(T=tst.tt_matrices(max_d=3, max_mode=3, max_rank=3), seed=st.integers(0, 2**32 - 1))
-def test_products_equal_dense_both_sides_and_orders(order, T, seed):
+def test_products_equal_dense_both_sides_and_orders(order, batched_min, T, seed):
     mp = pytest.MonkeyPatch()
     _force(mp, order)
+    mp.setattr(tt_matrix_module, "BATCHED_MIN", batched_min)
     try:
         D = T.to_dense()
         M, N = T.shape
