@@ -162,7 +162,7 @@ def machine_lines(device_name: str | None = None) -> list[str]:
 # CPU benchmarks
 # --------------------------------------------------------------------------------------
 def numpy_rearranged(W: np.ndarray, s: KroneckerShape) -> np.ndarray:
-    """R(W) the plain NumPy way (methods.md §1), as a peer would write it."""
+    """R(W) the plain NumPy way (docs/kron.md), as a peer would write it."""
     X = W.reshape(s.m1, s.m2, s.n1, s.n2).transpose(0, 2, 1, 3).reshape(s.rearranged_shape)
     return np.ascontiguousarray(X)
 

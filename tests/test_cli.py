@@ -82,14 +82,39 @@ def test_top_level_help(capsys):
     assert "examples:" in out
 
 
+# Every subcommand lists exactly the common flags it reads (issue 8: no flag that does nothing).
+LISTED = {
+    "inspect": {"--verbose"},
+    "compress": {"--device", "--tokenizer", "--verbose"},
+    "distill": {"--device", "--seed", "--tokenizer", "--verbose"},
+    "evaluate": {"--device", "--tokenizer", "--verbose"},
+    "demo": {"--device", "--seed", "--tokenizer", "--verbose"},
+}
+OPTIONAL = {"--device", "--seed", "--tokenizer", "--verbose"}
+
+
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_subcommand_help(command, capsys):
     code, out, _ = run([command, "--help"], capsys)
     assert code == 0
     assert "examples:" in out
     assert f"tqla {command}" in out
-    for flag in ("--device", "--seed", "--verbose"):
-        assert flag in out
+    for flag in OPTIONAL:
+        assert (flag in out) == (flag in LISTED[command]), (command, flag)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "m", "--preset", "tq_gpt2", "--device", "cpu"],
+        ["inspect", "m", "--preset", "tq_gpt2", "--tokenizer", "t"],
+        ["compress", "m", "--preset", "tq_gpt2", "-o", "x", "--seed", "1"],
+        ["evaluate", "m", "--seed", "1"],
+    ],
+)
+def test_unread_flags_are_refused(argv, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "unrecognized arguments" in err
 
 
 def test_version(capsys):

@@ -98,13 +98,15 @@ def test_compressed_gpt2_equals_its_dense_reconstruction(make):
         max_new_tokens=5,
         do_sample=False,
     )
-    twin_out = dense_twin(model).generate(
-        IDS[:, :4],
-        attention_mask=torch.ones(2, 4, dtype=torch.long),
-        max_new_tokens=5,
-        do_sample=False,
-    )
-    assert out.shape == (2, 9) and torch.equal(out, twin_out)
+    assert out.shape == (2, 9)
+    # Greedy tokens are argmaxes of float logits that the compressed and the dense model
+    # compute in different orders: each generated token must be the twin's argmax up to the
+    # logits' agreement (1e-10 relative, asserted above), not bit-equal (issue 9, item 12).
+    with torch.no_grad():
+        twin_logits = dense_twin(model)(out[:, :-1]).logits[:, 3:]  # predictions of 4..8
+    chosen = twin_logits.gather(-1, out[:, 4:, None])[..., 0]
+    slack = 1e-9 * twin_logits.abs().amax(-1)
+    assert torch.all(chosen >= twin_logits.amax(-1) - slack)
 
 
 def test_gradients_reach_every_factor():
@@ -165,8 +167,8 @@ def test_report_table_and_dict():
     rep = inspect(model, presets.tq_gpt2(**FAST))
     text = str(rep)
     assert "would compress 5 modules" in text
-    assert "transformer.wte" in text and "96×8 ⊗ 1×2 ⊗ 1×2" in text
-    assert "16×32 ⊗ 2×4" in text  # c_fc 32→128, A = (in/2, out/4) in×out
+    assert "transformer.wte" in text and "8×96 ⊗ 2×1 ⊗ 2×1" in text
+    assert "32×16 ⊗ 4×2" in text  # c_fc 32→128, A = (out/4, in/2) out×in
     assert "lm_head stays tied" in text
     d = rep.to_dict()
     assert d["params_before"] == rep.params_before and len(d["modules"]) == 5
@@ -191,7 +193,7 @@ def test_generic_torch_model_with_a_tied_head():
     cfg = CompressionConfig(
         target_modules=["emb", "proj"],
         method="kron",
-        overrides={"emb": {"b_shape": [1, 2]}, "proj": {"b_shape": [2, 2], "rank": 2}},
+        overrides={"emb": {"b_shape": [2, 1]}, "proj": {"b_shape": [2, 2], "rank": 2}},
     )
     rep = compress(model, cfg)
     assert isinstance(model.head, TiedEmbeddingHead) and model.head.embedding is model.emb
@@ -229,7 +231,7 @@ def dense_twin_generic(model):
             r"unsupported types .*transformer\.h\.0\.mlp \(GPT2MLP\)",
         ),
         (
-            CompressionConfig(target_modules=["lm_head", "wte"], b_shape=[1, 2]),
+            CompressionConfig(target_modules=["lm_head", "wte"], b_shape=[2, 1]),
             r"'lm_head' is tied to 'transformer\.wte'",
         ),
         (
@@ -242,17 +244,17 @@ def dense_twin_generic(model):
         ),
         (
             CompressionConfig(target_modules=["wte"], b_shape=[2, 2]),
-            r"embeddings take B factors of shape \[1, k\]",
+            r"embeddings take B factors of shape \[k, 1\]",
         ),
         (
-            CompressionConfig(target_modules=["wte"], b_shape=[1, 2], rank=2),
+            CompressionConfig(target_modules=["wte"], b_shape=[2, 1], rank=2),
             "embeddings are compressed at rank 1",
         ),
         (
-            CompressionConfig(target_modules=["wte"], b_shape=[1, 2], permute="input"),
-            "would permute the vocabulary rows",
+            CompressionConfig(target_modules=["wte"], b_shape=[2, 1], permute="cols"),
+            "would permute the vocabulary",
         ),
-        (CompressionConfig(target_modules=["wte"], b_shape=[1, 32]), "leave at least 2 columns"),
+        (CompressionConfig(target_modules=["wte"], b_shape=[32, 1]), "leave at least 2 columns"),
         (
             CompressionConfig(target_modules=["h.0.mlp.c_fc"], b_shape=[2, 4], rank=99),
             r"rank 99 exceeds the Kronecker rank bound min\(p·q, s·t\) = 8",
@@ -316,8 +318,8 @@ def test_gpt2_small_counts(gpt2_small):
     assert by_name["transformer.h.1.mlp.c_fc"].params_after == 1_182_752
     assert by_name["transformer.h.1.mlp.c_proj"].params_after == 1_180_448
     assert by_name["transformer.wte"].params_after == 9_649_348
-    assert by_name["transformer.h.1.mlp.c_fc"].factors == "384×768 ⊗ 2×4"  # as published
-    assert by_name["transformer.h.1.mlp.c_proj"].factors == "768×384 ⊗ 4×2"
+    assert by_name["transformer.h.1.mlp.c_fc"].factors == "768×384 ⊗ 4×2"  # published in×out: 384×768 ⊗ 2×4
+    assert by_name["transformer.h.1.mlp.c_proj"].factors == "384×768 ⊗ 2×4"
 
 
 def test_gpt2_small_tq_preset_runs(gpt2_small):

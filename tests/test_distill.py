@@ -354,18 +354,16 @@ def test_stages_compress_then_train_with_fresh_optimizer(data):
 
 
 def test_compression_config_goes_through_tqla_compress(data, monkeypatch):
-    import types
+    from tqla_torch.compression import apply
 
     calls = []
-    fake = types.ModuleType("tqla_torch.compress")
 
     def compress(model, config):
         calls.append(config.to_dict())
         low_rank_mlp(model)
         return {"replaced": 2}
 
-    fake.compress = compress
-    monkeypatch.setitem(sys.modules, "tqla_torch.compress", fake)
+    monkeypatch.setattr(apply, "compress", compress)
 
     class Plan:
         def to_dict(self):

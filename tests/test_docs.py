@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "tt.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "tt.md"]
+# The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
+TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -36,15 +38,30 @@ def test_python_examples_run(page):
 
 
 @pytest.mark.parametrize(
+    "page",
+    # the tutorial searches permutations and distils a 4-block model: about a minute
+    [p if p != "tutorial.md" else pytest.param(p, marks=pytest.mark.slow) for p in TORCH_PAGES],
+)
+def test_torch_python_examples_run(page, tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    test_python_examples_run(page)
+
+
+@pytest.mark.parametrize(
     "module",
     [
         "tqla.kron",
+        "tqla.shapes",
         "tqla.testing.strategies",
         "tqla.testing.assertions",
         "tqla._array",
         "tqla.assignment",
         "tqla.permuted",
         "tqla.svd",
+        "tqla.lsap",
+        "tqla._kernels",
         "tqla.tt",
         "tqla.tt_matrix",
         "tqla.tt_permuted",

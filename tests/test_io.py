@@ -140,7 +140,7 @@ def test_compressed_only_weights_need_the_base(tmp_path):
 def test_plain_torch_model_round_trip(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 12), nn.GELU(), nn.Linear(12, 8))
-    compress(model, CompressionConfig(target_modules=["0"], b_shape=[2, 3], rank=2, n_iter=1))
+    compress(model, CompressionConfig(target_modules=["0"], b_shape=[3, 2], rank=2, n_iter=1))
     save_pretrained(model, tmp_path / "s")
     with pytest.raises(ValueError, match="records no model config.*base_model="):
         from_pretrained(tmp_path / "s")

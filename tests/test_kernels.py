@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,8 +257,9 @@ def test_resolving_a_kernel_imports_only_its_topic():
         "resolve('rearranged_gram', 'numpy', np.ones((2, 2)))\n"
         "print(sorted(m for m in sys.modules if m.startswith('tqla._kernels.')))\n"
     )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])},
-    ).stdout  # fmt: skip
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
     assert out.strip() == "['tqla._kernels._numpy']"

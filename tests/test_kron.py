@@ -1,4 +1,4 @@
-"""Properties of the Kronecker algebra (methods.md §1), over every array backend.
+"""Properties of the Kronecker algebra (docs/kron.md), over every array backend.
 
 Data are drawn with NumPy by the strategies of :mod:`tqla.testing` and converted with the
 ``backend`` fixture; results are compared on the host with :mod:`tqla.testing`'s

@@ -40,8 +40,8 @@ def random_layer(shape, rank, permute, implementation, *, bias=True, seed=0):
     (m1, n1), (m2, n2) = shape
     A = torch.randn(rank, m1, n1, dtype=torch.float64, generator=g)
     B = torch.randn(rank, m2, n2, dtype=torch.float64, generator=g)
-    rp = torch.randperm(m1 * m2, generator=g) if permute in ("both", "output") else None
-    cp = torch.randperm(n1 * n2, generator=g) if permute in ("both", "input") else None
+    rp = torch.randperm(m1 * m2, generator=g) if permute in ("both", "rows") else None
+    cp = torch.randperm(n1 * n2, generator=g) if permute in ("both", "cols") else None
     b = torch.randn(m1 * m2, dtype=torch.float64, generator=g) if bias else None
     layer = KroneckerLinear.from_factors(A, B, rp, cp, b, implementation=implementation)
     W = kron_dense(A, B)
@@ -121,7 +121,7 @@ SHAPES = [
     [
         (s, r, p, i)
         for (s, r), p, i in itertools.product(
-            SHAPES, ["none", "input", "output", "both"], ["factorized", "reconstructed"]
+            SHAPES, ["none", "cols", "rows", "both"], ["factorized", "reconstructed"]
         )
     ],
 )
@@ -179,7 +179,7 @@ def test_from_factors_validates():
     A, B = torch.randn(2, 2, 3), torch.randn(2, 2, 2)
     with pytest.raises(ValueError, match="permutation"):
         KroneckerLinear.from_factors(A, B, row_perm=torch.tensor([0, 0, 1, 2]))
-    with pytest.raises(ValueError, match="length 6"):
+    with pytest.raises(ValueError, match=r"shape \(6,\)"):
         KroneckerLinear.from_factors(A, B, col_perm=torch.arange(5))
     with pytest.raises(ValueError, match="same rank"):
         KroneckerLinear.from_factors(A, torch.randn(1, 2, 2))
@@ -238,7 +238,9 @@ def test_from_linear_permuted_is_no_worse_than_kron():
     assert pc.permute != "none"
     assert abs(rel(pc.to_dense(), conv.weight.T) - pc.approximation_error) < 1e-12
     assert rel(pc(x), F.linear(x, pc.to_dense(), pc.bias)) < RTOL
-    assert torch.equal(pc.to_dense(), perm.to_dense())  # same weight, same seed, same result
+    # same weight, same seed: the same result up to rounding — the Conv1D weight reaches
+    # tqla as a transposed (strided) view, whose GEMMs may sum in another order (item 12)
+    assert rel(pc.to_dense(), perm.to_dense()) < RTOL
     with pytest.raises(ValueError, match="needs method='permuted_kron'"):
         KroneckerLinear.from_linear(lin, s, 2, method="kron", permute="both")
     with pytest.raises(TypeError, match="torch.nn.Linear"):
@@ -299,7 +301,7 @@ def test_extra_repr_and_counts():
 
 
 def test_spec_roundtrip():
-    layer, _, _ = random_layer(((6, 4), (2, 3)), 2, "input", "reconstructed")
+    layer, _, _ = random_layer(((6, 4), (2, 3)), 2, "cols", "reconstructed")
     again = KroneckerLinear.from_spec(layer.spec(), dtype=torch.float64)
     again.load_state_dict(layer.state_dict())
     x = torch.randn(3, 12, dtype=torch.float64)

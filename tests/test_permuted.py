@@ -320,3 +320,33 @@ def test_docs_examples_and_docstrings_run():
     for mod in (asg, tqla.permuted):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+# --------------------------------------------------------------------------------------
+# Issue 9, item 7
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stop", [True, np.True_, 1, np.int64(1), "yes"])
+def test_any_truthy_callback_value_stops(stop):
+    s = KroneckerShape((8, 6), (2, 2))
+    W = np.random.default_rng(4).standard_normal(s.matrix_shape)
+    P = permuted_kron(W, s, 1, n_iter=5, tol=0, callback=lambda it, e: stop)
+    assert P.n_iter == 1
+
+
+@pytest.mark.parametrize("stop", [False, np.False_, 0, None])
+def test_falsy_callback_values_continue(stop):
+    s = KroneckerShape((8, 6), (2, 2))
+    W = np.random.default_rng(4).standard_normal(s.matrix_shape)
+    P = permuted_kron(W, s, 1, n_iter=3, tol=0, callback=lambda it, e: stop)
+    ref = permuted_kron(W, s, 1, n_iter=3, tol=0)
+    assert P.n_iter == ref.n_iter
+
+
+@pytest.mark.parametrize("rule", ["slots", "assign", "slots+assign"])
+def test_all_zero_w_has_zero_error(backend, rule):
+    """W = 0 is approximated exactly by K = 0: every error is 0, not 1."""
+    s = KroneckerShape((4, 3), (2, 2))
+    W = backend.asarray(np.zeros(s.matrix_shape))
+    P = permuted_kron(W, s, 2, rule=rule, n_iter=3)
+    assert P.errors == [0.0] * len(P.errors)
+    assert np.all(backend.to_numpy(P.to_dense()) == 0.0)  # exact: products of zeros

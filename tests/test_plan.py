@@ -63,8 +63,12 @@ def test_bad_configs(kwargs, message):
 def test_normalisation_and_aliases():
     cfg = CompressionConfig(target_modules=("a", "b"), shape=((2, 3), (4, 5)), permute="cols")
     assert cfg.target_modules == ["a", "b"]
-    assert cfg.shape == [[2, 3], [4, 5]] and cfg.permute == "output"
-    assert CompressionConfig(target_modules="x", b_shape=[1, 2], permute="rows").permute == "input"
+    assert cfg.shape == [[2, 3], [4, 5]] and cfg.permute == "cols"
+    assert CompressionConfig(target_modules="x", b_shape=[1, 2], permute="rows").permute == "rows"
+    for old, new in [("output", "rows"), ("input", "cols"), ("out", "rows"), ("in", "cols")]:
+        with pytest.warns(DeprecationWarning, match=f"permute={old!r} is deprecated; use {new!r}"):
+            cfg = CompressionConfig(target_modules="x", b_shape=[1, 2], permute=old)
+        assert cfg.permute == new
 
 
 # --------------------------------------------------------------------------------------
@@ -98,13 +102,13 @@ def test_overrides_merge_in_order_and_clear_exclusive_fields():
         rank=2,
         overrides={
             r"mlp\.c_fc": {"shape": [[4, 4], [2, 8]], "rank": 3},
-            r"h\.1\.mlp\.c_fc": {"rank": 5, "permute": "input"},
+            r"h\.1\.mlp\.c_fc": {"rank": 5, "permute": "cols"},
             "wte": {"method": "svd", "n_params": 1000},
         },
     )
     s = cfg.settings_for("transformer.h.1.mlp.c_fc")
     assert s.shape == [[4, 4], [2, 8]] and s.b_shape is None  # shape cleared the base b_shape
-    assert s.rank == 5 and s.permute == "input"  # later override wins
+    assert s.rank == 5 and s.permute == "cols"  # later override wins
     s0 = cfg.settings_for("transformer.h.0.mlp.c_fc")
     assert s0.rank == 3 and s0.permute == "both"
     assert cfg.settings_for("transformer.h.0.mlp.c_proj").b_shape == [2, 2]
@@ -171,11 +175,11 @@ def test_tq_gpt2_preset_matches_the_published_plan():
     assert cfg.matches("transformer.wte") and not cfg.matches("transformer.wpe")
     assert not cfg.matches("transformer.h.1.attn.c_attn") and not cfg.matches("lm_head")
     fc = cfg.settings_for("transformer.h.1.mlp.c_fc")
-    assert (fc.method, fc.b_shape, fc.rank, fc.permute) == ("permuted_kron", [2, 4], 4, "both")
+    assert (fc.method, fc.b_shape, fc.rank, fc.permute) == ("permuted_kron", [4, 2], 4, "both")
     proj = cfg.settings_for("transformer.h.11.mlp.c_proj")
-    assert (proj.b_shape, proj.rank, proj.permute) == ([4, 2], 4, "both")
+    assert (proj.b_shape, proj.rank, proj.permute) == ([2, 4], 4, "both")
     wte = cfg.settings_for("transformer.wte")
-    assert (wte.b_shape, wte.rank, wte.repeat, wte.permute) == ([1, 2], 1, 2, "output")
+    assert (wte.b_shape, wte.rank, wte.repeat, wte.permute) == ([2, 1], 1, 2, "rows")
     assert cfg.tie_lm_head and not tq_gpt2(tie_lm_head=False).tie_lm_head
     assert tq_gpt2(blocks=[0, 2]).matches("transformer.h.2.mlp.c_fc")
     assert not tq_gpt2(blocks="even").matches("transformer.h.1.mlp.c_fc")

@@ -201,3 +201,50 @@ def test_factor_shapes_arguments():
         factor_shapes(4, 4, 0)
     assert factor_shapes(1, 1) == []
     assert [f.shape for f in factor_shapes(1, 1, trivial=True)] == [KroneckerShape((1, 1), (1, 1))]
+
+
+# --------------------------------------------------------------------------------------
+# Issue 9, item 11: meta tensors and decompositions that would not fit in memory
+# --------------------------------------------------------------------------------------
+def test_meta_tensors_are_refused_with_a_clear_error():
+    torch = pytest.importorskip("torch")
+    from tqla import permuted_kron, truncated_svd
+
+    Wm = torch.empty(6, 20, device="meta")
+    for call in (
+        lambda: kron_svd(Wm, S),
+        lambda: permuted_kron(Wm, S, 1),
+        lambda: truncated_svd(Wm, 2),
+    ):
+        with pytest.raises(ValueError, match="W is a tensor on the 'meta' device|X is a tensor"):
+            call()
+
+
+def test_kron_svd_refuses_a_decomposition_that_cannot_fit_before_allocating():
+    # 40e9 entries of float32 that take no memory (a broadcast view): the rearranged copy
+    # alone would need 160 GB; the refusal must come before any allocation.
+    W = np.broadcast_to(np.float32(1.0), (200_000, 200_000))
+    s = ((1000, 1000), (200, 200))
+    for method in ("full", "randomized", "gram"):
+        with pytest.raises(MemoryError, match=r"R\(W\) is 1000000×40000 .*over the memory"):
+            kron_svd(W, s, 1, method=method)
+    with pytest.raises(MemoryError, match=r"over max_bytes \(1.0 KiB\)"):
+        kron_svd(RNG.standard_normal((6, 20)), S, 1, method="full", max_bytes=1024)
+
+
+def test_kron_svd_memory_default_is_the_available_memory(monkeypatch):
+    import tqla.kron as kron
+
+    monkeypatch.setattr(kron, "available_memory", lambda: 5_000)
+    Wb = RNG.standard_normal((60, 200))
+    with pytest.raises(MemoryError, match="over the memory available now"):
+        kron_svd(Wb, ((30, 40), (2, 5)), 1, method="full")
+    K = kron_svd(Wb, ((30, 40), (2, 5)), 1, method="full", max_bytes=10**7)  # explicit wins
+    assert K.rank == 1
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), (0, ValueError), (2.5, ValueError),
+                                      ("big", TypeError), (True, TypeError)])  # fmt: skip
+def test_kron_svd_max_bytes_is_validated(bad, exc):
+    with pytest.raises(exc, match="max_bytes must be None or a positive"):
+        kron_svd(W, S, 1, max_bytes=bad)

@@ -89,6 +89,7 @@ def as_float_matrix(x: Any, name: str, *, ndim: int = 2, finite: bool = True) ->
             f"wrap it with numpy.asarray first"
         )
     xp = array_namespace(x)
+    check_has_data(x, name)
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got {x.ndim}-D array of shape {tuple(x.shape)}")
     if not _is_real_floating(xp, x.dtype):
@@ -101,6 +102,16 @@ def as_float_matrix(x: Any, name: str, *, ndim: int = 2, finite: bool = True) ->
     if finite:
         check_finite(xp, x, name)
     return xp, x
+
+
+def check_has_data(x: Any, name: str) -> None:
+    """Raise ValueError for a torch tensor on the ``meta`` device (shape only, no values)."""
+    if getattr(x, "is_meta", False) or str(getattr(x, "device", "")) == "meta":
+        raise ValueError(
+            f"{name} is a tensor on the 'meta' device: it has a shape but no values. "
+            f"Materialise it first (e.g. module.to_empty(device='cpu') and then load the "
+            f"weights, or build the model on a real device)"
+        )
 
 
 def check_finite(xp: Any, x: Any, name: str) -> None:

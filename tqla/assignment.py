@@ -35,12 +35,11 @@ from tqla._array import (
     check_int,
     check_permutation,
     take,
-    from_numpy,
     is_numpy,
     lib_name,
-    to_numpy,
 )
 from tqla._kernels import available, get_kernel
+from tqla._memory import fmt_bytes, physical_memory, positive_bytes
 from tqla.kron import KroneckerShape, KroneckerSum
 from tqla.lsap import SOLVERS, LSAPResult, available_solvers, lsap
 
@@ -69,13 +68,6 @@ _ENV = "TQLA_MAX_COST_BYTES"
 # --------------------------------------------------------------------------------------
 # Memory
 # --------------------------------------------------------------------------------------
-def _physical_memory() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return None
-
-
 def default_max_cost_bytes() -> int:
     """The memory ceiling for one cost build when ``max_bytes=None``.
 
@@ -103,7 +95,7 @@ def default_max_cost_bytes() -> int:
                 f"(e.g. 4e9), got {env!r}"
             )
         return int(value)
-    phys = _physical_memory()
+    phys = physical_memory()
     return min(2 * _GiB, phys // 4) if phys else 2 * _GiB
 
 
@@ -112,24 +104,10 @@ def check_max_bytes(max_bytes: Any, name: str = "max_bytes") -> int:
     positive integer number of bytes (an integral float such as ``4e9`` is accepted)."""
     if max_bytes is None:
         return default_max_cost_bytes()
-    if isinstance(max_bytes, (bool, np.bool_)) or not isinstance(
-        max_bytes, (int, np.integer, float, np.floating)
-    ):
-        raise TypeError(
-            f"{name} must be None or a positive number of bytes, got "
-            f"{type(max_bytes).__name__} {max_bytes!r}"
-        )
-    if not math.isfinite(max_bytes) or max_bytes < 1 or int(max_bytes) != max_bytes:
-        raise ValueError(f"{name} must be None or a positive whole number of bytes, got {max_bytes!r}")
-    return int(max_bytes)
+    return positive_bytes(max_bytes, name)
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
+_fmt_bytes = fmt_bytes
 
 
 def check_cost_memory(

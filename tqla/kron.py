@@ -12,9 +12,7 @@ the Frobenius norm is a truncated SVD of R(W).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +20,12 @@ from tqla._array import (
     array_namespace,
     as_float_matrix,
     check_finite,
-    check_int,
+    device_of,
     is_numpy,
 )
 from tqla._kernels import resolve
+from tqla._memory import available_memory, fmt_bytes, positive_bytes
+from tqla.shapes import FactorShape, KroneckerShape, factor_shapes
 from tqla.svd import SVDMethod, auto_method, check_method, gram_rows, svd_rows
 
 __all__ = [
@@ -43,208 +43,6 @@ GRAM_MAX_SIDE = 512
 # From this many entries on, rearrange()/unrearrange() of NumPy arrays use the compiled
 # copy kernel when one is installed (benchmarks/results/kron_cpu.md).
 _FAST_COPY_MIN = 1 << 16
-
-
-# --------------------------------------------------------------------------------------
-# Shapes
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class KroneckerShape:
-    """Factor shapes of a Kronecker sum: A is ``a = (m1, n1)``, B is ``b = (m2, n2)``.
-
-    The full matrix is (m1·m2) × (n1·n2).  Build one from ``((m1, n1), (m2, n2))`` with
-    :meth:`of`, or from a matrix shape and A's shape with :meth:`from_matrix`.
-
-    Examples
-    --------
-    >>> s = KroneckerShape((384, 768), (2, 4))
-    >>> s.matrix_shape, s.max_rank, s.n_params(4)
-    ((768, 3072), 8, 1179680)
-    """
-
-    a: tuple[int, int]
-    b: tuple[int, int]
-
-    def __post_init__(self) -> None:
-        for name, pair in (("a", self.a), ("b", self.b)):
-            if not isinstance(pair, tuple) or len(pair) != 2:
-                raise ValueError(f"KroneckerShape.{name} must be a pair (rows, cols), got {pair!r}")
-            for v in pair:
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
-                    raise ValueError(
-                        f"KroneckerShape.{name} must hold positive integers, got {pair!r}"
-                    )
-        object.__setattr__(self, "a", (int(self.a[0]), int(self.a[1])))
-        object.__setattr__(self, "b", (int(self.b[0]), int(self.b[1])))
-
-    @classmethod
-    def of(cls, shape: Any) -> KroneckerShape:
-        """Accept a KroneckerShape or ``((m1, n1), (m2, n2))``."""
-        if isinstance(shape, KroneckerShape):
-            return shape
-        try:
-            (m1, n1), (m2, n2) = shape
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"shape must be a KroneckerShape or ((m1, n1), (m2, n2)), got {shape!r}"
-            ) from None
-        return cls((m1, n1), (m2, n2))
-
-    @classmethod
-    def from_matrix(cls, matrix_shape: tuple[int, int], a: tuple[int, int]) -> KroneckerShape:
-        """The shape whose A factor is ``a`` for a matrix of ``matrix_shape``."""
-        M, N = (int(v) for v in matrix_shape)
-        m1, n1 = (int(v) for v in a)
-        if m1 < 1 or n1 < 1 or M % m1 or N % n1:
-            raise ValueError(
-                f"factor A of shape {a} must divide the matrix shape {matrix_shape} "
-                f"(M % m1 == 0 and N % n1 == 0)"
-            )
-        return cls((m1, n1), (M // m1, N // n1))
-
-    @property
-    def m1(self) -> int:
-        return self.a[0]
-
-    @property
-    def n1(self) -> int:
-        return self.a[1]
-
-    @property
-    def m2(self) -> int:
-        return self.b[0]
-
-    @property
-    def n2(self) -> int:
-        return self.b[1]
-
-    @property
-    def matrix_shape(self) -> tuple[int, int]:
-        """(M, N) = (m1·m2, n1·n2)."""
-        return (self.m1 * self.m2, self.n1 * self.n2)
-
-    @property
-    def rearranged_shape(self) -> tuple[int, int]:
-        """Shape of R(W): (m1·n1, m2·n2)."""
-        return (self.m1 * self.n1, self.m2 * self.n2)
-
-    @property
-    def max_rank(self) -> int:
-        """The Kronecker rank bound min(m1·n1, m2·n2)."""
-        return min(self.rearranged_shape)
-
-    @property
-    def T(self) -> KroneckerShape:
-        """Shape of the transposed sum: ((n1, m1), (n2, m2))."""
-        return KroneckerShape((self.n1, self.m1), (self.n2, self.m2))
-
-    def n_params(self, rank: int = 1) -> int:
-        """Number of factor entries of a rank-``rank`` sum."""
-        return int(rank) * (self.m1 * self.n1 + self.m2 * self.n2)
-
-    def matmat_costs(self, rank: int, k: int = 1) -> tuple[int, int]:
-        """Multiply-adds of ``K @ X`` (X of shape N×k) in the two association orders.
-
-        Returns ``(a_first, b_first)``: contracting with the A factors first costs
-        r·m1·n2·k·(n1 + m2), with the B factors first r·n1·m2·k·(m1 + n2).  For
-        ``X @ K`` (X of shape k×M) use the transposed shape, ``s.T.matmat_costs(rank, k)``.
-
-        Examples
-        --------
-        >>> KroneckerShape((384, 768), (2, 4)).matmat_costs(4, 1)
-        (4730880, 2383872)
-        """
-        r = check_int(rank, "rank", minimum=0)
-        k = check_int(k, "k", minimum=0)
-        m1, n1, m2, n2 = self.m1, self.n1, self.m2, self.n2
-        return r * m1 * n2 * k * (n1 + m2), r * n1 * m2 * k * (m1 + n2)
-
-    def matmat_order(self, rank: int, k: int = 1) -> str:
-        """The cheaper association order of ``K @ X``: ``"a_first"`` or ``"b_first"``
-        (ties: ``"b_first"``); what :class:`KroneckerSum` products run.
-
-        Examples
-        --------
-        >>> KroneckerShape((384, 768), (2, 4)).matmat_order(4)
-        'b_first'
-        """
-        a_first, b_first = self.matmat_costs(rank, k)
-        return "b_first" if b_first <= a_first else "a_first"
-
-    def check_rank(self, rank: Any, name: str = "rank") -> int:
-        """Validate a Kronecker rank: an integer with 1 <= rank <= :attr:`max_rank`."""
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer, got {type(rank).__name__} {rank!r}")
-        q, p = self.rearranged_shape
-        if not 1 <= int(rank) <= self.max_rank:
-            raise ValueError(
-                f"{name} must satisfy 1 <= {name} <= min(m1·n1, m2·n2) = min({q}, {p}) = "
-                f"{self.max_rank} for A {self.a} ⊗ B {self.b}, got {int(rank)}"
-            )
-        return int(rank)
-
-    def check_matrix(self, W: Any, name: str = "W") -> None:
-        if tuple(int(s) for s in W.shape) != self.matrix_shape:
-            raise ValueError(
-                f"{name} of shape {tuple(W.shape)} does not match the Kronecker shape "
-                f"A {self.a} ⊗ B {self.b}, which needs ({self.m1}·{self.m2}, "
-                f"{self.n1}·{self.n2}) = {self.matrix_shape}"
-            )
-
-    def __iter__(self):  # allows ``(m1, n1), (m2, n2) = shape``
-        return iter((self.a, self.b))
-
-
-class FactorShape(NamedTuple):
-    """One row of :func:`factor_shapes`."""
-
-    shape: KroneckerShape
-    n_params: int
-    max_rank: int
-
-
-def _divisors(n: int) -> list[int]:
-    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
-
-
-def factor_shapes(M: int, N: int, rank: int = 1, *, trivial: bool = False) -> list[FactorShape]:
-    """Every valid factor shape of an M×N matrix, with its parameter count at ``rank``.
-
-    Parameters
-    ----------
-    M, N : int
-        Matrix shape.
-    rank : int
-        Kronecker rank used for the parameter count; shapes whose rank bound is below
-        ``rank`` are left out.
-    trivial : bool
-        Include shapes where A or B is 1×1 (a plain scaling, not a factorization).
-
-    Returns
-    -------
-    list of FactorShape
-        Sorted by parameter count, then by A's shape.
-
-    Examples
-    --------
-    >>> [f.shape.a for f in factor_shapes(4, 4)][:3]
-    [(1, 4), (2, 2), (4, 1)]
-    """
-    M = check_int(M, "M", minimum=1)
-    N = check_int(N, "N", minimum=1)
-    rank = check_int(rank, "rank", minimum=1)
-    out = []
-    for m1 in _divisors(M):
-        for n1 in _divisors(N):
-            s = KroneckerShape((m1, n1), (M // m1, N // n1))
-            if not trivial and (s.a == (1, 1) or s.b == (1, 1)):
-                continue
-            if s.max_rank < rank:
-                continue
-            out.append(FactorShape(s, s.n_params(rank), s.max_rank))
-    out.sort(key=lambda f: (f.n_params, f.shape.a))
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -574,6 +372,7 @@ def kron_svd(
     method: SVDMethod = "auto",
     rng: None | int | np.random.Generator = None,
     kernel: str = "auto",
+    max_bytes: int | None = None,
 ) -> KroneckerSum:
     """Best rank-``rank`` Kronecker sum approximation of W in the Frobenius norm.
 
@@ -599,6 +398,12 @@ def kron_svd(
         "array_api"); see :doc:`backends <backends>`.  "auto" takes "numba" for NumPy
         input when it is installed (it reads W in place, no rearranged copy), else
         "numpy"; other libraries use "array_api".
+    max_bytes : int, optional
+        Ceiling for the temporaries of the decomposition (rearranged copy, Gram matrix,
+        LAPACK copies and factors; :func:`svd_memory` gives the estimate).  Default: the
+        host memory available now (Linux's MemAvailable, else half the physical memory)
+        for host arrays, no ceiling for device arrays.  A decomposition that would not fit
+        raises MemoryError naming the sizes, before anything is allocated.
 
     Returns
     -------
@@ -619,14 +424,16 @@ def kron_svd(
     s = KroneckerShape.of(shape)
     s.check_matrix(W)
     rank = s.check_rank(rank)
-    if W.dtype not in (xp.float32, xp.float64):
-        # Half precisions (float16, bfloat16): LAPACK/cuSOLVER have no such routines, so
-        # compute in float32 and return factors of the input dtype.
-        K = kron_svd(xp.astype(W, xp.float32), s, rank, method=method, rng=rng, kernel=kernel)
-        return K.astype(W.dtype)
     check_method(method)
     if method == "auto":
         method = choose_svd_method(s, rank)
+    _check_svd_memory(xp, W, s, rank, method, kernel, max_bytes)
+    if W.dtype not in (xp.float32, xp.float64):
+        # Half precisions (float16, bfloat16): LAPACK/cuSOLVER have no such routines, so
+        # compute in float32 and return factors of the input dtype.
+        W32 = xp.astype(W, xp.float32)
+        K = kron_svd(W32, s, rank, method=method, rng=rng, kernel=kernel, max_bytes=max_bytes)
+        return K.astype(W.dtype)
     if method == "gram":
         # The Gram matrix is finite exactly when W is (and no square overflows), so the
         # finiteness check costs nothing extra on this route.
@@ -648,6 +455,87 @@ def kron_svd(
     A = xp.reshape(Ar, (rank, s.m1, s.n1))
     B = xp.reshape(Br, (rank, s.m2, s.n2))
     return KroneckerSum(A, B)
+
+
+def svd_memory(shape: Any, rank: int, method: str, itemsize: int, *, in_place: bool = False) -> int:
+    """Bytes of temporaries :func:`kron_svd` allocates on a route (W itself not counted).
+
+    With X = R(W) of shape (q, p), k = min(q, p) and b bytes per entry: the rearranged
+    copy q·p·b (not for ``in_place`` kernels of the Gram route), plus
+
+    * ``"gram"``: the k×k Gram matrix and its eigenvectors (2·k²·b) and the factors
+      r·(q + p)·b;
+    * ``"full"``: LAPACK's working copy of X (q·p·b), U and Vᵀ ((q + p)·k·b) and about
+      4·k²·b of workspace;
+    * ``"randomized"``: three (q + p)·(r + 10) blocks and the small SVD.
+
+    Examples
+    --------
+    >>> svd_memory(((384, 768), (2, 4)), 4, "gram", 4)
+    14156416
+    """
+    s = KroneckerShape.of(shape)
+    q, p = s.rearranged_shape
+    k, r, b = min(q, p), int(rank), int(itemsize)
+    copy = 0 if in_place else q * p * b
+    if method == "gram":
+        return copy + 2 * k * k * b + r * (q + p) * b
+    if method == "full":
+        return 2 * q * p * b + (q + p) * k * b + 4 * k * k * b
+    ell = min(r + 10, k)
+    return q * p * b + 3 * (q + p) * ell * b + 2 * ell * ell * b
+
+
+def _check_svd_memory(
+    xp: Any, W: Any, s: KroneckerShape, rank: int, method: str, kernel: str, max_bytes: Any
+) -> None:
+    """Refuse a decomposition whose temporaries exceed ``max_bytes`` (see kron_svd)."""
+    if max_bytes is None:
+        if not _on_host(xp, W):
+            return
+        limit = available_memory()
+        if limit is None:  # pragma: no cover - OS without memory information
+            return
+        source = "the memory available now"
+    else:
+        limit = positive_bytes(max_bytes, "max_bytes")
+        source = "max_bytes"
+    half = W.dtype not in (xp.float32, xp.float64)
+    itemsize = 4 if half else int(getattr(W.dtype, "itemsize", 8))
+    in_place = (
+        method == "gram"
+        and is_numpy(xp)
+        and not half
+        and W.flags.c_contiguous  # the compiled kernels copy any other layout once
+        and _gram_kernel(kernel, W) == "numba"
+    )
+    need = svd_memory(s, rank, method, itemsize, in_place=in_place)
+    if half:
+        need += int(W.shape[0]) * int(W.shape[1]) * 4  # the float32 working copy
+    if need > limit:
+        q, p = s.rearranged_shape
+        raise MemoryError(
+            f"kron_svd(method={method!r}) of W {tuple(int(v) for v in W.shape)} with "
+            f"A {s.a} ⊗ B {s.b}: its rearrangement R(W) is {q}×{p} and the route needs "
+            f"about {fmt_bytes(need)} of temporaries (tqla.kron.svd_memory), over "
+            f"{source} ({fmt_bytes(limit)}). Use method='gram' (a min(q, p)² = "
+            f"{min(q, p)}² Gram matrix) or 'randomized', factor shapes with a smaller side, "
+            f"or pass a larger max_bytes= if the memory is there."
+        )
+
+
+def _on_host(xp: Any, W: Any) -> bool:
+    if is_numpy(xp):
+        return True
+    dev = device_of(W)
+    return str(getattr(dev, "type", dev)).lower() in ("cpu", "array_api_strict_cpu_device")
+
+
+def _gram_kernel(kernel: str, W: Any) -> str | None:
+    try:
+        return resolve("rearranged_gram", kernel, W)[0]
+    except (ImportError, ValueError):
+        return None  # the error is raised, with its message, where the kernel is used
 
 
 def kron_singular_values(W: Any, shape: Any) -> Any:

@@ -36,9 +36,8 @@ SOLVERS = ("auto", "scipy", "lap", "lapx", "jv")
 #: (benchmarks/results/lsap_*.md).  Pass a tuple of names as ``solver=`` for another order.
 AUTO_ORDER: tuple[str, ...] = ("jv", "scipy")
 
-# Costs whose largest magnitude times 4·n exceeds this are scaled by a power of two
-# (exactly) before solving, so that no solver's dual variables overflow.
-_SAFE_MAGNITUDE = 2.0**1000
+# Costs whose largest magnitude times 4·n exceeds 2^1000 are scaled by a power of two
+# (exactly) before solving, so that no solver's dual variables overflow (see _shift).
 
 
 class LSAPResult(tuple):
@@ -260,11 +259,12 @@ def _prepare(cost: Any, maximize: bool) -> tuple[np.ndarray, np.ndarray, int, bo
     host, d2h = _host_copy(cost)
     orig = np.ascontiguousarray(host, dtype=np.float64)
     copied = 0 if orig is cost else orig.nbytes
-    if orig.size and not np.isfinite(orig.sum()):
-        if np.isnan(orig).any():
-            raise ValueError("cost must not contain NaN")
+    with np.errstate(over="ignore", invalid="ignore"):  # one cheap pass when finite
+        finite = not orig.size or bool(np.isfinite(orig.sum()))
+    if not finite and np.isnan(orig).any():
+        raise ValueError("cost must not contain NaN")
     bad = np.inf if maximize else -np.inf
-    if orig.size and np.isin(bad, orig):
+    if not finite and bool((orig == bad).any()):
         good = "-inf" if maximize else "+inf"
         raise ValueError(
             f"cost must not contain {'+inf' if maximize else '-inf'}"
@@ -310,23 +310,30 @@ def _init_prices(init: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | Non
 # --------------------------------------------------------------------------------------
 # Solve
 # --------------------------------------------------------------------------------------
-def _scaled(C: np.ndarray) -> np.ndarray:
+def _scaled(C: np.ndarray, has_inf: bool) -> np.ndarray:
     """C times a power of two (exact) small enough that no solver's duals overflow."""
-    finite = C[np.isfinite(C)]
-    big = float(np.abs(finite).max()) if finite.size else 0.0
-    if big == 0.0 or big * 4 * max(C.shape) <= _SAFE_MAGNITUDE:
-        return C
-    k = math.frexp(big * 4 * max(C.shape))[1] - math.frexp(_SAFE_MAGNITUDE)[1] + 1
-    return np.ldexp(C, -k)
+    if has_inf:
+        finite = C[np.isfinite(C)]
+        big = float(np.abs(finite).max()) if finite.size else 0.0
+    else:
+        big = max(float(C.max()), -float(C.min())) if C.size else 0.0
+    k = _shift(big, 4 * max(C.shape))
+    return C if k == 0 else np.ldexp(C, -k)
+
+
+def _shift(big: float, count: int) -> int:
+    """The k >= 0 with big·count·2^-k <= 2^1000 (computed without overflowing)."""
+    if big == 0.0 or not math.isfinite(big):
+        return 0
+    e = math.frexp(big)[1] + math.frexp(float(count))[1]  # big·count < 2^e
+    return max(0, e - 1000)
 
 
 def _total(values: np.ndarray) -> float:
     """Σ values, accurately rounded (math.fsum) even where partial sums would overflow;
     OverflowError when the total itself does not fit in float64."""
     big = float(np.abs(values).max()) if values.size else 0.0
-    k = 0
-    if big * len(values) > _SAFE_MAGNITUDE:
-        k = math.frexp(big * len(values))[1] - math.frexp(_SAFE_MAGNITUDE)[1] + 1
+    k = _shift(big, len(values))
     return math.ldexp(math.fsum(np.ldexp(values, -k).tolist()), k)
 
 
@@ -438,7 +445,7 @@ def lsap(
     >>> float(cost[row_ind, col_ind].sum())
     5.0
     >>> lsap(cost[:, :2], maximize=True).cost          # rectangular, maximised
-    7.0
+    6.0
     """
     order = check_solver(solver)
     if not isinstance(maximize, (bool, np.bool_)):
@@ -449,7 +456,8 @@ def lsap(
     prices, prev = _init_prices(init, n) if square else (None, None)
     if init is not None and not square:
         raise ValueError(f"init (a warm start) needs a square cost matrix, got shape {(n, m)}")
-    has_inf = bool(C.size) and bool(np.isinf(C).any())
+    with np.errstate(over="ignore", invalid="ignore"):
+        has_inf = bool(C.size) and not bool(np.isfinite(C.sum())) and bool(np.isinf(C).any())
     name = _pick(order, has_inf, explicit=isinstance(solver, str) and solver != "auto")
     if init is not None and name != "jv":
         logger.debug("lsap: solver=%r has no warm start; init ignored", name)
@@ -458,7 +466,7 @@ def lsap(
         return LSAPResult(
             empty, empty.copy(), cost=0.0, solver=name, host_bytes=copied, device_to_host=d2h
         )
-    Cs = _scaled(C)
+    Cs = _scaled(C, has_inf)
     if Cs is not C:  # prices are in the cost's units: no warm start across a scaling
         prices, prev = None, None
     rows, col, v, n_aug = _solve(Cs, name, prices, prev)

@@ -453,9 +453,10 @@ def permuted_kron(
         Which sides to permute.  ``"rows"`` permutes the M side — W's rows, the output
         features of an ``nn.Linear`` weight (out × in) — through ``row_perm``; ``"cols"``
         the N side (input features) through ``col_perm``.  ``"none"`` returns plain
-        :func:`tqla.kron_svd` in this result type.  A side whose factors make a permutation useless — m1 = 1 or m2 = 1
-        for rows, n1 = 1 or n2 = 1 for columns — is never permuted (so a 50257-row
-        embedding with B of shape 1×2 never builds a 50257² cost matrix).
+        :func:`tqla.kron_svd` in this result type.  A side whose factors make a
+        permutation useless — m1 = 1 or m2 = 1 for rows, n1 = 1 or n2 = 1 for columns — is
+        never permuted (so a 50257-row embedding with B of shape 1×2 never builds a 50257²
+        cost matrix).
     n_iter : int
         Maximum number of iterations; one iteration updates both permuted sides, the larger
         one (more rows than columns: rows) first.
@@ -469,14 +470,17 @@ def permuted_kron(
     kernel : {"auto", "numpy", "numba", "array_api"}
         Implementation of the slot-cost kernel (and of the SVD's Gram kernel where one
         exists).
-    solver : {"auto", "scipy", "lap", "lapx", "jv"}
-        LSAP solver (:func:`tqla.lsap`).
+    solver : {"auto", "scipy", "lap", "lapx", "jv"} or tuple of names
+        LSAP solver (:func:`tqla.lsap`); a tuple is tried in order, ``"auto"`` is
+        :data:`tqla.lsap.AUTO_ORDER`.
     warm_start : bool
         Start each LSAP from the prices of the previous solve of the same (rule, side,
         slot) when the solver accepts it (``"jv"``).
     max_cost_bytes : int, optional
-        Memory ceiling for one cost build (default
-        :func:`tqla.assignment.default_max_cost_bytes`); a larger build raises MemoryError.
+        Memory ceiling for one cost build, a positive number of bytes (default
+        :func:`tqla.assignment.default_max_cost_bytes`: the environment variable
+        ``TQLA_MAX_COST_BYTES`` when set, else min(2 GiB, a quarter of the physical
+        memory)); a larger build raises MemoryError.
     callback : callable, optional
         ``callback(iteration, error)`` after every iteration; a truthy return value
         (``True``, ``np.True_``, ``1``, ...) stops.

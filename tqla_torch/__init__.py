@@ -3,6 +3,14 @@
 The public names below are imported on first use (PEP 562), so ``import tqla_torch`` stays
 cheap and imports neither torch nor transformers by itself.
 
+Layout (each package imports only the ones before it):
+:mod:`tqla_torch.nn` (compressed layers) → :mod:`tqla_torch.compression` (configs, presets,
+inspect/compress) → :mod:`tqla_torch.training` (distillation, data, optimiser helpers, the
+demo) → :mod:`tqla_torch.cli` (one module per subcommand); :mod:`tqla_torch.io` saves and
+loads compressed models.  The old module paths (``tqla_torch.layers``, ``tqla_torch.plan``,
+``tqla_torch.distill``, ``tqla_torch.data``, ``tqla_torch.demo``) re-export their names for
+one release.
+
 >>> import tqla_torch
 >>> cfg = tqla_torch.presets.tq_gpt2()            # doctest: +SKIP
 >>> print(tqla_torch.inspect(model, cfg))          # doctest: +SKIP
@@ -20,19 +28,21 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # layers
-    "KroneckerLinear": "tqla_torch.layers",
-    "KroneckerEmbedding": "tqla_torch.layers",
-    "LowRankLinear": "tqla_torch.layers",
-    "LowRankEmbedding": "tqla_torch.layers",
-    "TiedEmbeddingHead": "tqla_torch.layers",
+    "CompressedModule": "tqla_torch.nn",
+    "KroneckerLinear": "tqla_torch.nn",
+    "KroneckerEmbedding": "tqla_torch.nn",
+    "LowRankLinear": "tqla_torch.nn",
+    "LowRankEmbedding": "tqla_torch.nn",
+    "TiedEmbeddingHead": "tqla_torch.nn",
     # configs and presets
-    "CompressionConfig": "tqla_torch.plan",
-    "presets": "tqla_torch.plan",
+    "CompressionConfig": "tqla_torch.compression",
+    "presets": "tqla_torch.compression",
     # applying them
-    "compress": "tqla_torch.compress",
-    "inspect": "tqla_torch.compress",
-    "CompressionReport": "tqla_torch.compress",
-    "count_parameters": "tqla_torch.compress",
+    "compress": "tqla_torch.compression",
+    "inspect": "tqla_torch.compression",
+    "CompressionError": "tqla_torch.compression",
+    "CompressionReport": "tqla_torch.compression",
+    "count_parameters": "tqla_torch.compression",
     # saving and loading
     "save_pretrained": "tqla_torch.io",
     "from_pretrained": "tqla_torch.io",

@@ -16,7 +16,7 @@ and what to do instead, for example ``model 'gpt2' not found locally and the hub
 unreachable; pass a local folder``.
 
 Tokenizers are resolved the same way (:func:`load_tokenizer`), with the extra spec
-``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.data.builtin_tokenizer`.
+``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.training.builtin_tokenizer`.
 
 Examples
 --------
@@ -43,6 +43,9 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from tqla_torch.compression.apply import count_parameters
+from tqla_torch.io import is_compressed_folder
 
 __all__ = [
     "LoadedModel",
@@ -142,23 +145,6 @@ def _looks_like_path(name: str) -> bool:
     return "/" in name and Path(head).is_dir()
 
 
-def is_compressed_folder(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder written by :func:`tqla_torch.io.save_pretrained`.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    bool
-    """
-    from tqla_torch.io import is_compressed_folder as _is_compressed
-
-    path = Path(path)
-    return path.is_dir() and _is_compressed(path)
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None → CUDA when available, else CPU; anything else → :class:`torch.device`.
 
@@ -186,20 +172,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
     return resolved
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of distinct parameters (tied weights counted once).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-
-    Returns
-    -------
-    int
-    """
-    return sum(p.numel() for p in model.parameters())
 
 
 def _check_hf_folder(path: Path) -> None:
@@ -362,7 +334,7 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
     Parameters
     ----------
     spec : str, os.PathLike or None
-        ``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.data.builtin_tokenizer`, a
+        ``"builtin"`` / ``"builtin:VOCAB"`` for :func:`tqla_torch.training.builtin_tokenizer`, a
         local folder with tokenizer files, a hub id, or None to use ``model_source``'s.
     model_source : str, optional
         The model argument; its folder (or hub id) is used when ``spec`` is None.
@@ -389,7 +361,7 @@ def load_tokenizer(spec: str | os.PathLike[str] | None, model_source: str | None
     spec = os.fspath(spec)
     vocab = _builtin_spec(spec)
     if vocab is not None:
-        from tqla_torch.data import builtin_tokenizer
+        from tqla_torch.training.data import builtin_tokenizer
 
         try:
             return builtin_tokenizer(vocab_size=vocab)

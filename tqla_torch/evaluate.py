@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tqla_torch._lm import lm_forward, max_positions
-from tqla_torch.data import load_texts, tokenize_texts
+from tqla_torch.training.data import load_texts, tokenize_texts
 
 __all__ = [
     "LambadaResult",

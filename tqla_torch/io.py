@@ -31,8 +31,10 @@ import torch
 from torch import nn
 
 from tqla_torch._atomic import atomic_write_bytes, atomic_write_json
-from tqla_torch.compress import HISTORY_ATTR
-from tqla_torch.layers import COMPRESSED_TYPES, TiedEmbeddingHead
+from tqla_torch.compression.apply import HISTORY_ATTR
+from tqla_torch.nn import REGISTRY as COMPRESSED_TYPES
+from tqla_torch.nn import TiedEmbeddingHead
+from tqla_torch.nn.base import set_module as _set_module
 
 __all__ = [
     "CONFIG_NAME",
@@ -324,7 +326,7 @@ def _build_base(data: dict[str, Any], cfg_path: Path) -> nn.Module:
 
 
 def _check_base_module(name: str, spec: dict[str, Any], base: nn.Module, cfg_path: Path) -> None:
-    from tqla_torch._shapes import weight_view
+    from tqla_torch.nn.weights import weight_view
 
     kind = spec["type"]
     if kind in ("TiedEmbeddingHead", "UntiedHead"):
@@ -347,12 +349,6 @@ def _check_base_module(name: str, spec: dict[str, Any], base: nn.Module, cfg_pat
             f"{cfg_path}: module {name!r} is {want[0]}→{want[1]} in the save, but "
             f"{v.in_features}→{v.out_features} in the base model (a different model size?)"
         )
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
 
 
 def _install(model: nn.Module, specs: dict[str, dict[str, Any]], cfg_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""KroneckerLinear's torch-fused forward against the core's KroneckerSum.matmat, side by side.
+
+The layer keeps its own forward (``tqla_torch/nn/_kron_forward.py``) only where it is faster
+than the core's product (:meth:`tqla.KroneckerSum.matmat`) with the permutations applied as
+separate gathers; this script measures both in one process, interleaved, for GPT-2's
+published shapes (c_fc 768→3072, c_proj 3072→768, rank 4, permuted on both sides), one
+token and 8×128 tokens, and prints the ratio core / fused (> 1: the fused path is faster).
+Timing is CPU time of the calling thread with ``torch.set_num_threads(1)`` (robust against
+other processes on a shared machine); the minimum over rounds is reported.  Run::
+
+    python benchmarks/bench_torch_forward.py    # writes benchmarks/results/torch_forward_cpu.md
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tqla.kron import KroneckerSum  # noqa: E402
+from tqla_torch.nn import KroneckerLinear  # noqa: E402
+
+SHAPES = {
+    # name: factor shapes in the layer's (out, in) orientation
+    "c_fc 768→3072": ((768, 384), (4, 2)),
+    "c_proj 3072→768": ((384, 768), (2, 4)),
+}
+RANK = 4
+TOKENS = (1, 1024)
+ROUNDS = 15
+
+
+def _core_forward(K: KroneckerSum, inv_cp: torch.Tensor, rp: torch.Tensor, x: torch.Tensor):
+    return K.matmat(x.index_select(-1, inv_cp).T).T.index_select(-1, rp)
+
+
+def _time(fn, reps: int) -> float:
+    t0 = time.thread_time()
+    for _ in range(reps):
+        fn()
+    return (time.thread_time() - t0) / reps
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        lines = out.splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if "Model name" in line)
+    except (OSError, StopIteration, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for name, shape in SHAPES.items():
+        (m1, n1), (m2, n2) = shape
+        A = torch.randn(RANK, m1, n1, generator=g)
+        B = torch.randn(RANK, m2, n2, generator=g)
+        rp, cp = torch.randperm(m1 * m2, generator=g), torch.randperm(n1 * n2, generator=g)
+        layer = KroneckerLinear.from_factors(A, B, rp, cp)
+        K, inv_cp = KroneckerSum(A, B), torch.argsort(cp)
+        for tokens in TOKENS:
+            x = torch.randn(tokens, n1 * n2, generator=g)
+            with torch.no_grad():
+                ref, got = _core_forward(K, inv_cp, rp, x), layer(x)
+                torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+                reps = 200 if tokens == 1 else 3
+                fused, core = [], []
+                for _ in range(ROUNDS):  # interleaved: a background load hits both alike
+                    fused.append(_time(lambda L=layer, x=x: L(x), reps))
+                    core.append(
+                        _time(lambda K=K, i=inv_cp, r=rp, x=x: _core_forward(K, i, r, x), reps)
+                    )
+            rows.append((name, tokens, min(fused), min(core)))
+    lines = [
+        "# KroneckerLinear fused forward vs tqla.KroneckerSum.matmat (+ gathers)",
+        "",
+        f"- date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {_cpu_model()}, torch {torch.__version__}, 1 thread, float32",
+        f"- load average at the end: {os.getloadavg()} (shared machine: absolute times are "
+        "noisy, the ratio is the robust number)",
+        "- command: `python benchmarks/bench_torch_forward.py` "
+        f"(min of {ROUNDS} interleaved rounds)",
+        "",
+        "| layer | tokens | fused (ms) | core + gathers (ms) | core / fused |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, tokens, f, c in rows:
+        lines.append(f"| {name} | {tokens} | {f * 1e3:.3f} | {c * 1e3:.3f} | {c / f:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = ROOT / "benchmarks" / "results" / "torch_forward_cpu.md"
+    out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Compression configs and applying them: which modules become which compressed layers.
+
+* :mod:`~tqla_torch.compression.config` — :class:`CompressionConfig` (targets, method,
+  shapes, per-module overrides) and the resolved :class:`ModuleSettings` of one module,
+* :mod:`~tqla_torch.compression.presets` — the published GPT-2 plan and its baselines,
+* :mod:`~tqla_torch.compression.apply` — :func:`inspect` (dry run) and :func:`compress`
+  (transactional, in place), with their :class:`CompressionReport`,
+* :mod:`~tqla_torch.compression.shapes` — factor shapes resolved against a module.
+
+Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
+"""
+
+from tqla_torch.compression.apply import (
+    CompressionError,
+    compress,
+    count_parameters,
+    inspect,
+)
+from tqla_torch.compression.config import METHODS, CompressionConfig, ModuleSettings
+from tqla_torch.compression.presets import (
+    kron_gpt2,
+    kron_gpt2_steps,
+    presets,
+    svd_gpt2,
+    svd_gpt2_steps,
+    tq_gpt2,
+    tq_gpt2_steps,
+)
+from tqla_torch.compression.report import CompressionReport, ModuleReport
+
+__all__ = [
+    "METHODS",
+    "CompressionConfig",
+    "CompressionError",
+    "CompressionReport",
+    "ModuleReport",
+    "ModuleSettings",
+    "compress",
+    "count_parameters",
+    "inspect",
+    "kron_gpt2",
+    "kron_gpt2_steps",
+    "presets",
+    "svd_gpt2",
+    "svd_gpt2_steps",
+    "tq_gpt2",
+    "tq_gpt2_steps",
+]
