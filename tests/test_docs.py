@@ -65,6 +65,8 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.tt",
         "tqla.tt_matrix",
         "tqla.tt_permuted",
+        "tqla_torch.nn.tt",
+        "tqla_torch.nn._tt_forward",
     ],
 )
 def test_docstring_examples(module):
