@@ -5,7 +5,7 @@
 * :func:`tt_forward` — ``x @ W.T`` for a TT-matrix W given by its cores, core by core in the
   order with fewer multiply-adds (the same contraction as :meth:`tqla.TTMatrix.matmat`,
   in differentiable torch operations);
-* ``_dense`` / ``_fit`` — the dense matrix of cores, and the float64 TT-SVD of a weight.
+* ``_dense`` / ``_fit_cores`` — the dense matrix of cores, and the float64 TT-SVD of a weight.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _dense(cores: list[torch.Tensor]) -> torch.Tensor:
     return T.reshape(math.prod(rm), math.prod(cm))
 
 
-def _fit(
+def _fit_cores(
     weight: torch.Tensor, row_modes, col_modes, ranks, eps
 ) -> tuple[list[torch.Tensor], float]:
     """TT-matrix cores of ``weight`` (float64 decomposition) and the relative error."""

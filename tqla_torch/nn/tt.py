@@ -33,7 +33,7 @@ from tqla_torch.nn._tt_forward import (
     _check_layer_ranks,
     _costs,
     _dense,
-    _fit,
+    _fit_cores,
     _params,
     tt_forward,
     tt_modes,
@@ -154,7 +154,7 @@ class TTLinear(CompressedModule):
         out_f, in_f = (int(v) for v in weight.shape)
         rm = tt_modes(out_f, d) if row_modes is None else row_modes
         cm = tt_modes(in_f, d) if col_modes is None else col_modes
-        cores, err = _fit(weight, rm, cm, ranks, eps)
+        cores, err = _fit_cores(weight, rm, cm, ranks, eps)
         layer = cls(
             in_f,
             out_f,
@@ -448,7 +448,7 @@ class TTConv2d(CompressedModule):
         rm = tt_modes(out_c, d) if row_modes is None else tuple(row_modes)
         cm = tt_modes(in_c, d) if col_modes is None else tuple(col_modes)
         W = conv.weight.detach().reshape(out_c, in_c * kh * kw)
-        cores, err = _fit(W, (*rm, 1), (*cm, kh * kw), ranks, eps)
+        cores, err = _fit_cores(W, (*rm, 1), (*cm, kh * kw), ranks, eps)
         layer = cls(
             in_c,
             out_c,
