@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md"]
+PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "tt.md"]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
 TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "lwiq.md"]
 README = DOCS.parent / "README.md"
@@ -62,6 +62,11 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.svd",
         "tqla.lsap",
         "tqla._kernels",
+        "tqla.tt",
+        "tqla.tt_matrix",
+        "tqla.tt_permuted",
+        "tqla_torch.nn.tt",
+        "tqla_torch.nn._tt_forward",
     ],
 )
 def test_docstring_examples(module):

@@ -33,3 +33,20 @@ __all__ = [
     "truncated_svd",
     "unrearrange",
 ]
+
+# Tensor trains (methods.md §5).
+from tqla.tt import TensorTrain, rank_bounds, tt_svd  # noqa: E402
+from tqla.tt_matrix import TTMatrix, TTMatrixShape, tt_matrix, tt_matrix_shapes  # noqa: E402
+from tqla.tt_permuted import PermutedTT, permuted_tt  # noqa: E402
+
+__all__ += [
+    "PermutedTT",
+    "TTMatrix",
+    "TTMatrixShape",
+    "TensorTrain",
+    "rank_bounds",
+    "tt_matrix",
+    "permuted_tt",
+    "tt_matrix_shapes",
+    "tt_svd",
+]

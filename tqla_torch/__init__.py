@@ -34,6 +34,8 @@ _EXPORTS = {
     "LowRankLinear": "tqla_torch.nn",
     "LowRankEmbedding": "tqla_torch.nn",
     "TiedEmbeddingHead": "tqla_torch.nn",
+    "TTLinear": "tqla_torch.nn",
+    "TTConv2d": "tqla_torch.nn",
     # configs and presets
     "CompressionConfig": "tqla_torch.compression",
     "presets": "tqla_torch.compression",

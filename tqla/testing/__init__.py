@@ -8,7 +8,9 @@ select the array library, or bind them once with :func:`make_strategies_namespac
 * :func:`kronecker_sums` — :class:`~tqla.KroneckerSum` of any rank;
 * :func:`kronecker_structured` — matrices with planted (optionally permuted, noisy)
   Kronecker structure, with the truth;
-* :func:`permutations` — permutations of ``range(n)``.
+* :func:`permutations` — permutations of ``range(n)``;
+* :func:`tensor_trains`, :func:`tt_matrices` — tensor trains and TT-matrices with Gaussian
+  cores at reachable ranks (their exact TT ranks).
 
 Assertions (any array library; compared on the host in float64; messages say what was
 expected, what was found and the tolerance):
@@ -53,6 +55,8 @@ __all__ = [
     "matrices",
     "permutations",
     "rounding_tolerance",
+    "tensor_trains",
+    "tt_matrices",
 ]
 
 _STRATEGIES = {
@@ -64,6 +68,8 @@ _STRATEGIES = {
     "make_strategies_namespace",
     "matrices",
     "permutations",
+    "tensor_trains",
+    "tt_matrices",
 }
 
 

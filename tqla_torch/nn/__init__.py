@@ -8,7 +8,8 @@ Every layer derives from :class:`CompressedModule`, which registers it by class 
 * :mod:`~tqla_torch.nn.lowrank` — :class:`LowRankLinear` and :class:`LowRankEmbedding`
   (truncated SVD),
 * :mod:`~tqla_torch.nn.embedding` — :class:`KroneckerEmbedding` and the
-  :class:`TiedEmbeddingHead` that computes logits through a compressed embedding.
+  :class:`TiedEmbeddingHead` that computes logits through a compressed embedding,
+* :mod:`~tqla_torch.nn.tt` — :class:`TTLinear` and :class:`TTConv2d` (tensor trains).
 
 This package imports only torch and :mod:`tqla`; the compression configs build on it.
 """
@@ -17,6 +18,7 @@ from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, REGISTRY, CompressedModule
 from tqla_torch.nn.embedding import KroneckerEmbedding, TiedEmbeddingHead
 from tqla_torch.nn.kronecker import KroneckerLinear, forward_costs
 from tqla_torch.nn.lowrank import LowRankEmbedding, LowRankLinear, low_rank_for_budget
+from tqla_torch.nn.tt import TTConv2d, TTLinear
 
 __all__ = [
     "LAYER_IMPLEMENTATIONS",
@@ -27,6 +29,8 @@ __all__ = [
     "LayerPlan",
     "LowRankEmbedding",
     "LowRankLinear",
+    "TTConv2d",
+    "TTLinear",
     "TiedEmbeddingHead",
     "forward_costs",
     "low_rank_for_budget",
