@@ -193,7 +193,52 @@ class TTStandInFamily:
         return _TTConvStandIn(conv, rank)
 
 
+class TTFamily:
+    """The project's ``TTConv2d``: channels as a 2-core TT-matrix, the window one more core."""
+
+    label = "tensor-train convolutions (tqla_torch.nn.TTConv2d)"
+
+    def __init__(self) -> None:
+        self._tables: dict[int, list[int]] = {}
+
+    def _table(self, conv: nn.Conv2d) -> list[int]:
+        """Parameters at ranks 1, 2, ... until every bond is at its bound."""
+        from tqla_torch import CompressionConfig
+        from tqla_torch.nn import TTConv2d
+
+        if id(conv) not in self._tables:
+            bias = 0 if conv.bias is None else conv.bias.numel()
+            counts: list[int] = []
+            for r in range(1, 10_000):
+                st = CompressionConfig(target_modules=["x"], method="tt", rank=r).settings_for("x")
+                n = TTConv2d.plan(conv, st).params_after - bias
+                if counts and n == counts[-1]:
+                    break
+                counts.append(n)
+            self._tables[id(conv)] = counts
+        return self._tables[id(conv)]
+
+    def r_max(self, conv: nn.Conv2d) -> int:
+        return len(self._table(conv))
+
+    def params_fn(self, conv: nn.Conv2d) -> Callable[[int], int]:
+        table = self._table(conv)
+        return lambda r: table[r - 1]
+
+    def errors(self, conv: nn.Conv2d) -> list[float]:
+        """Relative squared Frobenius error of the TT-SVD at ranks 1..r_max."""
+        return [
+            self.compress(conv, r).approximation_error ** 2 for r in range(1, self.r_max(conv) + 1)
+        ]
+
+    def compress(self, conv: nn.Conv2d, rank: int) -> nn.Module:
+        from tqla_torch.nn import TTConv2d
+
+        return TTConv2d.from_conv2d(conv, ranks=rank)
+
+
 FAMILIES: dict[str, Callable[[], object]] = {
+    "tt": TTFamily,
     "lowrank": LowRankFamily,
     "tt_standin": TTStandInFamily,
 }
