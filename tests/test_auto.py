@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tqla_torch import compress, count_parameters, presets
-from tqla_torch.compression.auto import auto_ranks, auto_svd, block_of
+from tqla_torch.compression.auto import auto_ranks, auto_svd, auto_tt, block_of
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +55,43 @@ def test_auto_svd_meets_the_budget_after_compress(budget):
     assert report.params_after == count_parameters(model)
 
 
+@pytest.mark.parametrize("budget", [0.9, 0.75])
+def test_auto_tt_meets_the_budget_after_compress(budget):
+    from tqla_torch.nn import TTLinear
+
+    model = _gpt2()
+    total = count_parameters(model)
+    cfg = auto_tt(model, budget=budget, data=_batches(), n_classes=8)
+    assert cfg.method == "tt" and len(cfg.overrides) == 4
+    compress(model, cfg)
+    assert count_parameters(model) <= int(budget * total)
+    assert isinstance(model.transformer.h[0].mlp.c_fc, TTLinear)
+    assert presets.get("auto_tt") is auto_tt
+
+
+def test_auto_tt_on_a_cnn_scores_blocks_and_compresses_convolutions():
+    from torch import nn
+
+    from tqla_torch.nn import TTConv2d
+
+    torch.manual_seed(0)
+    blocks = nn.Sequential(
+        nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)),
+        nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()),
+    )
+    model = nn.Sequential(blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (90,), generator=g)
+    x = torch.randn(90, 4, 6, 6, generator=g) + y[:, None, None, None]
+    data = [(x[:45], y[:45]), (x[45:], y[45:])]
+    total = count_parameters(model)
+    cfg = auto_tt(model, budget=0.6, data=data, target_modules=r"0\.\d+\.\d+")
+    assert len(cfg.overrides) == 3
+    compress(model, cfg)
+    assert isinstance(model[0][0][0], TTConv2d)
+    assert count_parameters(model) <= int(0.6 * total)
+
+
 def test_auto_svd_is_deterministic_and_uniform_allocation_is_equal():
     a = auto_svd(_gpt2(), budget=0.85, data=_batches(), n_classes=8, seed=3)
     b = auto_svd(_gpt2(), budget=0.85, data=_batches(), n_classes=8, seed=3)
@@ -88,7 +125,7 @@ def tiny_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def test_cli_compress_auto_svd_with_budget(tiny_folder, tmp_path, capsys):
+def test_cli_compress_auto_tt_with_budget(tiny_folder, tmp_path, capsys):
     from tqla_torch import from_pretrained
     from tqla_torch.cli import main
 

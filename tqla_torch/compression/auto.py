@@ -6,8 +6,9 @@ with one rank per target module: it scores the modules with LWIQ on calibration 
 ``r_l = clip(round(κ·w_l·r_max_l), 1, r_max_l)`` with κ found by bisection so that the model
 meets the budget (:mod:`tqla_torch.compression.ranks`). Parameter counts come from each layer
 family's own ``plan`` (what :func:`tqla_torch.inspect` reports), so the same code serves every
-method with a ``rank`` setting. :func:`auto_svd` is it for low-rank factors; ``presets.auto_svd``
-and ``tqla compress --preset auto_svd --budget 0.5`` reach it by name.
+method with a ``rank`` setting. :func:`auto_tt` is it for tensor trains and :func:`auto_svd` for
+low-rank factors; ``presets.auto_tt`` and ``tqla compress --preset auto_tt --budget 0.5`` reach
+them by name.
 
 By default each module is scored at the output of its *block* — the nearest enclosing module
 whose name ends in a list index (``transformer.h.3`` for ``transformer.h.3.mlp.c_fc``,
@@ -30,7 +31,7 @@ from tqla_torch.compression.config import CompressionConfig
 from tqla_torch.compression.ranks import plan_ranks
 from tqla_torch.nn.base import CompressedModule
 
-__all__ = ["auto_ranks", "auto_svd", "block_of"]
+__all__ = ["auto_ranks", "auto_svd", "auto_tt", "block_of"]
 
 _GPT2_MLP = r".*\.mlp\.c_(fc|proj)"
 
@@ -85,8 +86,8 @@ def _params_table(
             after = layer_type.plan(module, st, name=name).params_after - n_bias
         except ValueError:
             break
-        if after >= dense:
-            break
+        if after >= dense or (counts and after == counts[-1]):
+            break  # no saving left, or every bond of a tensor train at its bound
         counts.append(after)
         r += 1
     if not counts:
@@ -165,7 +166,8 @@ def auto_ranks(
         seed=seed,
     )
     overrides = {re.escape(n): {"rank": r} for n, r in alloc.ranks.items()}
-    return dataclasses.replace(config, overrides=overrides)
+    # target exactly the modules ranked (a broad pattern may also match, e.g., activations)
+    return dataclasses.replace(config, target_modules=list(modules), overrides=overrides)
 
 
 def auto_svd(
@@ -191,3 +193,31 @@ def auto_svd(
     ('transformer\\\\.h\\\\.0\\\\.mlp\\\\.c_fc', 'svd')
     """
     return auto_ranks(model, budget=budget, data=data, method="svd", **kwargs)
+
+
+def auto_tt(
+    model: nn.Module,
+    *,
+    budget: int | float,
+    data: Iterable[Any] | None = None,
+    **kwargs: Any,
+) -> CompressionConfig:
+    """Tensor-train (``method="tt"``) ranks per module for ``budget``; see :func:`auto_ranks`.
+
+    The rank of a module is the uniform TT rank of its layer (each bond capped at its bound);
+    ``tt_cores`` / ``tt_modes`` in ``kwargs`` choose the modes as in :class:`CompressionConfig`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> gpt = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2,
+    ...                                  n_positions=16, bos_token_id=0, eos_token_id=0))
+    >>> data = [torch.randint(0, 64, (4, 16)) for _ in range(2)]
+    >>> cfg = auto_tt(gpt, budget=0.8, data=data, n_classes=8)
+    >>> cfg.method, len(cfg.overrides)
+    ('tt', 4)
+    """
+    return auto_ranks(model, budget=budget, data=data, method="tt", **kwargs)
