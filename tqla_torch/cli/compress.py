@@ -28,9 +28,9 @@ examples:
   tqla compress ./gpt2 --preset tq_gpt2 --output ./gpt2-tq
   tqla compress ./gpt2 --config plan.json --output ./gpt2-custom --device cuda
   tqla compress ./gpt2 --preset auto_tt --budget 0.5 --output ./gpt2-auto
-A budget preset (auto_tt, auto_svd) chooses one rank per module with LWIQ so that the whole model has
---budget parameters (an int, or a fraction of today's count); its calibration text is --data
-(default: the built-in corpus), tokenized with the model's tokenizer.
+A budget preset (auto_tt, auto_svd) chooses one rank per module with LWIQ so that the whole
+model has --budget parameters (an int, or a fraction of today's count); its calibration text
+is --data (default: the built-in corpus), tokenized with the model's tokenizer.
 The output folder is loadable with tqla_torch.from_pretrained(dir) and by every tqla
 subcommand; the tokenizer of the input model (or --tokenizer) is saved next to it.
 """
