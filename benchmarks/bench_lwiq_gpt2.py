@@ -68,7 +68,50 @@ class LowRankFamily:
         return LowRankLinear.from_linear(m, rank)
 
 
-FAMILIES: dict[str, Callable[[], object]] = {"lowrank": LowRankFamily}
+class TTFamily:
+    """The project's ``TTLinear`` (3 cores, modes from ``tt_modes``), uniform TT rank."""
+
+    label = "tensor-train MLP matrices (tqla_torch.nn.TTLinear)"
+
+    def __init__(self) -> None:
+        self._tables: dict[int, list[int]] = {}
+
+    def _table(self, m: nn.Module) -> list[int]:
+        """Parameters at ranks 1, 2, ... while they stay below the dense weight's."""
+        from tqla_torch import CompressionConfig
+        from tqla_torch.nn import TTLinear
+
+        if id(m) not in self._tables:
+            bias = 0 if m.bias is None else m.bias.numel()
+            counts: list[int] = []
+            for r in range(1, 10_000):
+                st = CompressionConfig(target_modules=["x"], method="tt", rank=r).settings_for("x")
+                n = TTLinear.plan(m, st).params_after - bias
+                if n >= m.weight.numel() or (counts and n == counts[-1]):
+                    break
+                counts.append(n)
+            self._tables[id(m)] = counts
+        return self._tables[id(m)]
+
+    def r_max(self, m: nn.Module) -> int:
+        return len(self._table(m))
+
+    def params_fn(self, m: nn.Module) -> Callable[[int], int]:
+        table = self._table(m)
+        return lambda r: table[r - 1]
+
+    def errors(self, m: nn.Module) -> list[float]:
+        return [self.compress(m, r).approximation_error ** 2 for r in range(1, self.r_max(m) + 1)]
+
+    def compress(self, m: nn.Module, rank: int) -> nn.Module:
+        from tqla_torch import CompressionConfig
+        from tqla_torch.nn import TTLinear
+
+        st = CompressionConfig(target_modules=["x"], method="tt", rank=rank).settings_for("x")
+        return TTLinear.from_module(m, st)
+
+
+FAMILIES: dict[str, Callable[[], object]] = {"lowrank": LowRankFamily, "tt": TTFamily}
 
 
 def mlp_names(model: nn.Module) -> list[str]:
