@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "spectral.md"]
+PAGES = [
+    "kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "spectral.md", "tt.md"
+]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
-TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "security.md"]
+TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "security.md", "lwiq.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -71,6 +73,11 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch._hf_folder",
         "tqla_torch.training.checkpoint",
         "tqla.batch",
+        "tqla.tt",
+        "tqla.tt_matrix",
+        "tqla.tt_permuted",
+        "tqla_torch.nn.tt",
+        "tqla_torch.nn._tt_forward",
     ],
 )
 def test_docstring_examples(module):

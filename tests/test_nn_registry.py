@@ -63,6 +63,21 @@ def _conv1d(weight: torch.Tensor) -> nn.Module:
     return conv
 
 
+def _tt_weight(rows: tuple, cols: tuple, ranks: tuple, seed: int) -> torch.Tensor:
+    """An (out, in) weight that is exactly a TT-matrix with these modes and ranks."""
+    from tqla_torch.nn.tt import _dense
+
+    g = _gen(seed)
+    full = (1, *ranks, 1)
+    shapes = [(full[k], m, n, full[k + 1]) for k, (m, n) in enumerate(zip(rows, cols))]
+    return _dense([torch.randn(*sh, dtype=DTYPE, generator=g) for sh in shapes])
+
+
+def _conv2d(c_in: int, c_out: int, seed: int) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    return nn.Conv2d(c_in, c_out, 3, padding=1, dtype=DTYPE)
+
+
 def _embedding(table: torch.Tensor) -> nn.Embedding:
     emb = nn.Embedding(*table.shape, dtype=DTYPE)
     with torch.no_grad():
@@ -166,6 +181,20 @@ CASES = {
         _features(12),
         exact=True,
     ),
+    "tt-linear": Case(
+        "TTLinear",
+        lambda: _linear(_tt_weight((2, 4), (3, 4), (2,), 8)),  # (out 8, in 12)
+        {"method": "tt", "tt_modes": [[2, 4], [3, 4]], "tt_ranks": [2]},
+        _features(12),
+        exact=True,
+    ),
+    "tt-conv2d": Case(
+        "TTConv2d",
+        lambda: _conv2d(4, 6, 9),
+        {"method": "tt", "tt_modes": [[2, 3], [2, 2]], "rank": 3},
+        lambda: torch.randn(2, 4, 5, 5, dtype=DTYPE, generator=_gen(4)),
+        exact=False,
+    ),
     "lowrank-embedding": Case(
         "LowRankEmbedding",
         lambda: _embedding(_low_rank(10, 8, 2, 7)),
@@ -178,6 +207,8 @@ CASES = {
 
 def _dense_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the layer must compute, from its dense form alone."""
+    if isinstance(layer, REGISTRY["TTConv2d"]):
+        return F.conv2d(x, layer.to_dense(), layer.bias, layer.stride, layer.padding)
     if x.is_floating_point():  # a linear layer
         return F.linear(x, layer.to_dense(), layer.bias)
     return F.embedding(x, layer.to_dense())
@@ -226,7 +257,9 @@ def test_from_module_forward_save_load(case_name, tmp_path):
 
 
 def _out_in(module: nn.Module) -> torch.Tensor:
-    return module.weight if isinstance(module, nn.Linear) else module.weight.T
+    if isinstance(module, (nn.Linear, nn.Conv2d)):  # (out, in) or (out, in, kh, kw)
+        return module.weight
+    return module.weight.T
 
 
 def test_registry_by_subclassing():

@@ -34,6 +34,8 @@ _EXPORTS = {
     "LowRankLinear": "tqla_torch.nn",
     "LowRankEmbedding": "tqla_torch.nn",
     "TiedEmbeddingHead": "tqla_torch.nn",
+    "TTLinear": "tqla_torch.nn",
+    "TTConv2d": "tqla_torch.nn",
     # configs and presets
     "CompressionConfig": "tqla_torch.compression",
     "presets": "tqla_torch.compression",
@@ -43,6 +45,8 @@ _EXPORTS = {
     "CompressionError": "tqla_torch.compression",
     "CompressionReport": "tqla_torch.compression",
     "count_parameters": "tqla_torch.compression",
+    # layer importance and budget-aware ranks
+    "lwiq": "tqla_torch.compression.importance",
     # saving and loading
     "save_pretrained": "tqla_torch.io",
     "from_pretrained": "tqla_torch.io",

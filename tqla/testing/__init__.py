@@ -8,7 +8,9 @@ select the array library, or bind them once with :func:`make_strategies_namespac
 * :func:`kronecker_sums` — :class:`~tqla.KroneckerSum` of any rank;
 * :func:`kronecker_structured` — matrices with planted (optionally permuted, noisy)
   Kronecker structure, with the truth;
-* :func:`permutations` — permutations of ``range(n)``.
+* :func:`permutations` — permutations of ``range(n)``;
+* :func:`tensor_trains`, :func:`tt_matrices` — tensor trains and TT-matrices with Gaussian
+  cores at reachable ranks (their exact TT ranks).
 
 Assertions (any array library; compared on the host in float64; messages say what was
 expected, what was found and the tolerance):
@@ -67,6 +69,8 @@ __all__ = [
     "permutations",
     "rounding_tolerance",
     "spectral_error",
+    "tensor_trains",
+    "tt_matrices",
 ]
 
 _STRATEGIES = {
@@ -78,6 +82,8 @@ _STRATEGIES = {
     "make_strategies_namespace",
     "matrices",
     "permutations",
+    "tensor_trains",
+    "tt_matrices",
 }
 
 

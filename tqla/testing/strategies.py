@@ -37,6 +37,8 @@ __all__ = [
     "make_strategies_namespace",
     "matrices",
     "permutations",
+    "tensor_trains",
+    "tt_matrices",
 ]
 
 _FLOATS = ("float32", "float64")
@@ -362,6 +364,8 @@ def make_strategies_namespace(xp: Any, device: Any = None) -> types.SimpleNamesp
             "kronecker_sums": kronecker_sums,
             "kronecker_structured": kronecker_structured,
             "permutations": permutations,
+            "tensor_trains": tensor_trains,
+            "tt_matrices": tt_matrices,
         }.items()
     }
     return types.SimpleNamespace(
@@ -370,3 +374,99 @@ def make_strategies_namespace(xp: Any, device: Any = None) -> types.SimpleNamesp
         device=device,
         **bound,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Tensor trains
+# --------------------------------------------------------------------------------------
+def _tt_ranks(draw: Any, modes: tuple[int, ...], max_rank: int) -> tuple[int, ...]:
+    """Reachable TT ranks: 1 ≤ r_k ≤ min(r_{k−1}·n_k, n_{k+1}·r_{k+1}, max_rank)."""
+    d = len(modes)
+    full = [1] * (d + 1)
+    for k in range(1, d):  # left caps while drawing, then the right caps backwards
+        full[k] = draw(st.integers(1, max(1, min(full[k - 1] * modes[k - 1], max_rank))))
+    for k in range(d - 1, 0, -1):
+        full[k] = min(full[k], modes[k] * full[k + 1])
+    return tuple(full)
+
+
+def tensor_trains(
+    *,
+    modes: Any = None,
+    max_d: int = 4,
+    max_mode: int = 4,
+    max_rank: int = 3,
+    dtype: Any = "float64",
+    xp: Any = None,
+    device: Any = None,
+) -> st.SearchStrategy[Any]:
+    """Tensor trains (:class:`~tqla.TensorTrain`) with Gaussian cores at reachable ranks.
+
+    Generic Gaussian cores make the drawn ranks the exact TT ranks of ``to_dense()`` (with
+    probability one), so TT-SVD at those ranks must reconstruct it.
+
+    Parameters
+    ----------
+    modes : tuple of int, SearchStrategy or None
+        The tensor's shape; ``None`` draws 1 to ``max_d`` modes of size 1 to ``max_mode``.
+    max_rank : int
+        Bound of each inner rank (ranks are also kept reachable:
+        r_k ≤ min(r_{k−1}·n_k, n_{k+1}·r_{k+1})).
+    dtype, xp, device
+        As in :func:`matrices`.
+    """
+    from tqla.tt import TensorTrain
+
+    dt = _np_dtype(dtype)
+    if modes is None:
+        mode_st = st.lists(st.integers(1, max_mode), min_size=1, max_size=max_d).map(tuple)
+    elif isinstance(modes, st.SearchStrategy):
+        mode_st = modes.map(tuple)
+    else:
+        mode_st = st.just(tuple(int(v) for v in modes))
+
+    @st.composite
+    def build(draw: Any) -> Any:
+        ms = draw(mode_st)
+        ranks = _tt_ranks(draw, ms, max_rank)
+        seed = draw(st.integers(0, 2**32 - 1))
+        rng = np.random.default_rng(seed)
+        cores = [
+            convert(rng.standard_normal((ranks[k], n, ranks[k + 1])).astype(dt), xp, device)
+            for k, n in enumerate(ms)
+        ]
+        return TensorTrain(cores)
+
+    return build()
+
+
+def tt_matrices(
+    *,
+    max_d: int = 3,
+    max_mode: int = 3,
+    max_rank: int = 3,
+    dtype: Any = "float64",
+    xp: Any = None,
+    device: Any = None,
+) -> st.SearchStrategy[Any]:
+    """TT-matrices (:class:`~tqla.TTMatrix`) with Gaussian cores at reachable ranks.
+
+    Row and column modes are drawn separately (1 to ``max_mode`` each, 1 to ``max_d``
+    cores); the ranks are reachable for the merged modes m_k·n_k.
+    """
+    from tqla.tt_matrix import TTMatrix
+
+    dt = _np_dtype(dtype)
+
+    @st.composite
+    def build(draw: Any) -> Any:
+        d = draw(st.integers(1, max_d))
+        rm = tuple(draw(st.lists(st.integers(1, max_mode), min_size=d, max_size=d)))
+        cm = tuple(draw(st.lists(st.integers(1, max_mode), min_size=d, max_size=d)))
+        ranks = _tt_ranks(draw, tuple(a * b for a, b in zip(rm, cm)), max_rank)
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        shapes = [(ranks[k], rm[k], cm[k], ranks[k + 1]) for k in range(d)]
+        cores = [convert(rng.standard_normal(s).astype(dt), xp, device) for s in shapes]
+        return TTMatrix(cores)
+
+    return build()

@@ -26,6 +26,10 @@ EPILOG = """\
 examples:
   tqla compress ./gpt2 --preset tq_gpt2 --output ./gpt2-tq
   tqla compress ./gpt2 --config plan.json --output ./gpt2-custom --device cuda
+  tqla compress ./gpt2 --preset auto_tt --budget 0.5 --output ./gpt2-auto
+A budget preset (auto_tt, auto_svd) chooses one rank per module with LWIQ so that the whole
+model has --budget parameters (an int, or a fraction of today's count); its calibration text
+is --data (default: the built-in corpus), tokenized with the model's tokenizer.
 The output folder is loadable with tqla_torch.from_pretrained(dir) and by every tqla
 subcommand; the tokenizer of the input model (or --tokenizer) is saved next to it.
 """
@@ -52,6 +56,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="write into a non-empty output folder, replacing only the files tqla writes",
     )
+    p.add_argument(
+        "--budget",
+        type=_budget,
+        help="budget presets: parameters after compression, an int or a fraction in (0, 1]",
+    )
+    p.add_argument(
+        "--data",
+        default="builtin",
+        help="budget presets: calibration text ('builtin' or a local file/folder)",
+    )
+    p.add_argument(
+        "--calibration-blocks",
+        type=int,
+        default=64,
+        metavar="N",
+        help="budget presets: token blocks of calibration text LWIQ reads",
+    )
     add_common(p, config_help=None)
     p.set_defaults(handler=run)
     return p
@@ -69,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--config: no such file: {args.config!r}")
     device = device_of(args)
     loaded = load(args, args.model, device, args.base_model)
-    config = plan_config(args, loaded.model)
     tokenizer = try_tokenizer(args.tokenizer, args.model)
+    config = _budget_config(args, loaded.model, tokenizer) or plan_config(args, loaded.model)
     start = time.perf_counter()
     report = compress(loaded.model, config)
     seconds = time.perf_counter() - start
@@ -85,3 +106,52 @@ def run(args: argparse.Namespace) -> int:
     print(report)
     print(f"compressed in {seconds:.1f} s; saved to {output}")
     return EXIT_OK
+
+
+def _budget(text: str) -> int | float:
+    """``--budget``: an int count or a float fraction."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a parameter count or a fraction in (0, 1], got {text!r}"
+        ) from None
+
+
+def _calibration(args: argparse.Namespace, model: Any, tokenizer: Any) -> list[Any]:
+    """Batches of token blocks of the calibration text, for LWIQ."""
+    from tqla_torch._lm import max_positions
+    from tqla_torch.training.data import PackedDataset
+
+    if tokenizer is None:
+        raise CLIError(
+            f"--preset {args.preset}: calibration text needs a tokenizer (the model folder has "
+            "none: give --tokenizer)"
+        )
+    if args.calibration_blocks < 1:
+        raise CLIError(f"--calibration-blocks must be >= 1, got {args.calibration_blocks}")
+    block = min(128, max_positions(model) or 128)
+    blocks = PackedDataset.from_source(args.data, tokenizer, block_size=block).blocks
+    blocks = blocks[: args.calibration_blocks]
+    return [blocks[i : i + 8] for i in range(0, len(blocks), 8)]
+
+
+def _budget_config(args: argparse.Namespace, model: Any, tokenizer: Any) -> Any:
+    """The config of a budget preset (None for the other presets and config files)."""
+    from tqla_torch.compression.presets import presets
+
+    if args.preset not in presets.auto:
+        if args.budget is not None:
+            raise CLIError(f"--budget applies to the budget presets {list(presets.auto)} only")
+        return None
+    if args.budget is None:
+        raise CLIError(f"--preset {args.preset} needs --budget (a count or a fraction)")
+    data = _calibration(args, model, tokenizer)
+    try:
+        return presets.get(args.preset)(model, budget=args.budget, data=data)
+    except ValueError as err:
+        raise CLIError(f"--preset {args.preset}: {err}") from None

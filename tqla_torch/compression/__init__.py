@@ -5,7 +5,10 @@
 * :mod:`~tqla_torch.compression.presets` — the published GPT-2 plan and its baselines,
 * :mod:`~tqla_torch.compression.apply` — :func:`inspect` (dry run) and :func:`compress`
   (transactional, in place), with their :class:`CompressionReport`,
-* :mod:`~tqla_torch.compression.shapes` — factor shapes resolved against a module.
+* :mod:`~tqla_torch.compression.shapes` — factor shapes resolved against a module,
+* :mod:`~tqla_torch.compression.importance` — LWIQ layer importance (:func:`lwiq`),
+* :mod:`~tqla_torch.compression.ranks` — per-layer ranks for a whole-model parameter budget
+  (κ rule, uniform, Frobenius-error curves).
 
 Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
 """
@@ -18,6 +21,7 @@ from tqla_torch.compression.apply import (
     inspect,
 )
 from tqla_torch.compression.config import METHODS, CompressionConfig, ModuleSettings
+from tqla_torch.compression.importance import LWIQResult, lwiq
 from tqla_torch.compression.presets import (
     kron_gpt2,
     kron_gpt2_steps,
@@ -27,6 +31,14 @@ from tqla_torch.compression.presets import (
     tq_gpt2,
     tq_gpt2_steps,
 )
+from tqla_torch.compression.ranks import (
+    RankAllocation,
+    RankAllocator,
+    allocate_by_error,
+    allocate_ranks,
+    plan_ranks,
+    uniform_ranks,
+)
 from tqla_torch.compression.report import CompressionReport, ModuleReport
 
 __all__ = [
@@ -34,12 +46,19 @@ __all__ = [
     "CompressionConfig",
     "CompressionError",
     "CompressionReport",
+    "LWIQResult",
     "ModuleReport",
     "ModuleSettings",
+    "RankAllocation",
+    "RankAllocator",
+    "allocate_by_error",
+    "allocate_ranks",
     "compress",
     "fold_mlp_permutations",
     "count_parameters",
     "inspect",
+    "lwiq",
+    "plan_ranks",
     "kron_gpt2",
     "kron_gpt2_steps",
     "presets",
@@ -47,4 +66,5 @@ __all__ = [
     "svd_gpt2_steps",
     "tq_gpt2",
     "tq_gpt2_steps",
+    "uniform_ranks",
 ]

@@ -42,7 +42,7 @@ from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, PERMUTES, check_permute
 
 __all__ = ["METHODS", "CompressionConfig", "ModuleSettings"]
 
-METHODS = ("permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron")
+METHODS = ("permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron", "tt")
 NORMS = ("fro", "spectral")
 PERMUTE_VALUES = PERMUTES
 ORIENTATIONS = ("out_in", "in_out")
@@ -65,9 +65,14 @@ OVERRIDABLE = (
     "p",
     "shapes",
     "norm",
+    "tt_cores",
+    "tt_modes",
+    "tt_ranks",
+    "eps",
 )
-# Setting one member of a pair in an override clears the other one inherited from the base.
-_EXCLUSIVE = {"shape": "b_shape", "b_shape": "shape", "rank": "n_params", "n_params": "rank"}
+# Setting one member of a group in an override clears the others inherited from the base.
+_GROUPS = (("shape", "b_shape"), ("rank", "n_params", "tt_ranks", "eps"))
+_EXCLUSIVE = {k: tuple(o for o in g if o != k) for g in _GROUPS for k in g}
 
 
 # --------------------------------------------------------------------------------------
@@ -165,6 +170,32 @@ def _v_seed(where: str, v: Any) -> Any:
     return _v_pos_int(where, v, minimum=0)
 
 
+def _v_int_list(where: str, v: Any) -> list[int]:
+    if not isinstance(v, (list, tuple)) or not v or not all(_is_int(x) and x >= 1 for x in v):
+        raise ValueError(f"{where} must be a non-empty list of positive integers, got {v!r}")
+    return [int(x) for x in v]
+
+
+def _v_tt_modes(where: str, v: Any) -> Any:
+    if v is None:
+        return None
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise ValueError(f"{where} must be [row_modes, col_modes] (out×in orientation), got {v!r}")
+    rows = _v_int_list(f"{where}[0] (row modes)", v[0])
+    cols = _v_int_list(f"{where}[1] (col modes)", v[1])
+    if len(rows) != len(cols):
+        raise ValueError(f"{where}: row and col modes need the same length, got {rows} and {cols}")
+    return [rows, cols]
+
+
+def _v_eps(where: str, v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"{where} must satisfy 0 < eps < 1 (a relative error), got {v!r}")
+    return float(v)
+
+
 _VALIDATORS = {
     "method": lambda w, v: _v_choice(w, v, METHODS),
     "shape": _v_shape,
@@ -182,6 +213,10 @@ _VALIDATORS = {
     "p": _v_p,
     "shapes": _v_shapes,
     "norm": lambda w, v: _v_choice(w, v, NORMS, allow_none=True),
+    "tt_cores": lambda w, v: _v_pos_int(w, v),
+    "tt_modes": _v_tt_modes,
+    "tt_ranks": lambda w, v: None if v is None else _v_int_list(w, v),
+    "eps": _v_eps,
 }
 
 
@@ -248,9 +283,39 @@ class ModuleSettings:
     p: float | list | None = None
     shapes: list | None = None
     norm: str | None = None
+    tt_cores: int | None = None
+    tt_modes: list | None = None
+    tt_ranks: list | None = None
+    eps: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _both(given: list[str], group: tuple[str, ...]) -> str:
+    return (
+        f"give at most one of {given[0]} and {given[1]}, got both "
+        f"(the fields {', '.join(group)} exclude each other)"
+    )
+
+
+def _tt_settings(values: dict[str, Any], where: str) -> None:
+    """Check and complete the settings of a module compressed by method='tt'."""
+    for k in ("shape", "b_shape"):
+        if values[k] is not None:
+            raise ValueError(
+                f"{where}: {k} gives Kronecker factors; method='tt' takes tt_cores or tt_modes"
+            )
+    if values["permute"] not in (None, "none"):
+        raise ValueError(
+            f"{where}: permute={values['permute']!r} needs method='permuted_kron'; "
+            f"method='tt' has no permutations"
+        )
+    if all(values[k] is None for k in _GROUPS[1]):
+        raise ValueError(f"{where}: method='tt' needs one of rank, n_params, tt_ranks or eps")
+    if values["repeat"] > 1:
+        raise ValueError(f"{where}: repeat={values['repeat']} applies to embeddings only")
+    values["permute"] = "none"
 
 
 # --------------------------------------------------------------------------------------
@@ -270,12 +335,13 @@ class CompressionConfig:
         or an already compressed embedding (compressed again).
     exclude_modules : str or list of str, optional
         Same rules; wins over ``target_modules``.
-    method : {"permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron"}
+    method : {"permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron", "tt"}
         :func:`tqla.permuted_kron`, :func:`tqla.kron_svd`, a truncated SVD (low rank),
         :func:`tqla.kron_spectral` (a Kronecker sum fitted in the spectral norm; with
-        ``permute``, :func:`tqla.permuted_kron_spectral`) or :func:`tqla.kron_hetero` (a
+        ``permute``, :func:`tqla.permuted_kron_spectral`), :func:`tqla.kron_hetero` (a
         sum of Kronecker terms of the candidate ``shapes``, within ``n_params`` or ``rank``
-        terms).
+        terms) or a tensor train (:class:`tqla_torch.TTLinear` for linear layers,
+        :class:`tqla_torch.TTConv2d` for ``Conv2d``; docs/tt.md).
     shape : [[p, q], [s, t]], optional
         Kronecker factor shapes A (p×q) and B (s×t) in the out×in orientation
         (``p·s = out``, ``q·t = in``).  Give this or ``b_shape``.
@@ -283,10 +349,11 @@ class CompressionConfig:
         B's shape alone; A is ``(out/s, in/t)`` for each module.  Embeddings take
         ``[k, 1]``: the d×V matrix becomes (d/k)×V ⊗ k×1 (the V×d table V×(d/k) ⊗ 1×k).
     rank : int, optional
-        Kronecker rank (default 1) or SVD rank.
+        Kronecker rank (default 1), SVD rank, or the TT rank of every bond (capped at each
+        bond's bound).
     n_params : int, optional
-        SVD only, instead of ``rank``: the parameter budget of each module (factors plus
-        bias); the nearest rank is used.
+        SVD and TT only, instead of ``rank``: the parameter budget of each module (factors
+        plus bias); SVD takes the nearest rank, TT the largest uniform rank within it.
     permute : {"both", "rows", "cols", "none"}, optional
         Sides to permute (permuted_kron only; default "both"): rows = output features,
         cols = input features (``nn.Linear``'s (out, in) weight).  For an embedding the
@@ -309,6 +376,18 @@ class CompressionConfig:
         halves GPT-2's embedding twice: ``b_shape=[1, 2], repeat=2``).
     implementation : {"factorized", "reconstructed"}
         Forward of the compressed layers (see :class:`tqla_torch.nn.KroneckerLinear`).
+    tt_cores : int, optional
+        TT only: number of cores d; each dimension is split into d modes as equal as its
+        prime factors allow (:func:`tqla_torch.nn.tt.tt_modes`; default 3 for linear
+        layers, 2 for the channels of a ``Conv2d``, whose kernel window is one more core).
+    tt_modes : [row_modes, col_modes], optional
+        TT only: explicit modes (out = Π row_modes, in = Π col_modes), for an override.
+    tt_ranks : list of int, optional
+        TT only, instead of ``rank``: the inner ranks of one module (an override per layer,
+        what a rank allocation such as LWIQ sets).
+    eps : float, optional
+        TT only, instead of ``rank``: 0 < eps < 1, the ranks are the smallest with
+        ‖W − Ŵ‖_F ≤ eps·‖W‖_F for each weight.
     tie_lm_head : bool, default True
         When a compressed embedding has an LM head tied to it: keep it tied (logits through
         the embedding's factors) or replace it by an untied dense copy of the original head
@@ -318,7 +397,7 @@ class CompressionConfig:
         against the end of the module name at a dot boundary (``r"mlp\\.c_fc"`` matches
         ``"transformer.h.1.mlp.c_fc"``); every matching override applies, later ones
         winning.  Setting ``shape`` clears an inherited ``b_shape`` (and vice versa), and
-        ``rank`` clears ``n_params`` (and vice versa).
+        one of ``rank``, ``n_params``, ``tt_ranks``, ``eps`` clears the others.
 
     Raises
     ------
@@ -347,9 +426,9 @@ class CompressionConfig:
     b_shape: list | None = field(
         default=None, metadata={"help": "[s, t]: factor B; A = (in/s, out/t)"}
     )
-    rank: int | None = field(default=None, metadata={"help": "Kronecker rank or SVD rank"})
+    rank: int | None = field(default=None, metadata={"help": "Kronecker, SVD or TT rank"})
     n_params: int | None = field(
-        default=None, metadata={"help": "svd: parameter budget per module instead of rank"}
+        default=None, metadata={"help": "svd, tt: parameter budget per module instead of rank"}
     )
     permute: str | None = field(
         default=None, metadata={"help": "both, rows, cols or none (permuted_kron)"}
@@ -368,6 +447,12 @@ class CompressionConfig:
         default=None, metadata={"help": "hetero_kron: candidate shapes [[[p, q], [s, t]], ...]"}
     )
     norm: str | None = field(default=None, metadata={"help": "hetero_kron: fro or spectral"})
+    tt_cores: int | None = field(default=None, metadata={"help": "tt: number of cores"})
+    tt_modes: list | None = field(
+        default=None, metadata={"help": "tt: [row_modes, col_modes] (out×in)"}
+    )
+    tt_ranks: list | None = field(default=None, metadata={"help": "tt: inner ranks"})
+    eps: float | None = field(default=None, metadata={"help": "tt: relative error bound"})
     tie_lm_head: bool = field(
         default=True, metadata={"help": "keep an LM head tied to a compressed embedding"}
     )
@@ -394,8 +479,9 @@ class CompressionConfig:
             setattr(self, name, _VALIDATORS[name](name, getattr(self, name)))
         if self.shape is not None and self.b_shape is not None:
             raise ValueError("give at most one of shape and b_shape, got both")
-        if self.rank is not None and self.n_params is not None:
-            raise ValueError("give at most one of rank and n_params, got both")
+        given = [k for k in _GROUPS[1] if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(_both(given, _GROUPS[1]))
         if not isinstance(self.tie_lm_head, bool):
             raise ValueError(f"tie_lm_head must be True or False, got {self.tie_lm_head!r}")
         if not isinstance(self.overrides, dict):
@@ -420,9 +506,10 @@ class CompressionConfig:
                     f"{where}: unknown or non-overridable fields {unknown}; an override may set "
                     f"{list(OVERRIDABLE)}"
                 )
-            for a, b in (("shape", "b_shape"), ("rank", "n_params")):
-                if values.get(a) is not None and values.get(b) is not None:
-                    raise ValueError(f"{where}: give at most one of {a} and {b}, got both")
+            for group in _GROUPS:
+                given = [k for k in group if values.get(k) is not None]
+                if len(given) > 1:
+                    raise ValueError(f"{where}: {_both(given, group)}")
             clean[key] = {k: _VALIDATORS[k](f"{where}.{k}", v) for k, v in values.items()}
         self.overrides = clean
 
@@ -447,11 +534,18 @@ class CompressionConfig:
                 for k, v in over.items():
                     values[k] = v
                     if k in _EXCLUSIVE and v is not None:
-                        values[_EXCLUSIVE[k]] = None
+                        for other in _EXCLUSIVE[k]:
+                            values[other] = None
         method = values["method"]
         where = f"module {name!r}"
         self._check_method_fields(values, where)
-        if method == "hetero_kron":
+        if method != "tt":
+            for k in ("tt_cores", "tt_modes", "tt_ranks", "eps"):
+                if values[k] is not None:
+                    raise ValueError(f"{where}: {k} applies to method='tt', not {method!r}")
+        if method == "tt":
+            _tt_settings(values, where)
+        elif method == "hetero_kron":
             if values["shapes"] is None:
                 raise ValueError(
                     f"{where}: method='hetero_kron' needs shapes, a list of candidate factor "
@@ -498,6 +592,8 @@ class CompressionConfig:
                     f"method='kron' has no permutations"
                 )
         if self.orientation == "in_out":  # deprecated: settings are always out×in
+            if values["tt_modes"] is not None:
+                values["tt_modes"] = values["tt_modes"][::-1]
             if values["shape"] is not None:
                 values["shape"] = [values["shape"][0][::-1], values["shape"][1][::-1]]
             if values["b_shape"] is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tqla_torch.compression.auto import auto_svd, auto_tt
 from tqla_torch.compression.config import CompressionConfig, _v_pos_int
 from tqla_torch.nn.lowrank import low_rank_for_budget
 
@@ -345,10 +346,15 @@ class _Presets:
     svd_gpt2 = staticmethod(svd_gpt2)
     svd_gpt2_steps = staticmethod(svd_gpt2_steps)
     names = ("tq_gpt2", "kron_gpt2", "svd_gpt2")
+    # budget-driven presets: (model, *, budget, data) -> one config, no stages
+    auto = ("auto_tt", "auto_svd")
+
+    auto_svd = staticmethod(auto_svd)
+    auto_tt = staticmethod(auto_tt)
 
     def get(self, name: str):
         """The preset function called ``name`` (a ``*_steps`` name gives the stages)."""
-        known = list(self.names) + [f"{n}_steps" for n in self.names]
+        known = list(self.names) + [f"{n}_steps" for n in self.names] + list(self.auto)
         if name not in known:
             raise ValueError(f"unknown preset {name!r}; known presets: {known}")
         return getattr(self, name)

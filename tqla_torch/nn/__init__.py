@@ -11,6 +11,7 @@ Every layer derives from :class:`CompressedModule`, which registers it by class 
   :class:`TiedEmbeddingHead` that computes logits through a compressed embedding,
 * :mod:`~tqla_torch.nn.spectral` — :class:`SpectralKroneckerLinear` (fitted in the spectral
   norm) and :class:`HeteroKroneckerLinear` (Kronecker terms of several factor shapes).
+* :mod:`~tqla_torch.nn.tt` — :class:`TTLinear` and :class:`TTConv2d` (tensor trains).
 
 This package imports only torch and :mod:`tqla`; the compression configs build on it.
 """
@@ -20,6 +21,7 @@ from tqla_torch.nn.embedding import KroneckerEmbedding, TiedEmbeddingHead
 from tqla_torch.nn.kronecker import KroneckerLinear, forward_costs
 from tqla_torch.nn.lowrank import LowRankEmbedding, LowRankLinear, low_rank_for_budget
 from tqla_torch.nn.spectral import HeteroKroneckerLinear, SpectralKroneckerLinear
+from tqla_torch.nn.tt import TTConv2d, TTLinear
 
 __all__ = [
     "LAYER_IMPLEMENTATIONS",
@@ -32,6 +34,8 @@ __all__ = [
     "LowRankEmbedding",
     "LowRankLinear",
     "SpectralKroneckerLinear",
+    "TTConv2d",
+    "TTLinear",
     "TiedEmbeddingHead",
     "forward_costs",
     "low_rank_for_budget",
