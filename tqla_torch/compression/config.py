@@ -298,7 +298,8 @@ class CompressionConfig:
         matched exactly or as a suffix at a dot boundary (``"c_fc"`` matches
         ``"transformer.h.1.mlp.c_fc"``, not ``"xc_fc"``) — peft's semantics.  Matched
         modules must be ``torch.nn.Linear``, transformers ``Conv1D``, ``torch.nn.Embedding``
-        or an already compressed embedding (compressed again).
+        or an already compressed embedding (compressed again); with ``method="tt"`` also
+        ``torch.nn.Conv2d`` (groups = 1).
     exclude_modules : str or list of str, optional
         Same rules; wins over ``target_modules``.
     method : {"permuted_kron", "kron", "svd", "tt"}
