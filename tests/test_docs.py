@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "tt.md"]
+PAGES = [
+    "kron.md",
+    "testing.md",
+    "backends.md",
+    "permuted.md",
+    "assignment.md",
+    "spectral.md",
+    "tt.md",
+]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
 TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md"]
 README = DOCS.parent / "README.md"
@@ -62,6 +70,11 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.svd",
         "tqla.lsap",
         "tqla._kernels",
+        "tqla.spectral",
+        "tqla.norms",
+        "tqla.hetero",
+        "tqla.spectral_permuted",
+        "tqla.testing.spectral_checks",
         "tqla.tt",
         "tqla.tt_matrix",
         "tqla.tt_permuted",

@@ -50,3 +50,35 @@ __all__ += [
     "tt_matrix_shapes",
     "tt_svd",
 ]
+
+# Spectral-norm Kronecker sums, certified spectral norms, heterogeneous Kronecker sums.
+from tqla.hetero import (  # noqa: E402
+    HeteroKronecker,
+    HeteroKroneckerApprox,
+    HeteroKroneckerSum,
+    kron_hetero,
+)
+from tqla.norms import NormEstimate, as_operator, residual, spectral_norm  # noqa: E402
+from tqla.spectral_permuted import permuted_kron_spectral  # noqa: E402
+from tqla.spectral import (  # noqa: E402
+    SpectralHistory,
+    SpectralKronecker,
+    SpectralKroneckerApprox,
+    kron_spectral,
+)
+
+__all__ += [
+    "HeteroKronecker",
+    "HeteroKroneckerApprox",
+    "HeteroKroneckerSum",
+    "NormEstimate",
+    "SpectralHistory",
+    "SpectralKronecker",
+    "SpectralKroneckerApprox",
+    "as_operator",
+    "kron_hetero",
+    "kron_spectral",
+    "permuted_kron_spectral",
+    "residual",
+    "spectral_norm",
+]

@@ -18,6 +18,9 @@ expected, what was found and the tolerance):
 * :func:`assert_reconstructs`, :func:`assert_kron_optimal`, :func:`assert_kron_close`;
 * :func:`assert_nonincreasing`, :func:`assert_valid_permutation`;
 * :func:`assert_same_array_type`, :func:`assert_same_result_across_backends`.
+* :func:`spectral_error`, :func:`assert_certified_bound`, :func:`assert_spectral_not_worse`,
+  :func:`assert_hetero_consistent` — spectral-norm results and heterogeneous sums
+  (strategy: :func:`hetero_kronecker_sums`).
 
 Hypothesis is needed for the strategies only (``pip install 'tqla[test]'``); see
 ``docs/testing.md``.
@@ -35,18 +38,28 @@ from tqla.testing.assertions import (
     kron_error,
     rounding_tolerance,
 )
+from tqla.testing.spectral_checks import (
+    assert_certified_bound,
+    assert_hetero_consistent,
+    assert_spectral_not_worse,
+    spectral_error,
+)
 
 __all__ = [
     "PlantedKronecker",
     "as_numpy",
+    "assert_certified_bound",
+    "assert_hetero_consistent",
     "assert_kron_close",
     "assert_kron_optimal",
     "assert_nonincreasing",
     "assert_reconstructs",
     "assert_same_array_type",
     "assert_same_result_across_backends",
+    "assert_spectral_not_worse",
     "assert_valid_permutation",
     "convert",
+    "hetero_kronecker_sums",
     "kron_error",
     "kronecker_shapes",
     "kronecker_structured",
@@ -57,6 +70,7 @@ __all__ = [
     "rounding_tolerance",
     "tensor_trains",
     "tt_matrices",
+    "spectral_error",
 ]
 
 _STRATEGIES = {
@@ -80,4 +94,8 @@ def __getattr__(name: str):
 
         strategies = importlib.import_module("tqla.testing.strategies")
         return strategies if name == "strategies" else getattr(strategies, name)
+    if name == "hetero_kronecker_sums":
+        from tqla.testing.spectral_checks import hetero_kronecker_sums
+
+        return hetero_kronecker_sums
     raise AttributeError(f"module 'tqla.testing' has no attribute {name!r}")

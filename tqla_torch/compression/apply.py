@@ -287,6 +287,10 @@ def _fit(it: _Item) -> nn.Module:
     new.train(it.module.training)
     it.report.seconds = time.perf_counter() - t0
     it.report.error = new.approximation_error
+    it.report.spectral_error = getattr(new, "spectral_error", None)
+    if getattr(new, "plan_is_bound", False):  # the fit chose the size within the plan
+        it.report.params_after = new.n_params
+        it.report.rank = getattr(new, "n_terms", it.report.rank)
     return new
 
 

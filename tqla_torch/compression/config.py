@@ -38,11 +38,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqla_torch.compression._tt_config import _v_eps, _v_int_list, _v_tt_modes, check_tt_fields
 from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, PERMUTES, check_permute
 
 __all__ = ["METHODS", "CompressionConfig", "ModuleSettings"]
 
-METHODS = ("permuted_kron", "kron", "svd", "tt")
+METHODS = ("permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron", "tt")
+NORMS = ("fro", "spectral")
 PERMUTE_VALUES = PERMUTES
 ORIENTATIONS = ("out_in", "in_out")
 
@@ -61,6 +63,9 @@ OVERRIDABLE = (
     "seed",
     "repeat",
     "implementation",
+    "p",
+    "shapes",
+    "norm",
     "tt_cores",
     "tt_modes",
     "tt_ranks",
@@ -138,34 +143,32 @@ def _v_tol(where: str, v: Any) -> Any:
     return float(v)
 
 
+def _v_p(where: str, v: Any) -> Any:
+    """spectral_kron's Schatten-p schedule: a number >= 2 or a non-decreasing list of them."""
+    if v is None:
+        return None
+    from tqla.spectral import check_p_schedule
+
+    try:
+        check_p_schedule(list(v) if isinstance(v, (list, tuple)) else v)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+    return [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v)
+
+
+def _v_shapes(where: str, v: Any) -> Any:
+    """hetero_kron's candidate factor shapes: a non-empty list of [[p, q], [s, t]]."""
+    if v is None:
+        return None
+    if not isinstance(v, (list, tuple)) or not v:
+        raise ValueError(
+            f"{where} must be a non-empty list of factor shapes [[p, q], [s, t]], got {v!r}"
+        )
+    return [_v_shape(f"{where}[{i}]", sh) for i, sh in enumerate(v)]
+
+
 def _v_seed(where: str, v: Any) -> Any:
     return _v_pos_int(where, v, minimum=0)
-
-
-def _v_int_list(where: str, v: Any) -> list[int]:
-    if not isinstance(v, (list, tuple)) or not v or not all(_is_int(x) and x >= 1 for x in v):
-        raise ValueError(f"{where} must be a non-empty list of positive integers, got {v!r}")
-    return [int(x) for x in v]
-
-
-def _v_tt_modes(where: str, v: Any) -> Any:
-    if v is None:
-        return None
-    if not isinstance(v, (list, tuple)) or len(v) != 2:
-        raise ValueError(f"{where} must be [row_modes, col_modes] (out×in orientation), got {v!r}")
-    rows = _v_int_list(f"{where}[0] (row modes)", v[0])
-    cols = _v_int_list(f"{where}[1] (col modes)", v[1])
-    if len(rows) != len(cols):
-        raise ValueError(f"{where}: row and col modes need the same length, got {rows} and {cols}")
-    return [rows, cols]
-
-
-def _v_eps(where: str, v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-        raise ValueError(f"{where} must satisfy 0 < eps < 1 (a relative error), got {v!r}")
-    return float(v)
 
 
 _VALIDATORS = {
@@ -182,6 +185,9 @@ _VALIDATORS = {
     "seed": _v_seed,
     "repeat": lambda w, v: _v_pos_int(w, v, allow_none=False),
     "implementation": lambda w, v: _v_choice(w, v, LAYER_IMPLEMENTATIONS),
+    "p": _v_p,
+    "shapes": _v_shapes,
+    "norm": lambda w, v: _v_choice(w, v, NORMS, allow_none=True),
     "tt_cores": lambda w, v: _v_pos_int(w, v),
     "tt_modes": _v_tt_modes,
     "tt_ranks": lambda w, v: None if v is None else _v_int_list(w, v),
@@ -249,6 +255,9 @@ class ModuleSettings:
     seed: int | None
     repeat: int
     implementation: str
+    p: float | list | None = None
+    shapes: list | None = None
+    norm: str | None = None
     tt_cores: int | None = None
     tt_modes: list | None = None
     tt_ranks: list | None = None
@@ -263,25 +272,6 @@ def _both(given: list[str], group: tuple[str, ...]) -> str:
         f"give at most one of {given[0]} and {given[1]}, got both "
         f"(the fields {', '.join(group)} exclude each other)"
     )
-
-
-def _tt_settings(values: dict[str, Any], where: str) -> None:
-    """Check and complete the settings of a module compressed by method='tt'."""
-    for k in ("shape", "b_shape"):
-        if values[k] is not None:
-            raise ValueError(
-                f"{where}: {k} gives Kronecker factors; method='tt' takes tt_cores or tt_modes"
-            )
-    if values["permute"] not in (None, "none"):
-        raise ValueError(
-            f"{where}: permute={values['permute']!r} needs method='permuted_kron'; "
-            f"method='tt' has no permutations"
-        )
-    if all(values[k] is None for k in _GROUPS[1]):
-        raise ValueError(f"{where}: method='tt' needs one of rank, n_params, tt_ranks or eps")
-    if values["repeat"] > 1:
-        raise ValueError(f"{where}: repeat={values['repeat']} applies to embeddings only")
-    values["permute"] = "none"
 
 
 # --------------------------------------------------------------------------------------
@@ -302,9 +292,12 @@ class CompressionConfig:
         ``torch.nn.Conv2d`` (groups = 1).
     exclude_modules : str or list of str, optional
         Same rules; wins over ``target_modules``.
-    method : {"permuted_kron", "kron", "svd", "tt"}
-        :func:`tqla.permuted_kron`, :func:`tqla.kron_svd`, a truncated SVD (low rank) or a
-        tensor train (:class:`tqla_torch.TTLinear` for linear layers,
+    method : {"permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron", "tt"}
+        :func:`tqla.permuted_kron`, :func:`tqla.kron_svd`, a truncated SVD (low rank),
+        :func:`tqla.kron_spectral` (a Kronecker sum fitted in the spectral norm; with
+        ``permute``, :func:`tqla.permuted_kron_spectral`), :func:`tqla.kron_hetero` (a
+        sum of Kronecker terms of the candidate ``shapes``, within ``n_params`` or ``rank``
+        terms) or a tensor train (:class:`tqla_torch.TTLinear` for linear layers,
         :class:`tqla_torch.TTConv2d` for ``Conv2d``; docs/tt.md).
     shape : [[p, q], [s, t]], optional
         Kronecker factor shapes A (p×q) and B (s×t) in the out×in orientation
@@ -328,6 +321,13 @@ class CompressionConfig:
     seed : int, optional
         Seed of the random restarts, mixed with each module's name; None for fresh
         entropy.
+    p : number or list of numbers, optional
+        spectral_kron: the Schatten-p continuation schedule (default 4, 8, ..., 128); its
+        ``n_iter``/``tol`` are the iterations per p and the stage tolerance.
+    shapes : list of [[p, q], [s, t]], optional
+        hetero_kron: the candidate factor shapes (out×in orientation).
+    norm : {"fro", "spectral"}, optional
+        hetero_kron: the norm the greedy and back-fitting minimise (default "fro").
     repeat : int, default 1
         Embeddings only: factor the table this many times in a row (the published plan
         halves GPT-2's embedding twice: ``b_shape=[1, 2], repeat=2``).
@@ -399,6 +399,11 @@ class CompressionConfig:
     implementation: str = field(
         default="factorized", metadata={"help": "factorized or reconstructed forward"}
     )
+    p: Any = field(default=None, metadata={"help": "spectral_kron: Schatten-p schedule"})
+    shapes: list | None = field(
+        default=None, metadata={"help": "hetero_kron: candidate shapes [[[p, q], [s, t]], ...]"}
+    )
+    norm: str | None = field(default=None, metadata={"help": "hetero_kron: fro or spectral"})
     tt_cores: int | None = field(default=None, metadata={"help": "tt: number of cores"})
     tt_modes: list | None = field(
         default=None, metadata={"help": "tt: [row_modes, col_modes] (out×in)"}
@@ -490,12 +495,27 @@ class CompressionConfig:
                             values[other] = None
         method = values["method"]
         where = f"module {name!r}"
-        if method != "tt":
-            for k in ("tt_cores", "tt_modes", "tt_ranks", "eps"):
-                if values[k] is not None:
-                    raise ValueError(f"{where}: {k} applies to method='tt', not {method!r}")
+        self._check_method_fields(values, where)
+        check_tt_fields(values, where)
         if method == "tt":
-            _tt_settings(values, where)
+            pass  # completed by check_tt_fields
+        elif method == "hetero_kron":
+            if values["shapes"] is None:
+                raise ValueError(
+                    f"{where}: method='hetero_kron' needs shapes, a list of candidate factor "
+                    f"shapes [[p, q], [s, t]] (out×in orientation)"
+                )
+            if values["rank"] is None and values["n_params"] is None:
+                raise ValueError(
+                    f"{where}: method='hetero_kron' needs n_params (a parameter budget) or "
+                    f"rank (a number of terms)"
+                )
+            if values["permute"] not in (None, "none"):
+                raise ValueError(
+                    f"{where}: permute={values['permute']!r} is not supported by "
+                    f"method='hetero_kron'"
+                )
+            values["permute"] = "none"
         elif method == "svd":
             if values["permute"] not in (None, "none"):
                 raise ValueError(
@@ -520,7 +540,7 @@ class CompressionConfig:
                 values["rank"] = 1
             if values["permute"] is None:
                 values["permute"] = "both" if method == "permuted_kron" else "none"
-            elif method == "kron" and values["permute"] != "none":
+            elif method in ("kron",) and values["permute"] != "none":
                 raise ValueError(
                     f"{where}: permute={values['permute']!r} needs method='permuted_kron'; "
                     f"method='kron' has no permutations"
@@ -532,7 +552,20 @@ class CompressionConfig:
                 values["shape"] = [values["shape"][0][::-1], values["shape"][1][::-1]]
             if values["b_shape"] is not None:
                 values["b_shape"] = values["b_shape"][::-1]
+            if values.get("shapes") is not None:
+                values["shapes"] = [[sh[0][::-1], sh[1][::-1]] for sh in values["shapes"]]
         return ModuleSettings(**values)
+
+    @staticmethod
+    def _check_method_fields(values: dict[str, Any], where: str) -> None:
+        """p belongs to spectral_kron, shapes and norm to hetero_kron."""
+        method = values["method"]
+        if values.get("p") is not None and method != "spectral_kron":
+            raise ValueError(f"{where}: p (a Schatten-p schedule) applies to "
+                             f"method='spectral_kron', not {method!r}")
+        for k in ("shapes", "norm"):
+            if values.get(k) is not None and method != "hetero_kron":
+                raise ValueError(f"{where}: {k} applies to method='hetero_kron', not {method!r}")
 
     # -- serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -42,6 +42,9 @@ class ModuleReport:
         repeated embedding, of all repetitions together).
     seconds : float or None
         Time spent decomposing.
+    spectral_error : float or None
+        Relative spectral error ‖W − Ŵ‖₂/‖W‖₂ (after compress, for layers that record it:
+        the spectral_kron and hetero_kron layers).
     """
 
     name: str
@@ -59,6 +62,7 @@ class ModuleReport:
     params_after: int
     error: float | None = None
     seconds: float | None = None
+    spectral_error: float | None = None
 
 
 @dataclass
@@ -115,8 +119,11 @@ class CompressionReport:
             "params after",
         ]
         show_err = any(m.error is not None for m in self.modules)
+        show_spec = any(m.spectral_error is not None for m in self.modules)
         if show_err:
             head.append("rel. error")
+        if show_spec:
+            head.append("rel. spectral error")
         rows = []
         for m in self.modules:
             row = [
@@ -132,6 +139,8 @@ class CompressionReport:
             ]
             if show_err:
                 row.append("" if m.error is None else f"{m.error:.4f}")
+            if show_spec:
+                row.append("" if m.spectral_error is None else f"{m.spectral_error:.4f}")
             rows.append(row)
         before = sum(m.params_before for m in self.modules)
         after = sum(m.params_after for m in self.modules)
@@ -147,12 +156,13 @@ class CompressionReport:
             f"{self.params_before:,}",
             f"{self.params_after:,}",
         ]
-        if show_err:
-            total.append("")
-            model.append("")
+        for shown in (show_err, show_spec):
+            if shown:
+                total.append("")
+                model.append("")
         allrows = [head, *rows, total, model]
         widths = [max(len(r[i]) for r in allrows) for i in range(len(head))]
-        right = {2, 5, 7, 8, 9}
+        right = {2, 5, 7, 8, 9, 10}
 
         def fmt(r: list[str]) -> str:
             return "  ".join(

@@ -10,6 +10,8 @@ Every layer derives from :class:`CompressedModule`, which registers it by class 
 * :mod:`~tqla_torch.nn.embedding` — :class:`KroneckerEmbedding` and the
   :class:`TiedEmbeddingHead` that computes logits through a compressed embedding,
 * :mod:`~tqla_torch.nn.tt` — :class:`TTLinear` and :class:`TTConv2d` (tensor trains).
+* :mod:`~tqla_torch.nn.spectral` — :class:`SpectralKroneckerLinear` (fitted in the spectral
+  norm) and :class:`HeteroKroneckerLinear` (Kronecker terms of several factor shapes).
 
 This package imports only torch and :mod:`tqla`; the compression configs build on it.
 """
@@ -18,12 +20,14 @@ from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, REGISTRY, CompressedModule
 from tqla_torch.nn.embedding import KroneckerEmbedding, TiedEmbeddingHead
 from tqla_torch.nn.kronecker import KroneckerLinear, forward_costs
 from tqla_torch.nn.lowrank import LowRankEmbedding, LowRankLinear, low_rank_for_budget
+from tqla_torch.nn.spectral import HeteroKroneckerLinear, SpectralKroneckerLinear
 from tqla_torch.nn.tt import TTConv2d, TTLinear
 
 __all__ = [
     "LAYER_IMPLEMENTATIONS",
     "REGISTRY",
     "CompressedModule",
+    "HeteroKroneckerLinear",
     "KroneckerEmbedding",
     "KroneckerLinear",
     "LayerPlan",
@@ -31,6 +35,7 @@ __all__ = [
     "LowRankLinear",
     "TTConv2d",
     "TTLinear",
+    "SpectralKroneckerLinear",
     "TiedEmbeddingHead",
     "forward_costs",
     "low_rank_for_budget",
