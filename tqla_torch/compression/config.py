@@ -497,9 +497,7 @@ class CompressionConfig:
         where = f"module {name!r}"
         self._check_method_fields(values, where)
         check_tt_fields(values, where)
-        if method == "tt":
-            pass  # completed by check_tt_fields
-        elif method == "hetero_kron":
+        if method == "hetero_kron":
             if values["shapes"] is None:
                 raise ValueError(
                     f"{where}: method='hetero_kron' needs shapes, a list of candidate factor "
@@ -525,7 +523,7 @@ class CompressionConfig:
             if values["rank"] is None and values["n_params"] is None:
                 raise ValueError(f"{where}: method='svd' needs rank or n_params")
             values["permute"] = "none"
-        else:
+        elif method != "tt":  # the Kronecker methods (tt: completed above)
             if values["n_params"] is not None:
                 raise ValueError(
                     f"{where}: n_params (a parameter budget) applies to method='svd'; "
