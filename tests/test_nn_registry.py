@@ -150,6 +150,20 @@ CASES = {
         _tokens(10),
         exact=False,
     ),
+    "tt-linear": Case(
+        "TTLinear",
+        lambda: _linear(_tt_weight((2, 4), (3, 4), (2,), 8)),  # (out 8, in 12)
+        {"method": "tt", "tt_modes": [[2, 4], [3, 4]], "tt_ranks": [2]},
+        _features(12),
+        exact=True,
+    ),
+    "tt-conv2d": Case(
+        "TTConv2d",
+        lambda: _conv2d(4, 6, 9),
+        {"method": "tt", "tt_modes": [[2, 3], [2, 2]], "rank": 3},
+        lambda: torch.randn(2, 4, 5, 5, dtype=DTYPE, generator=_gen(4)),
+        exact=False,
+    ),
     "spectral-kron-linear": Case(
         "SpectralKroneckerLinear",
         lambda: _linear(_kron_weight(2, (4, 3), (2, 4), 10)),
@@ -180,20 +194,6 @@ CASES = {
          "norm": "spectral"},
         _features(12),
         exact=True,
-    ),
-    "tt-linear": Case(
-        "TTLinear",
-        lambda: _linear(_tt_weight((2, 4), (3, 4), (2,), 8)),  # (out 8, in 12)
-        {"method": "tt", "tt_modes": [[2, 4], [3, 4]], "tt_ranks": [2]},
-        _features(12),
-        exact=True,
-    ),
-    "tt-conv2d": Case(
-        "TTConv2d",
-        lambda: _conv2d(4, 6, 9),
-        {"method": "tt", "tt_modes": [[2, 3], [2, 2]], "rank": 3},
-        lambda: torch.randn(2, 4, 5, 5, dtype=DTYPE, generator=_gen(4)),
-        exact=False,
     ),
     "lowrank-embedding": Case(
         "LowRankEmbedding",

@@ -260,7 +260,7 @@ def test_tt_budget_rule_meets_the_budget():
     from tqla_torch import CompressionConfig, compress
 
     model = _tiny()
-    budget = 1500
+    budget = 1400  # r = 8 fits the cores alone (1,344) but not with the bias (128)
     cfg = CompressionConfig(target_modules=r".*mlp\.c_fc", method="tt", tt_cores=3, n_params=budget)
     compress(model, cfg)
     for block in model.transformer.h:

@@ -68,9 +68,9 @@ __all__ = [
     "matrices",
     "permutations",
     "rounding_tolerance",
-    "spectral_error",
     "tensor_trains",
     "tt_matrices",
+    "spectral_error",
 ]
 
 _STRATEGIES = {

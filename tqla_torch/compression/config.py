@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqla_torch.compression._tt_config import _v_eps, _v_int_list, _v_tt_modes, check_tt_fields
 from tqla_torch.nn.base import LAYER_IMPLEMENTATIONS, PERMUTES, check_permute
 
 __all__ = ["METHODS", "CompressionConfig", "ModuleSettings"]
@@ -170,32 +171,6 @@ def _v_seed(where: str, v: Any) -> Any:
     return _v_pos_int(where, v, minimum=0)
 
 
-def _v_int_list(where: str, v: Any) -> list[int]:
-    if not isinstance(v, (list, tuple)) or not v or not all(_is_int(x) and x >= 1 for x in v):
-        raise ValueError(f"{where} must be a non-empty list of positive integers, got {v!r}")
-    return [int(x) for x in v]
-
-
-def _v_tt_modes(where: str, v: Any) -> Any:
-    if v is None:
-        return None
-    if not isinstance(v, (list, tuple)) or len(v) != 2:
-        raise ValueError(f"{where} must be [row_modes, col_modes] (out×in orientation), got {v!r}")
-    rows = _v_int_list(f"{where}[0] (row modes)", v[0])
-    cols = _v_int_list(f"{where}[1] (col modes)", v[1])
-    if len(rows) != len(cols):
-        raise ValueError(f"{where}: row and col modes need the same length, got {rows} and {cols}")
-    return [rows, cols]
-
-
-def _v_eps(where: str, v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-        raise ValueError(f"{where} must satisfy 0 < eps < 1 (a relative error), got {v!r}")
-    return float(v)
-
-
 _VALIDATORS = {
     "method": lambda w, v: _v_choice(w, v, METHODS),
     "shape": _v_shape,
@@ -299,25 +274,6 @@ def _both(given: list[str], group: tuple[str, ...]) -> str:
     )
 
 
-def _tt_settings(values: dict[str, Any], where: str) -> None:
-    """Check and complete the settings of a module compressed by method='tt'."""
-    for k in ("shape", "b_shape"):
-        if values[k] is not None:
-            raise ValueError(
-                f"{where}: {k} gives Kronecker factors; method='tt' takes tt_cores or tt_modes"
-            )
-    if values["permute"] not in (None, "none"):
-        raise ValueError(
-            f"{where}: permute={values['permute']!r} needs method='permuted_kron'; "
-            f"method='tt' has no permutations"
-        )
-    if all(values[k] is None for k in _GROUPS[1]):
-        raise ValueError(f"{where}: method='tt' needs one of rank, n_params, tt_ranks or eps")
-    if values["repeat"] > 1:
-        raise ValueError(f"{where}: repeat={values['repeat']} applies to embeddings only")
-    values["permute"] = "none"
-
-
 # --------------------------------------------------------------------------------------
 # The config
 # --------------------------------------------------------------------------------------
@@ -332,7 +288,8 @@ class CompressionConfig:
         matched exactly or as a suffix at a dot boundary (``"c_fc"`` matches
         ``"transformer.h.1.mlp.c_fc"``, not ``"xc_fc"``) — peft's semantics.  Matched
         modules must be ``torch.nn.Linear``, transformers ``Conv1D``, ``torch.nn.Embedding``
-        or an already compressed embedding (compressed again).
+        or an already compressed embedding (compressed again); with ``method="tt"`` also
+        ``torch.nn.Conv2d`` (groups = 1).
     exclude_modules : str or list of str, optional
         Same rules; wins over ``target_modules``.
     method : {"permuted_kron", "kron", "svd", "spectral_kron", "hetero_kron", "tt"}
@@ -539,13 +496,8 @@ class CompressionConfig:
         method = values["method"]
         where = f"module {name!r}"
         self._check_method_fields(values, where)
-        if method != "tt":
-            for k in ("tt_cores", "tt_modes", "tt_ranks", "eps"):
-                if values[k] is not None:
-                    raise ValueError(f"{where}: {k} applies to method='tt', not {method!r}")
-        if method == "tt":
-            _tt_settings(values, where)
-        elif method == "hetero_kron":
+        check_tt_fields(values, where)
+        if method == "hetero_kron":
             if values["shapes"] is None:
                 raise ValueError(
                     f"{where}: method='hetero_kron' needs shapes, a list of candidate factor "
@@ -571,7 +523,7 @@ class CompressionConfig:
             if values["rank"] is None and values["n_params"] is None:
                 raise ValueError(f"{where}: method='svd' needs rank or n_params")
             values["permute"] = "none"
-        else:
+        elif method != "tt":  # the Kronecker methods (tt: completed above)
             if values["n_params"] is not None:
                 raise ValueError(
                     f"{where}: n_params (a parameter budget) applies to method='svd'; "

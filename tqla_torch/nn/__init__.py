@@ -9,9 +9,9 @@ Every layer derives from :class:`CompressedModule`, which registers it by class 
   (truncated SVD),
 * :mod:`~tqla_torch.nn.embedding` — :class:`KroneckerEmbedding` and the
   :class:`TiedEmbeddingHead` that computes logits through a compressed embedding,
+* :mod:`~tqla_torch.nn.tt` — :class:`TTLinear` and :class:`TTConv2d` (tensor trains).
 * :mod:`~tqla_torch.nn.spectral` — :class:`SpectralKroneckerLinear` (fitted in the spectral
   norm) and :class:`HeteroKroneckerLinear` (Kronecker terms of several factor shapes).
-* :mod:`~tqla_torch.nn.tt` — :class:`TTLinear` and :class:`TTConv2d` (tensor trains).
 
 This package imports only torch and :mod:`tqla`; the compression configs build on it.
 """
@@ -33,9 +33,9 @@ __all__ = [
     "LayerPlan",
     "LowRankEmbedding",
     "LowRankLinear",
-    "SpectralKroneckerLinear",
     "TTConv2d",
     "TTLinear",
+    "SpectralKroneckerLinear",
     "TiedEmbeddingHead",
     "forward_costs",
     "low_rank_for_budget",
