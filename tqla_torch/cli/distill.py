@@ -180,20 +180,8 @@ def distill_config(args: argparse.Namespace, output: Path) -> Any:
     return DistillConfig.from_dict(values)
 
 
-def run(args: argparse.Namespace) -> int:
-    import copy
-
-    from tqla_torch._atomic import atomic_write_json
-    from tqla_torch._models import (
-        check_vocabulary,
-        count_parameters,
-        load_tokenizer,
-        save_tokenizer,
-    )
-    from tqla_torch.training.data import PackedDataset
-    from tqla_torch.training.distill import Stage, distill_stages
-
-    output = Path(args.output)
+def _check_args(args: argparse.Namespace, output: Path) -> None:
+    """Refuse bad paths and sizes before anything is loaded."""
     if output.exists() and not output.is_dir():
         raise CLIError(f"--output {str(output)!r} exists and is not a folder")
     if args.data != "builtin" and not Path(args.data).exists():
@@ -202,7 +190,11 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    config = distill_config(args, output)
+    if args.compression_config is not None and not Path(args.compression_config).is_file():
+        raise CLIError(f"--compression-config: no such file: {args.compression_config!r}")
+
+
+def _check_budget(args: argparse.Namespace, config: Any) -> None:
     if (
         args.steps_per_stage is None
         and args.tokens_per_stage is None
@@ -213,8 +205,14 @@ def run(args: argparse.Namespace) -> int:
             "no training budget: pass --max-steps, --max-tokens, --steps-per-stage or "
             "--tokens-per-stage (or max_steps / max_tokens in --config)"
         )
-    if args.compression_config is not None and not Path(args.compression_config).is_file():
-        raise CLIError(f"--compression-config: no such file: {args.compression_config!r}")
+
+
+def _models_and_stages(args: argparse.Namespace) -> tuple[Any, Any, Any, list]:
+    """Teacher, student, tokenizer and the stages (name, compression config or None)."""
+    import copy
+
+    from tqla_torch._models import check_vocabulary, load_tokenizer
+
     teacher = load(args, args.teacher, "cpu").model
     plan_steps: list[tuple[str, Any]] | None = None
     if args.preset is not None:
@@ -231,30 +229,46 @@ def run(args: argparse.Namespace) -> int:
         assert plan_steps is not None
         student = copy.deepcopy(teacher)
         stage_specs = plan_steps
+    return teacher, student, tokenizer, stage_specs
+
+
+def _packed_data(args: argparse.Namespace, tokenizer: Any, teacher: Any, config: Any):
     from tqla_torch._lm import max_positions
+    from tqla_torch.training.data import PackedDataset
 
     block_size = args.block_size or min(1024, max_positions(teacher) or 1024)
     data = PackedDataset.from_source(
         args.data, tokenizer, block_size, text_field=args.text_field, split=args.split
     )
-    tokens_per_step = config.batch_size * config.grad_accum * block_size
     if len(data) < config.batch_size:
         raise CLIError(
             f"--data gives {len(data)} blocks of {block_size} tokens, fewer than one batch "
             f"({config.batch_size}); use more data, a smaller --batch-size or --block-size"
         )
+    return data, block_size
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqla_torch._models import count_parameters, save_tokenizer
+    from tqla_torch.training.distill import Stage, distill_stages
+
+    output = Path(args.output)
+    _check_args(args, output)
+    config = distill_config(args, output)
+    _check_budget(args, config)
+    teacher, student, tokenizer, stage_specs = _models_and_stages(args)
+    data, block_size = _packed_data(args, tokenizer, teacher, config)
     stages = [
         Stage(name, compress=cfg, steps=args.steps_per_stage, tokens=args.tokens_per_stage)
         for name, cfg in stage_specs
     ]
-    params_teacher = count_parameters(teacher)
     logger.info(
         "distilling %d stage(s) %s on %d blocks of %d tokens (%d tokens per step)",
         len(stages),
         [s.name for s in stages],
         len(data),
         block_size,
-        tokens_per_step,
+        config.batch_size * config.grad_accum * block_size,
     )
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -266,7 +280,17 @@ def run(args: argparse.Namespace) -> int:
     model_dir = output / "model"
     save_model(student, model_dir)
     save_tokenizer(tokenizer, model_dir)
-    params_student = count_parameters(student)
+    counts = (count_parameters(teacher), count_parameters(student))
+    _report(args, output, block_size, stages, config, counts, result, wall)
+    print(f"saved the distilled student to {model_dir}")
+    return EXIT_OK
+
+
+def _report(args, output, block_size, stages, config, counts, result, wall) -> None:
+    """Write distill.json atomically and print the summary table."""
+    from tqla_torch._atomic import atomic_write_json
+
+    params_teacher, params_student = counts
     summary = {
         "teacher": args.teacher,
         "student": args.student,
@@ -303,5 +327,3 @@ def run(args: argparse.Namespace) -> int:
         ],
         ("distillation", "value"),
     )
-    print(f"saved the distilled student to {model_dir}")
-    return EXIT_OK
