@@ -12,6 +12,16 @@ from tqla.kron import (
 )
 from tqla.permuted import PermutedKronecker, PermutedKroneckerApprox, permuted_kron
 from tqla.svd import truncated_svd
+from tqla.whiten import (
+    moment_root,
+    nearest_kron_moment,
+    whitened_error,
+    whitened_kron_spectrum,
+    whitened_kron_svd,
+    whitened_permuted_kron,
+    whitened_spectrum,
+    whitened_svd,
+)
 
 __version__ = "0.1.0"
 
@@ -32,4 +42,12 @@ __all__ = [
     "slots_cost",
     "truncated_svd",
     "unrearrange",
+    "moment_root",
+    "nearest_kron_moment",
+    "whitened_error",
+    "whitened_kron_spectrum",
+    "whitened_kron_svd",
+    "whitened_permuted_kron",
+    "whitened_spectrum",
+    "whitened_svd",
 ]
