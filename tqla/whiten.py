@@ -143,7 +143,7 @@ def nearest_kron_moment(C: Any, n1: int, n2: int) -> tuple[np.ndarray, np.ndarra
     Cd = _moment64(C, n1 * n2)
     if not np.any(Cd):
         return np.zeros((n1, n1)), np.zeros((n2, n2))
-    K = kron_svd(Cd, ((n1, n1), (n2, n2)), 1, method="full")
+    K = kron_svd(Cd, ((n1, n1), (n2, n2)), 1)
     C1, C2 = np.asarray(K.A[0]), np.asarray(K.B[0])
     if np.trace(C1) < 0 or (np.trace(C1) == 0 and np.trace(C2) < 0):
         C1, C2 = -C1, -C2
@@ -249,15 +249,32 @@ def _kron_roots(C: np.ndarray, s: KroneckerShape, damp: float):
     return S1, S1p, S2, S2p
 
 
-def whitened_kron_spectrum(W: Any, C: Any, shape: Any, *, damp: float = 0.0) -> np.ndarray:
+def _times_kron(W: np.ndarray, S1: np.ndarray, S2: np.ndarray) -> np.ndarray:
+    """W·(S₁⊗S₂) without forming the Kronecker product (M·N·(n1 + n2) multiply-adds)."""
+    n1, n2 = S1.shape[0], S2.shape[0]
+    W3 = W.reshape(W.shape[0], n1, n2)
+    return np.einsum("mab,ac,bd->mcd", W3, S1, S2, optimize=True).reshape(W.shape[0], n1 * n2)
+
+
+def whitened_kron_spectrum(
+    W: Any, C: Any, shape: Any, *, damp: float = 0.0, _roots: dict | None = None
+) -> np.ndarray:
     """Kronecker spectrum of W·(S₁⊗S₂), C₁⊗C₂ the nearest Kronecker product of C:
     the squared error of the rank-r closed form of :func:`whitened_kron_svd` (in the
     C₁⊗C₂ norm) is the sum of the squares of all but the first r values."""
     s = KroneckerShape.of(shape)
     _, Wx = as_float_matrix(W, "W")
     s.check_matrix(Wx)
-    S1, _, S2, _ = _kron_roots(_moment64(C, s.matrix_shape[1]), s, _check_damp(damp))
-    Ww = to_numpy(Wx, np.float64) @ np.kron(S1, S2)
+    damp = _check_damp(damp)
+    key = (s.n1, s.n2, damp)
+    if _roots is None or key not in _roots:  # a cache shared by shapes with equal (n1, n2)
+        roots = _kron_roots(_moment64(C, s.matrix_shape[1]), s, damp)
+        if _roots is not None:
+            _roots[key] = roots
+    else:
+        roots = _roots[key]
+    S1, _, S2, _ = roots
+    Ww = _times_kron(to_numpy(Wx, np.float64), S1, S2)
     return np.linalg.svd(rearrange(Ww, s), compute_uv=False)
 
 
@@ -312,7 +329,7 @@ def whitened_kron_svd(
     Cd = _moment64(C, s.matrix_shape[1])
     Wd = to_numpy(Wx, np.float64)
     S1, S1p, S2, S2p = _kron_roots(Cd, s, damp)
-    K = kron_svd(Wd @ np.kron(S1, S2), s, rank, method="full")
+    K = kron_svd(_times_kron(Wd, S1, S2), s, rank, method="full")
     A = np.einsum("kij,jl->kil", np.asarray(K.A), S1p)
     B = np.einsum("kij,jl->kil", np.asarray(K.B), S2p)
     if n_als:

@@ -43,6 +43,7 @@ _EXPORTS = {
     "CompressionError": "tqla_torch.compression",
     "CompressionReport": "tqla_torch.compression",
     "count_parameters": "tqla_torch.compression",
+    "plan_for_budget": "tqla_torch.compression",
     # saving and loading
     "save_pretrained": "tqla_torch.io",
     "from_pretrained": "tqla_torch.io",

@@ -5,7 +5,10 @@
 * :mod:`~tqla_torch.compression.presets` — the published GPT-2 plan and its baselines,
 * :mod:`~tqla_torch.compression.apply` — :func:`inspect` (dry run) and :func:`compress`
   (transactional, in place), with their :class:`CompressionReport`,
-* :mod:`~tqla_torch.compression.shapes` — factor shapes resolved against a module.
+* :mod:`~tqla_torch.compression.shapes` — factor shapes resolved against a module,
+* :mod:`~tqla_torch.compression.calibrate` — input moments and sensitivities on
+  calibration data, and :mod:`~tqla_torch.compression.auto` — :func:`plan_for_budget`,
+  the automatic per-layer plan for a parameter budget.
 
 Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
 """
@@ -16,6 +19,8 @@ from tqla_torch.compression.apply import (
     count_parameters,
     inspect,
 )
+from tqla_torch.compression.auto import AutoPlan, plan_for_budget
+from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
 from tqla_torch.compression.config import METHODS, CompressionConfig, ModuleSettings
 from tqla_torch.compression.presets import (
     kron_gpt2,
@@ -29,6 +34,10 @@ from tqla_torch.compression.presets import (
 from tqla_torch.compression.report import CompressionReport, ModuleReport
 
 __all__ = [
+    "AutoPlan",
+    "CalibrationStats",
+    "collect_statistics",
+    "plan_for_budget",
     "METHODS",
     "CompressionConfig",
     "CompressionError",

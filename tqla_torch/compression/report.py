@@ -42,6 +42,9 @@ class ModuleReport:
         repeated embedding, of all repetitions together).
     seconds : float or None
         Time spent decomposing.
+    predicted_error : float or None
+        For a config made by :func:`tqla_torch.plan_for_budget`: the relative
+        activation-aware error ‖(W − Ŵ)·S‖/‖W·S‖ its error curve predicted.
     """
 
     name: str
@@ -59,6 +62,7 @@ class ModuleReport:
     params_after: int
     error: float | None = None
     seconds: float | None = None
+    predicted_error: float | None = None
 
 
 @dataclass
@@ -117,6 +121,9 @@ class CompressionReport:
         show_err = any(m.error is not None for m in self.modules)
         if show_err:
             head.append("rel. error")
+        show_pred = any(m.predicted_error is not None for m in self.modules)
+        if show_pred:
+            head.append("pred. error")
         rows = []
         for m in self.modules:
             row = [
@@ -132,6 +139,8 @@ class CompressionReport:
             ]
             if show_err:
                 row.append("" if m.error is None else f"{m.error:.4f}")
+            if show_pred:
+                row.append("" if m.predicted_error is None else f"{m.predicted_error:.4f}")
             rows.append(row)
         before = sum(m.params_before for m in self.modules)
         after = sum(m.params_after for m in self.modules)
@@ -147,12 +156,13 @@ class CompressionReport:
             f"{self.params_before:,}",
             f"{self.params_after:,}",
         ]
-        if show_err:
-            total.append("")
-            model.append("")
+        for flag in (show_err, show_pred):
+            if flag:
+                total.append("")
+                model.append("")
         allrows = [head, *rows, total, model]
         widths = [max(len(r[i]) for r in allrows) for i in range(len(head))]
-        right = {2, 5, 7, 8, 9}
+        right = {2, 5, 7, 8, 9, 10}
 
         def fmt(r: list[str]) -> str:
             return "  ".join(
