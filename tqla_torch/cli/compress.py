@@ -27,6 +27,7 @@ EPILOG = """\
 examples:
   tqla compress ./gpt2 --preset tq_gpt2 --output ./gpt2-tq
   tqla compress ./gpt2 --config plan.json --output ./gpt2-custom --device cuda
+  tqla compress ./gpt2 --budget 0.65 --data builtin --output ./gpt2-auto
 The output folder is loadable with tqla_torch.from_pretrained(dir) and by every tqla
 subcommand; the tokenizer of the input model (or --tokenizer) is saved next to it.
 """
