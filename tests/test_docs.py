@@ -17,7 +17,7 @@ import pytest
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = ["kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md"]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
-TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md"]
+TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "auto.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -62,6 +62,7 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.svd",
         "tqla.lsap",
         "tqla._kernels",
+        "tqla.whiten",
     ],
 )
 def test_docstring_examples(module):
