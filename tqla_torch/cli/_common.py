@@ -283,7 +283,9 @@ def budget_config(args: argparse.Namespace, model: Any) -> Any:
 
     tokenizer = try_tokenizer(getattr(args, "tokenizer", None), args.model)
     if tokenizer is None:
-        raise CLIError("--budget needs a tokenizer for --data: the model folder has none; pass --tokenizer")
+        raise CLIError(
+            "--budget needs a tokenizer for --data: the model folder has none; pass --tokenizer"
+        )
     for name in ("calib_batches", "calib_block_size"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1")

@@ -392,7 +392,9 @@ def _check_moments(items: list[_Item], moments: Any) -> dict[str, torch.Tensor]:
     if moments is None:
         return {}
     if not isinstance(moments, dict):
-        raise TypeError(f"moments must be a dict {{module name: tensor}}, got {type(moments).__name__}")
+        raise TypeError(
+            f"moments must be a dict {{module name: tensor}}, got {type(moments).__name__}"
+        )
     names = {it.name: it for it in items}
     unknown = sorted(set(moments) - set(names))
     if unknown:
@@ -406,7 +408,9 @@ def _check_moments(items: list[_Item], moments: Any) -> dict[str, torch.Tensor]:
                 f"got {getattr(C, 'shape', type(C).__name__)}"
             )
         if _is_embedding(it.module):
-            raise ValueError(f"moments[{name!r}]: activation-aware fitting applies to Linear/Conv1D")
+            raise ValueError(
+                f"moments[{name!r}]: activation-aware fitting applies to Linear/Conv1D"
+            )
     return dict(moments)
 
 

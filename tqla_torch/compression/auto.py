@@ -73,15 +73,24 @@ class AutoPlan:
     n_candidates: int
 
     def table(self) -> str:
-        head = f"{'module':<34} {'method':<6} {'shape':<16} {'rank':>5} {'params':>9} {'pred. err':>9}"
+        head = (
+            f"{'module':<34} {'method':<6} {'shape':<16} {'rank':>5} {'params':>9} "
+            f"{'pred. err':>9}"
+        )
         lines = [head, "-" * len(head)]
         for r in self.rows:
-            shp = "" if r.shape is None else f"{r.shape[0][0]}×{r.shape[0][1]} ⊗ {r.shape[1][0]}×{r.shape[1][1]}"
+            shp = ""
+            if r.shape is not None:
+                (p, q), (s, t) = r.shape
+                shp = f"{p}×{q} ⊗ {s}×{t}"
             lines.append(
                 f"{r.name:<34} {r.method:<6} {shp:<16} {r.rank:>5} {r.params_after:>9,} "
                 f"{r.predicted_error:>9.4f}"
             )
-        lines.append(f"model: {self.params_before:,} → {self.params_after:,} parameters (budget {self.budget:,})")
+        lines.append(
+            f"model: {self.params_before:,} → {self.params_after:,} parameters "
+            f"(budget {self.budget:,})"
+        )
         return "\n".join(lines)
 
 
@@ -176,7 +185,8 @@ def _hull(cands: list[Candidate], weight: float) -> list[Candidate]:
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
             # b is above the segment a→c: drop it
-            if (b.error2 - a.error2) * (c.params - a.params) >= (c.error2 - a.error2) * (b.params - a.params):
+            above = (b.error2 - a.error2) * (c.params - a.params)
+            if above >= (c.error2 - a.error2) * (b.params - a.params):
                 hull.pop()
             else:
                 break
@@ -336,9 +346,13 @@ def plan_for_budget(
 
     unknown = [m for m in methods if m not in AUTO_METHODS]
     if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {AUTO_METHODS}, got {list(methods)}")
+        raise ValueError(
+            f"methods must be a non-empty subset of {AUTO_METHODS}, got {list(methods)}"
+        )
     if isinstance(sensitivity, str) and sensitivity not in SENSITIVITIES:
-        raise ValueError(f"sensitivity must be one of {SENSITIVITIES} or a dict, got {sensitivity!r}")
+        raise ValueError(
+            f"sensitivity must be one of {SENSITIVITIES} or a dict, got {sensitivity!r}"
+        )
     total = count_parameters(model)
     budget = _check_budget(budget, total)
     modules = _targets(model, target_modules, exclude_modules)
@@ -348,7 +362,12 @@ def plan_for_budget(
             raise ValueError(f"sensitivity: no score for modules {missing}")
     t0 = time.perf_counter()
     stats: CalibrationStats = collect_statistics(
-        model, data, modules, sensitivity=sensitivity == "fisher", max_batches=max_batches, seed=seed
+        model,
+        data,
+        modules,
+        sensitivity=sensitivity == "fisher",
+        max_batches=max_batches,
+        seed=seed,
     )
     t1 = time.perf_counter()
     curves, dense, refs = {}, {}, {}

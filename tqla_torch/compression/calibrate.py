@@ -162,7 +162,11 @@ def collect_statistics(
     def fwd_hook(name: str):
         def hook(module: nn.Module, args: tuple, out: Any) -> None:
             if sensitivity and torch.is_tensor(out) and out.requires_grad:
-                out.register_hook(lambda g: grads.__setitem__(name, grads[name] + float((g.double() ** 2).sum())))
+
+                def on_grad(g: torch.Tensor) -> None:
+                    grads[name] += float((g.double() ** 2).sum())
+
+                out.register_hook(on_grad)
 
         return hook
 

@@ -75,7 +75,8 @@ def _truncated_svd(
         U, sig, Vh = whitened_svd(Wd, moment.to(Wd), rank, damp=damp)
         root = sig.sqrt()
         Uf, Vf = U * root[None, :], root[:, None] * Vh
-        err = float(torch.linalg.norm(Wd - Uf @ Vf) / torch.linalg.norm(Wd)) if bool(Wd.any()) else 0.0
+        norm = torch.linalg.norm(Wd)
+        err = float(torch.linalg.norm(Wd - Uf @ Vf) / norm) if bool(norm > 0) else 0.0
         return Uf, Vf, err
     U, sig, Vh = truncated_svd(Wd, rank)
     total = float((Wd * Wd).sum())
