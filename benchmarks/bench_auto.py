@@ -37,7 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import tqla_torch  # noqa: E402
 from tqla_torch.compression import CompressionConfig, compress, count_parameters  # noqa: E402
-from tqla_torch.compression.auto import plan_for_budget  # noqa: E402
+from tqla_torch.compression.budget_plan import plan_for_budget  # noqa: E402
 from tqla_torch.compression.calibrate import collect_statistics  # noqa: E402
 from tqla_torch.nn.weights import is_conv1d  # noqa: E402
 

@@ -278,7 +278,7 @@ def plan_config(args: argparse.Namespace, model: Any) -> Any:
 def budget_config(args: argparse.Namespace, model: Any) -> Any:
     """``--budget``: :func:`tqla_torch.plan_for_budget` on ``--data`` tokenised by the
     model's tokenizer (``--tokenizer``)."""
-    from tqla_torch.compression.auto import plan_for_budget
+    from tqla_torch.compression.budget_plan import plan_for_budget
     from tqla_torch.training.data import load_texts, pack_tokens, tokenize_texts
 
     tokenizer = try_tokenizer(getattr(args, "tokenizer", None), args.model)

@@ -7,7 +7,7 @@
   (transactional, in place), with their :class:`CompressionReport`,
 * :mod:`~tqla_torch.compression.shapes` — factor shapes resolved against a module,
 * :mod:`~tqla_torch.compression.calibrate` — input moments and sensitivities on
-  calibration data, and :mod:`~tqla_torch.compression.auto` — :func:`plan_for_budget`,
+  calibration data, and :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
   the automatic per-layer plan for a parameter budget.
 
 Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
@@ -19,7 +19,7 @@ from tqla_torch.compression.apply import (
     count_parameters,
     inspect,
 )
-from tqla_torch.compression.auto import AutoPlan, plan_for_budget
+from tqla_torch.compression.budget_plan import AutoPlan, plan_for_budget
 from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
 from tqla_torch.compression.config import METHODS, CompressionConfig, ModuleSettings
 from tqla_torch.compression.presets import (

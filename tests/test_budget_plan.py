@@ -13,7 +13,11 @@ transformers = pytest.importorskip("transformers")
 from torch import nn  # noqa: E402
 
 import tqla_torch  # noqa: E402
-from tqla_torch.compression.auto import allocate, layer_curves, plan_for_budget  # noqa: E402
+from tqla_torch.compression.budget_plan import (  # noqa: E402
+    allocate,
+    layer_curves,
+    plan_for_budget,
+)
 from tqla_torch.compression.calibrate import collect_statistics  # noqa: E402
 
 
