@@ -194,3 +194,26 @@ def test_moments_of_the_wrong_shape_are_named():
     cfg = tqla_torch.CompressionConfig(target_modules=["c_fc"], method="svd", rank=2)
     with pytest.raises(ValueError, match=r"moments\['transformer.h.0.mlp.c_fc'\] must be the \(16, 16\)"):
         tqla_torch.compress(_gpt2(), cfg, moments={"transformer.h.0.mlp.c_fc": torch.eye(3)})
+
+
+@pytest.mark.parametrize("method", ["svd", "kron"])
+def test_curve_errors_are_the_exact_errors_of_the_fits(method):
+    import tqla
+    from tqla.whiten import whitened_error
+
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(8, 12, generator=g, dtype=torch.float64)
+    X = torch.randn(60, 12, generator=g, dtype=torch.float64) * torch.linspace(0.1, 2, 12)
+    C = X.T @ X / 60
+    damp = 0.01
+    Creg = (C + damp * torch.trace(C) / 12 * torch.eye(12, dtype=torch.float64)).numpy()
+    curves = layer_curves(W, C, bias=0, methods=[method], b_shapes=[(2, 3)], damp=damp,
+                          allow_dense=False)
+    for c in curves:
+        if method == "svd":
+            U, s, Vh = tqla.whitened_svd(W.numpy(), C.numpy(), c.rank, damp=damp)
+            approx = (U * s) @ Vh
+        else:
+            approx = tqla.whitened_kron_svd(W.numpy(), C.numpy(), c.shape, c.rank, damp=damp).to_dense()
+        err = whitened_error(W.numpy(), approx, Creg, relative=False) ** 2
+        assert c.error2 == pytest.approx(err, rel=1e-7, abs=1e-9)

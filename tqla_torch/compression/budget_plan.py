@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tqla.shapes import KroneckerShape
 from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
 from tqla_torch.compression.config import CompressionConfig
 from tqla_torch.nn.weights import is_conv1d, weight_view
@@ -126,11 +127,12 @@ def layer_curves(
     """Every candidate (method × shape × rank) of one module with its whitened error.
 
     SVD: one spectrum of W·S gives every rank (the squared error of rank r is the tail
-    Σ_{k>r} σ_k²).  Kronecker: per B shape, one Kronecker spectrum of W·(S₁⊗S₂) with
-    C ≈ C₁⊗C₂ gives every rank (errors in the C₁⊗C₂ norm).  Only candidates smaller than
+    Σ_{k>r} σ_k²).  Kronecker: per B shape, one closed-form fit (kron_svd of W·(S₁⊗S₂),
+    C ≈ C₁⊗C₂) at the largest useful rank gives every rank (its prefixes), each error
+    measured exactly in the (damped) C.  Only candidates smaller than
     the dense module are kept; ``allow_dense`` adds the dense module itself (error 0).
     """
-    from tqla import whitened_kron_spectrum, whitened_spectrum
+    from tqla import whitened_spectrum
 
     out_f, in_f = (int(v) for v in W.shape)
     dense = out_f * in_f + bias
@@ -151,17 +153,47 @@ def layer_curves(
             if out_f % s or in_f % t:
                 raise ValueError(f"b_shape ({s}, {t}) does not divide the module's {out_f}×{in_f}")
             shape = ((out_f // s, in_f // t), (s, t))
-            sig = whitened_kron_spectrum(Wd, Cd, shape, damp=damp, _roots=roots)
-            tails = _tails(sig)
             per = shape[0][0] * shape[0][1] + s * t
-            for r in range(1, len(sig) + 1):
-                p = r * per + bias
-                if p >= dense:
-                    break
-                cands.append(Candidate("kron", shape, r, p, float(tails[r])))
+            top = min((dense - 1 - bias) // per, min(shape[0][0] * shape[0][1], s * t))
+            if top < 1:
+                continue
+            for r, err2 in enumerate(_kron_errors(Wd, Cd, shape, top, damp, roots), start=1):
+                cands.append(Candidate("kron", shape, r, r * per + bias, err2))
     if allow_dense:
         cands.append(Candidate("dense", None, 0, dense, 0.0))
     return cands
+
+
+def _kron_errors(
+    Wd: np.ndarray, Cd: np.ndarray, shape: tuple, top: int, damp: float, roots: dict
+) -> list[float]:
+    """Exact whitened squared errors (in the damped C, the norm of the SVD curves) of the
+    closed-form Kronecker fits of ranks 1..top: the rank-r fit is the first r terms of the
+    rank-top one (a truncated SVD of W·(S₁⊗S₂)), so one decomposition serves every rank;
+    each rank adds one M×N·N product."""
+    from tqla.kron import kron_svd
+    from tqla.whiten import _kron_roots
+
+    (m1, n1), (m2, n2) = shape
+    key = (n1, n2, damp)
+    if key not in roots:
+        roots[key] = _kron_roots(Cd, KroneckerShape(shape[0], shape[1]), damp)
+    S1, S1p, S2, S2p = roots[key]
+    n3 = Wd.reshape(Wd.shape[0], n1, n2)
+    Ww = np.einsum("mab,ac,bd->mcd", n3, S1, S2, optimize=True).reshape(Wd.shape)
+    K = kron_svd(Ww, shape, top)
+    A = np.einsum("kij,jl->kil", np.asarray(K.A), S1p)
+    B = np.einsum("kij,jl->kil", np.asarray(K.B), S2p)
+    Creg = Cd + damp * float(np.trace(Cd)) / Cd.shape[0] * np.eye(Cd.shape[0])
+    E = Wd.copy()
+    P = E @ Creg
+    out = []
+    for k in range(top):
+        T = np.kron(A[k], B[k])
+        E -= T
+        P -= T @ Creg
+        out.append(max(float(np.sum(E * P)), 0.0))
+    return out
 
 
 def _tails(sig: np.ndarray) -> np.ndarray:
