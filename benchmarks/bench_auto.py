@@ -117,7 +117,7 @@ def gpt2_part(args, lines):
     t0 = time.perf_counter()
     base = apply_steps(copy.deepcopy(teacher), emb_steps, calib, False)
     cfg = plan_for_budget(base, budget, calib, target_modules=r"transformer\.h\..*",
-                          seed=0)
+                          seed=0, sensitivity=args.sensitivity)
     t_plan = time.perf_counter() - t0
     plan = cfg.auto_plan
     for aware in (False, True):
@@ -229,7 +229,8 @@ def minilm_part(args, lines):
     t0 = time.perf_counter()
     targets = FFN if args.minilm_ffn_only else r"encoder\..*"
     shapes = [(4, 2), (2, 4), (2, 2), (4, 4)] if args.minilm_ffn_only else None
-    cfg = plan_for_budget(model, budget, calib, target_modules=targets, b_shapes=shapes, seed=0)
+    cfg = plan_for_budget(model, budget, calib, target_modules=targets, b_shapes=shapes, seed=0,
+                          sensitivity=args.sensitivity)
     t_plan = time.perf_counter() - t0
     plan = cfg.auto_plan
     for aware in (False, True):
@@ -318,6 +319,7 @@ def main() -> None:
     p.add_argument("--n-iter", type=int, default=3)
     p.add_argument("--skip-minilm", action="store_true")
     p.add_argument("--skip-gpt2", action="store_true")
+    p.add_argument("--sensitivity", default="fisher", choices=["fisher", "uniform"])
     p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
     p.add_argument("--minilm-ffn-only", action="store_true",
                    help="MiniLM: plan over the FFN matrices only, 4 B shapes")
