@@ -19,7 +19,7 @@ PAGES = [
     "kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "spectral.md", "tt.md"
 ]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
-TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "security.md", "lwiq.md"]
+TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "security.md", "lwiq.md", "auto.md"]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -78,6 +78,7 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.tt_permuted",
         "tqla_torch.nn.tt",
         "tqla_torch.nn._tt_forward",
+        "tqla.whiten",
     ],
 )
 def test_docstring_examples(module):

@@ -29,6 +29,16 @@ from tqla.svd import truncated_svd
 from tqla.tt import TensorTrain, rank_bounds, tt_svd
 from tqla.tt_matrix import TTMatrix, TTMatrixShape, tt_matrix, tt_matrix_shapes
 from tqla.tt_permuted import PermutedTT, permuted_tt
+from tqla.whiten import (
+    moment_root,
+    nearest_kron_moment,
+    whitened_error,
+    whitened_kron_spectrum,
+    whitened_kron_svd,
+    whitened_permuted_kron,
+    whitened_spectrum,
+    whitened_svd,
+)
 
 __version__ = "0.1.0"
 
@@ -72,4 +82,12 @@ __all__ = [
     "tt_matrix_shapes",
     "tt_svd",
     "unrearrange",
+    "moment_root",
+    "nearest_kron_moment",
+    "whitened_error",
+    "whitened_kron_spectrum",
+    "whitened_kron_svd",
+    "whitened_permuted_kron",
+    "whitened_spectrum",
+    "whitened_svd",
 ]

@@ -47,6 +47,7 @@ _EXPORTS = {
     "count_parameters": "tqla_torch.compression",
     # layer importance and budget-aware ranks
     "lwiq": "tqla_torch.compression.importance",
+    "plan_for_budget": "tqla_torch.compression",
     # saving and loading
     "save_pretrained": "tqla_torch.io",
     "from_pretrained": "tqla_torch.io",

@@ -74,7 +74,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, tokenizer: bool = True) -
 
 
 def add_plan_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    group = parser.add_mutually_exclusive_group(required=required)
+    # One of --preset / --config / --budget is required where ``required``; --budget may also
+    # accompany a budget preset (auto_tt, auto_svd), so plan_config checks the combinations.
+    group = parser.add_mutually_exclusive_group(required=False)
     group.add_argument(
         "--preset", help="named compression plan (tq_gpt2, kron_gpt2, svd_gpt2, ...)"
     )
@@ -83,6 +85,46 @@ def add_plan_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
         metavar="FILE.json",
         help="compression config as JSON (CompressionConfig.to_dict() format)",
     )
+    parser.add_argument(
+        "--budget",
+        type=parse_budget,
+        metavar="N|FRACTION",
+        help="automatic per-layer plan fitted to --data: parameters of the whole model "
+        "after compression (an int) or a fraction of today's (a float in (0, 1])",
+    )
+    parser.add_argument(
+        "--data",
+        default="builtin",
+        metavar="SOURCE",
+        help="--budget: calibration texts ('builtin', a .txt/.jsonl/.parquet file or a "
+        "datasets folder)",
+    )
+    parser.add_argument(
+        "--calib-batches", type=int, default=16, metavar="N", help="--budget: calibration batches"
+    )
+    parser.add_argument(
+        "--calib-block-size", type=int, default=128, metavar="T", help="--budget: tokens per row"
+    )
+    parser.add_argument(
+        "--methods", default="svd,kron", help="--budget: methods to choose from (svd,kron)"
+    )
+
+
+def parse_budget(text: str) -> int | float:
+    """``--budget``: an int parameter count or a float fraction in (0, 1]."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an int (parameters) or a fraction in (0, 1], got {text!r}"
+        ) from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fraction must be in (0, 1], got {text!r}")
+    return value
 
 
 @contextlib.contextmanager
@@ -221,9 +263,48 @@ def preset_steps(name: str, model: Any) -> list[tuple[str, Any]]:
 
 
 def plan_config(args: argparse.Namespace, model: Any) -> Any:
+    budget = getattr(args, "budget", None)
+    if budget is not None:
+        if args.preset is not None or args.config is not None:
+            from tqla_torch.compression.presets import presets
+
+            given = f"--preset {args.preset}" if args.preset is not None else "--config"
+            raise CLIError(
+                f"--budget goes alone (the automatic plan) or with one of the budget presets "
+                f"{list(presets.auto)}, not with {given}"
+            )
+        return budget_config(args, model)
+    if args.preset is None and args.config is None:
+        raise CLIError("one of --preset, --config or --budget is required")
     if args.preset is not None:
         return preset_config(args.preset, model)
     return compression_config_from_file(args.config)
+
+
+def budget_config(args: argparse.Namespace, model: Any) -> Any:
+    """``--budget``: :func:`tqla_torch.plan_for_budget` on ``--data`` tokenised by the
+    model's tokenizer (``--tokenizer``)."""
+    from tqla_torch.compression.budget_plan import plan_for_budget
+    from tqla_torch.training.data import load_texts, pack_tokens, tokenize_texts
+
+    tokenizer = try_tokenizer(getattr(args, "tokenizer", None), args.model)
+    if tokenizer is None:
+        raise CLIError(
+            "--budget needs a tokenizer for --data: the model folder has none; pass --tokenizer"
+        )
+    for name in ("calib_batches", "calib_block_size"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1")
+    texts = load_texts(args.data)
+    ids = pack_tokens(tokenize_texts(texts, tokenizer), args.calib_block_size)
+    if len(ids) == 0:
+        raise CLIError(f"--data {args.data!r}: fewer than {args.calib_block_size} tokens")
+    ids = ids[: 4 * args.calib_batches]
+    batches = [ids[i : i + 4] for i in range(0, len(ids), 4)]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    config = plan_for_budget(model, args.budget, batches, methods=methods)
+    print(config.auto_plan.table())
+    return config
 
 
 def save_model(model: Any, folder: Path) -> None:

@@ -26,10 +26,13 @@ EPILOG = """\
 examples:
   tqla compress ./gpt2 --preset tq_gpt2 --output ./gpt2-tq
   tqla compress ./gpt2 --config plan.json --output ./gpt2-custom --device cuda
-  tqla compress ./gpt2 --preset auto_tt --budget 0.5 --output ./gpt2-auto
-A budget preset (auto_tt, auto_svd) chooses one rank per module with LWIQ so that the whole
-model has --budget parameters (an int, or a fraction of today's count); its calibration text
-is --data (default: the built-in corpus), tokenized with the model's tokenizer.
+  tqla compress ./gpt2 --budget 0.65 --data builtin --output ./gpt2-auto
+  tqla compress ./gpt2 --preset auto_tt --budget 0.5 --output ./gpt2-tt
+--budget alone builds the automatic per-layer plan (method, shape and rank per module, fitted to
+the inputs seen on --data); with a budget preset (auto_tt, auto_svd) it sets one rank per module
+with LWIQ instead. A budget is an int (parameters after compression) or a fraction of today's
+count; the calibration text is --data (default: the built-in corpus), tokenized with the
+model's tokenizer.
 The output folder is loadable with tqla_torch.from_pretrained(dir) and by every tqla
 subcommand; the tokenizer of the input model (or --tokenizer) is saved next to it.
 """
@@ -55,16 +58,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="write into a non-empty output folder, replacing only the files tqla writes",
-    )
-    p.add_argument(
-        "--budget",
-        type=_budget,
-        help="budget presets: parameters after compression, an int or a fraction in (0, 1]",
-    )
-    p.add_argument(
-        "--data",
-        default="builtin",
-        help="budget presets: calibration text ('builtin' or a local file/folder)",
     )
     p.add_argument(
         "--calibration-blocks",
@@ -108,20 +101,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _budget(text: str) -> int | float:
-    """``--budget``: an int count or a float fraction."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a parameter count or a fraction in (0, 1], got {text!r}"
-        ) from None
-
-
 def _calibration(args: argparse.Namespace, model: Any, tokenizer: Any) -> list[Any]:
     """Batches of token blocks of the calibration text, for LWIQ."""
     from tqla_torch._lm import max_positions
@@ -145,9 +124,7 @@ def _budget_config(args: argparse.Namespace, model: Any, tokenizer: Any) -> Any:
     from tqla_torch.compression.presets import presets
 
     if args.preset not in presets.auto:
-        if args.budget is not None:
-            raise CLIError(f"--budget applies to the budget presets {list(presets.auto)} only")
-        return None
+        return None  # --budget alone is the automatic plan (plan_config)
     if args.budget is None:
         raise CLIError(f"--preset {args.preset} needs --budget (a count or a fraction)")
     data = _calibration(args, model, tokenizer)

@@ -180,7 +180,7 @@ def distill_config(args: argparse.Namespace, output: Path) -> Any:
     return DistillConfig.from_dict(values)
 
 
-def _check_args(args: argparse.Namespace, output: Path) -> None:
+def _check_distill_args(args: argparse.Namespace, output: Path) -> None:
     """Refuse bad paths and sizes before anything is loaded."""
     if output.exists() and not output.is_dir():
         raise CLIError(f"--output {str(output)!r} exists and is not a folder")
@@ -194,7 +194,7 @@ def _check_args(args: argparse.Namespace, output: Path) -> None:
         raise CLIError(f"--compression-config: no such file: {args.compression_config!r}")
 
 
-def _check_budget(args: argparse.Namespace, config: Any) -> None:
+def _check_training_budget(args: argparse.Namespace, config: Any) -> None:
     if (
         args.steps_per_stage is None
         and args.tokens_per_stage is None
@@ -253,9 +253,9 @@ def run(args: argparse.Namespace) -> int:
     from tqla_torch.training.distill import Stage, distill_stages
 
     output = Path(args.output)
-    _check_args(args, output)
+    _check_distill_args(args, output)
     config = distill_config(args, output)
-    _check_budget(args, config)
+    _check_training_budget(args, config)
     teacher, student, tokenizer, stage_specs = _models_and_stages(args)
     data, block_size = _packed_data(args, tokenizer, teacher, config)
     stages = [

@@ -23,6 +23,7 @@ EPILOG = """\
 examples:
   tqla inspect ./gpt2 --preset tq_gpt2
   tqla inspect ./gpt2 --config plan.json --json report.json
+  tqla inspect ./gpt2 --budget 0.65 --data notes.txt   # automatic plan, fitted to the data
   tqla inspect gpt2 --preset svd_gpt2          # hub id, from the local cache
 """
 

@@ -8,7 +8,10 @@
 * :mod:`~tqla_torch.compression.shapes` — factor shapes resolved against a module,
 * :mod:`~tqla_torch.compression.importance` — LWIQ layer importance (:func:`lwiq`),
 * :mod:`~tqla_torch.compression.ranks` — per-layer ranks for a whole-model parameter budget
-  (κ rule, uniform, Frobenius-error curves).
+  (κ rule, uniform, Frobenius-error curves),
+* :mod:`~tqla_torch.compression.calibrate` — input moments and sensitivities on
+  calibration data, and :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
+  the automatic per-layer plan for a parameter budget.
 
 Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
 """
@@ -20,6 +23,8 @@ from tqla_torch.compression.apply import (
     count_parameters,
     inspect,
 )
+from tqla_torch.compression.budget_plan import AutoPlan, plan_for_budget
+from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
 from tqla_torch.compression.config import METHODS, CompressionConfig, ModuleSettings
 from tqla_torch.compression.importance import LWIQResult, lwiq
 from tqla_torch.compression.presets import (
@@ -42,6 +47,10 @@ from tqla_torch.compression.ranks import (
 from tqla_torch.compression.report import CompressionReport, ModuleReport
 
 __all__ = [
+    "AutoPlan",
+    "CalibrationStats",
+    "collect_statistics",
+    "plan_for_budget",
     "METHODS",
     "CompressionConfig",
     "CompressionError",

@@ -251,6 +251,7 @@ def inspect(model: nn.Module, config: CompressionConfig) -> CompressionReport:
     ('8×2 ⊗ 2×4', 280, 200)
     """
     items, notes = _resolve(model, config)
+    _predicted(items, config)
     return CompressionReport(
         modules=[it.report for it in items],
         params_before=count_parameters(model),
@@ -273,12 +274,13 @@ def _check_fitted(layer: nn.Module, name: str) -> None:
             )
 
 
-def _fit(it: _Item) -> nn.Module:
+def _fit(it: _Item, moment: Any = None, damp: float = 0.0) -> nn.Module:
     """Fit one module's replacement; any failure is re-raised naming the module."""
     t0 = time.perf_counter()
+    extra = {} if moment is None else {"moment": moment, "damp": damp}
     try:
         with torch.no_grad():
-            new = it.layer_type.from_module(it.module, it.settings, name=it.name)
+            new = it.layer_type.from_module(it.module, it.settings, name=it.name, **extra)
         _check_fitted(new, it.name)
     except Exception as err:
         raise CompressionError(
@@ -301,7 +303,13 @@ def _swap(model: nn.Module, name: str, new: nn.Module, undo: list[Callable[[], N
     undo.append(lambda: set_module(model, name, old))
 
 
-def _fit_all(items: list[_Item], progress: bool | None, n_jobs: int) -> list[nn.Module]:
+def _fit_all(
+    items: list[_Item],
+    progress: bool | None,
+    n_jobs: int,
+    moments: dict[str, Any],
+    damp: float,
+) -> list[nn.Module]:
     """Fit every item (``n_jobs`` at a time, in threads), with a progress bar over modules
     when asked (``progress=True``) or, by default, for plans of five modules or more on a
     terminal."""
@@ -315,7 +323,7 @@ def _fit_all(items: list[_Item], progress: bool | None, n_jobs: int) -> list[nn.
         bar = tqdm(total=len(items), desc="compress", unit="module", disable=disable)
 
     def one(it: _Item) -> nn.Module:
-        new = _fit(it)
+        new = _fit(it, moments.get(it.name), damp)
         if bar is not None:
             bar.set_postfix_str(it.name, refresh=False)
             bar.update(1)
@@ -381,6 +389,8 @@ def compress(
     progress: bool | None = None,
     n_jobs: int | None = None,
     fold_permutations: bool = True,
+    moments: dict[str, torch.Tensor] | None = None,
+    damp: float | None = None,
 ) -> CompressionReport:
     """Replace the modules ``config`` matches by compressed layers, in place.
 
@@ -414,6 +424,14 @@ def compress(
         Fold the permutation between the two compressed layers of each GPT-2 style MLP
         through its elementwise activation (:func:`fold_mlp_permutations`): one gather
         per MLP instead of two, the same outputs to rounding.
+    moments : dict of str to torch.Tensor, optional
+        Activation-aware fitting: the in×in second moment of the inputs of modules (by
+        name; :func:`tqla_torch.compression.calibrate.collect_statistics`).  Those modules
+        are fitted to minimise the output error on such inputs (:mod:`tqla.whiten`), the
+        others by the plain Frobenius fit.  Default: the moments of a config made by
+        :func:`tqla_torch.plan_for_budget` (``config.auto_plan``), else none.
+    damp : float, optional
+        Relative damping of the moments (default: the plan's, else 0.01).
 
     Returns
     -------
@@ -438,8 +456,15 @@ def compress(
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be None or an integer >= 1, got {n_jobs!r}")
     items, notes = _resolve(model, config)
+    auto = getattr(config, "auto_plan", None)
+    if moments is None and auto is not None:
+        moments = auto.moments
+    if damp is None:
+        damp = auto.damp if auto is not None else 0.01
+    moments = _check_moments(items, moments)
+    _predicted(items, config)
     before = count_parameters(model)
-    fitted = list(zip(items, _fit_all(items, progress, n_jobs)))
+    fitted = list(zip(items, _fit_all(items, progress, n_jobs, moments, damp)))
     undo: list[Callable[[], None]] = []
     try:
         for it, new in fitted:
@@ -474,6 +499,42 @@ def compress(
         applied=True,
         config=config.to_dict(),
     )
+
+
+def _predicted(items: list[_Item], config: CompressionConfig) -> None:
+    """Copy the predicted errors of a :func:`plan_for_budget` config into the reports."""
+    auto = getattr(config, "auto_plan", None)
+    if auto is None:
+        return
+    pred = {r.name: r.predicted_error for r in auto.rows}
+    for it in items:
+        it.report.predicted_error = pred.get(it.name)
+
+
+def _check_moments(items: list[_Item], moments: Any) -> dict[str, torch.Tensor]:
+    if moments is None:
+        return {}
+    if not isinstance(moments, dict):
+        raise TypeError(
+            f"moments must be a dict {{module name: tensor}}, got {type(moments).__name__}"
+        )
+    names = {it.name: it for it in items}
+    unknown = sorted(set(moments) - set(names))
+    if unknown:
+        raise ValueError(f"moments: no compressed module named {unknown}")
+    for name, C in moments.items():
+        it = names[name]
+        n = it.report.in_features
+        if not torch.is_tensor(C) or tuple(C.shape) != (n, n):
+            raise ValueError(
+                f"moments[{name!r}] must be the ({n}, {n}) second moment of the module's inputs, "
+                f"got {getattr(C, 'shape', type(C).__name__)}"
+            )
+        if _is_embedding(it.module):
+            raise ValueError(
+                f"moments[{name!r}]: activation-aware fitting applies to Linear/Conv1D"
+            )
+    return dict(moments)
 
 
 def _log(r: ModuleReport) -> None:

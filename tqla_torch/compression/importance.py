@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from tqla_torch._lm import lm_forward
+from tqla_torch.compression.calibrate import _model_device
 
 __all__ = ["LWIQResult", "lwiq", "softmax_weights"]
 
@@ -474,11 +475,6 @@ def _check_args(holdout: float, seed: Any, n_classes: Any, task: str) -> None:
         isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2
     ):
         raise ValueError(f"n_classes must be an int >= 2 or None, got {n_classes!r}")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return torch.device("cpu") if param is None else param.device
 
 
 def lwiq(

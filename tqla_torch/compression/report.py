@@ -45,6 +45,9 @@ class ModuleReport:
     spectral_error : float or None
         Relative spectral error ‖W − Ŵ‖₂/‖W‖₂ (after compress, for layers that record it:
         the spectral_kron and hetero_kron layers).
+    predicted_error : float or None
+        For a config made by :func:`tqla_torch.plan_for_budget`: the relative
+        activation-aware error ‖(W − Ŵ)·S‖/‖W·S‖ its error curve predicted.
     """
 
     name: str
@@ -63,6 +66,7 @@ class ModuleReport:
     error: float | None = None
     seconds: float | None = None
     spectral_error: float | None = None
+    predicted_error: float | None = None
 
 
 @dataclass
@@ -123,8 +127,11 @@ class CompressionReport:
         show_time = any(m.seconds is not None for m in self.modules)
         if show_err:
             head.append("rel. error")
+        show_pred = any(m.predicted_error is not None for m in self.modules)
         if show_spec:
             head.append("rel. spectral error")
+        if show_pred:
+            head.append("pred. error")
         if show_time:
             head.append("seconds")
         rows = []
@@ -144,6 +151,8 @@ class CompressionReport:
                 row.append("" if m.error is None else f"{m.error:.4f}")
             if show_spec:
                 row.append("" if m.spectral_error is None else f"{m.spectral_error:.4f}")
+            if show_pred:
+                row.append("" if m.predicted_error is None else f"{m.predicted_error:.4f}")
             if show_time:
                 row.append("" if m.seconds is None else f"{m.seconds:.2f}")
             rows.append(row)
@@ -161,7 +170,7 @@ class CompressionReport:
             f"{self.params_before:,}",
             f"{self.params_after:,}",
         ]
-        for shown in (show_err, show_spec):
+        for shown in (show_err, show_spec, show_pred):
             if shown:
                 total.append("")
                 model.append("")
@@ -171,7 +180,7 @@ class CompressionReport:
             model.append("")
         allrows = [head, *rows, total, model]
         widths = [max(len(r[i]) for r in allrows) for i in range(len(head))]
-        right = {2, 5, 7, 8, 9, 10, 11}
+        right = {2, 5, 7, 8, 9, 10, 11, 12}
 
         def fmt(r: list[str]) -> str:
             return "  ".join(

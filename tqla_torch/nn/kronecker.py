@@ -110,12 +110,17 @@ def kron_decompose(
     tol: float | None = None,
     n_restarts: int = 1,
     seed: Any = None,
+    moment: torch.Tensor | None = None,
+    damp: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, Any, Any, float]:
     """Decompose a matrix; returns (A, B, row_perm, col_perm, relative error).
 
     Rows are the outputs and columns the inputs (a layer's (out, in) weight); for an
     embedding table (V, d) the columns are the features.  ``seed`` is
     anything ``numpy.random.default_rng`` accepts (compress passes ``[seed, hash(name)]``).
+    With ``moment`` (the in×in second moment C of the layer's inputs) the fit is
+    activation-aware (:func:`tqla.whitened_kron_svd` / :func:`tqla.whitened_permuted_kron`,
+    damping ``damp``); the returned error stays the plain relative Frobenius error.
     """
     if method not in KRON_METHODS:
         raise ValueError(f"method must be one of {KRON_METHODS}, got {method!r}")
@@ -129,17 +134,21 @@ def kron_decompose(
         # benchmarks/bench_compress.py): decompose a NumPy view of the weight (no copy)
         # and hand the factors back as tensors.  Same algorithm, same seed.
         Wn = W.numpy()
+        Mn = None if moment is None else moment.detach().to("cpu", W.dtype).numpy()
         A, B, rp, cp, err = _decompose(
-            Wn, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed
+            Wn, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed, Mn, damp
         )
         A, B, rp, cp = (
             None if v is None else torch.from_numpy(np.ascontiguousarray(v)) for v in (A, B, rp, cp)
         )
         return A, B, rp, cp, err
-    return _decompose(W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed)
+    Mt = None if moment is None else moment.detach().to(W)
+    return _decompose(
+        W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed, Mt, damp
+    )
 
 
-def _decompose(W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed):
+def _decompose(W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, seed, moment, damp):
     """kron_decompose on a validated matrix of any array library (its library out)."""
     from tqla.kron import kron_svd
     from tqla.permuted import permuted_kron
@@ -150,7 +159,12 @@ def _decompose(W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, s
                 f"permute={permute!r} needs method='permuted_kron'; method='kron' has no "
                 f"permutations (use permute='none')"
             )
-        K = kron_svd(W, shape, rank)
+        if moment is not None:
+            from tqla.whiten import whitened_kron_svd
+
+            K = whitened_kron_svd(W, moment, shape, rank, damp=damp)
+        else:
+            K = kron_svd(W, shape, rank)
         A, B = K.A, K.B
         rp = cp = None
         approx = K.to_dense()
@@ -162,10 +176,17 @@ def _decompose(W, shape, rank, method, permute, rule, n_iter, tol, n_restarts, s
             opts["n_iter"] = n_iter
         if tol is not None:
             opts["tol"] = tol
-        P = permuted_kron(W, shape, rank, **opts)
+        if moment is not None:
+            from tqla.whiten import whitened_permuted_kron
+
+            P = whitened_permuted_kron(W, moment, shape, rank, damp=damp, **opts)
+        else:
+            P = permuted_kron(W, shape, rank, **opts)
         A, B = P.kron.A, P.kron.B
         rp = P.row_perm if P.permuted[0] else None
         cp = P.col_perm if P.permuted[1] else None
+        if moment is not None:
+            return A, B, rp, cp, _relative_error(P.to_dense(), W)
         return A, B, rp, cp, float(P.errors[-1])
     return A, B, rp, cp, _relative_error(approx, W)
 
@@ -394,8 +415,13 @@ class KroneckerLinear(CompressedModule):
         tol: float | None = None,
         n_restarts: int = 1,
         seed: Any = 0,
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
     ) -> KroneckerLinear:
-        """Decompose an (out, in) weight matrix into a layer (see :meth:`from_linear`)."""
+        """Decompose an (out, in) weight matrix into a layer (see :meth:`from_linear`).
+
+        ``moment``: the in×in second moment of the layer's inputs for an activation-aware
+        fit (``damp``: its relative damping; see :mod:`tqla.whiten`)."""
         s = KroneckerShape.of(shape)
         if permute is None:
             permute = "both" if method == "permuted_kron" else "none"
@@ -410,6 +436,8 @@ class KroneckerLinear(CompressedModule):
             tol=tol,
             n_restarts=n_restarts,
             seed=seed,
+            moment=moment,
+            damp=damp,
         )
         dtype, device = weight.dtype, weight.device
         layer = cls.from_factors(
@@ -547,8 +575,17 @@ class KroneckerLinear(CompressedModule):
         )
 
     @classmethod
-    def from_module(cls, module: nn.Module, settings: Any, *, name: str = "") -> KroneckerLinear:
-        """Fit a layer to ``module`` (Linear or Conv1D) by ``settings.method``."""
+    def from_module(
+        cls,
+        module: nn.Module,
+        settings: Any,
+        *,
+        name: str = "",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
+    ) -> KroneckerLinear:
+        """Fit a layer to ``module`` (Linear or Conv1D) by ``settings.method`` (to its
+        inputs when ``moment``, their in×in second moment, is given)."""
         plan = cls.plan(module, settings, name=name or "module")
         v = weight_view(module)
         return cls.from_dense(
@@ -565,6 +602,8 @@ class KroneckerLinear(CompressedModule):
             tol=settings.tol,
             n_restarts=settings.n_restarts,
             seed=seed_for(settings.seed, name),
+            moment=moment,
+            damp=damp,
         )
 
     # -- description -------------------------------------------------------------------

@@ -59,13 +59,25 @@ def svd_rank(settings: Any, in_features: int, out_features: int, bias: bool, whe
     return rank
 
 
-def _truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _truncated_svd(
+    W: torch.Tensor, rank: int, moment: torch.Tensor | None = None, damp: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Best rank-``rank`` factors ``W ≈ U·V`` (U = U_r√Σ_r, V = √Σ_r V_rᵀ) from
     :func:`tqla.truncated_svd` (its routes and sign rule), and the relative error
-    ‖W − U·V‖/‖W‖ = √(‖W‖² − Σ σ_k²)/‖W‖ (in float64)."""
+    ‖W − U·V‖/‖W‖ = √(‖W‖² − Σ σ_k²)/‖W‖ (in float64).  With ``moment`` (the in×in second
+    moment of the inputs) the fit is :func:`tqla.whitened_svd` (the error stays plain)."""
     from tqla import truncated_svd
 
     Wd = W.detach().to(torch.float64)
+    if moment is not None:
+        from tqla import whitened_svd
+
+        U, sig, Vh = whitened_svd(Wd, moment.to(Wd), rank, damp=damp)
+        root = sig.sqrt()
+        Uf, Vf = U * root[None, :], root[:, None] * Vh
+        norm = torch.linalg.norm(Wd)
+        err = float(torch.linalg.norm(Wd - Uf @ Vf) / norm) if bool(norm > 0) else 0.0
+        return Uf, Vf, err
     U, sig, Vh = truncated_svd(Wd, rank)
     total = float((Wd * Wd).sum())
     tail = max(total - float((sig * sig).sum()), 0.0)
@@ -154,8 +166,11 @@ class LowRankLinear(CompressedModule):
         n_params: int | None = None,
         implementation: str = "factorized",
         source: str = "linear",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
     ) -> LowRankLinear:
-        """Truncated SVD of an (out, in) weight: ``U = U_r √Σ_r``, ``V = √Σ_r V_rᵀ``.
+        """Truncated SVD of an (out, in) weight: ``U = U_r √Σ_r``, ``V = √Σ_r V_rᵀ``
+        (activation-aware, :func:`tqla.whitened_svd`, when ``moment`` is given).
 
         Give ``rank`` or a parameter budget ``n_params`` (factors plus bias; the nearest
         rank is used, see :func:`low_rank_for_budget`).
@@ -169,7 +184,7 @@ class LowRankLinear(CompressedModule):
             rank = low_rank_for_budget(
                 in_f, out_f, check_pos_int(n_params, "n_params"), bias is not None
             )
-        U, V, err = _truncated_svd(weight.detach(), rank)
+        U, V, err = _truncated_svd(weight.detach(), rank, moment, damp)
         layer = cls(
             in_f,
             out_f,
@@ -248,9 +263,28 @@ class LowRankLinear(CompressedModule):
         )
 
     @classmethod
-    def from_module(cls, module: nn.Module, settings: Any, *, name: str = "") -> LowRankLinear:
+    def from_module(
+        cls,
+        module: nn.Module,
+        settings: Any,
+        *,
+        name: str = "",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
+    ) -> LowRankLinear:
         plan = cls.plan(module, settings, name=name or "module")
-        return cls.from_linear(module, plan.rank, implementation=settings.implementation)
+        if moment is None:
+            return cls.from_linear(module, plan.rank, implementation=settings.implementation)
+        v = weight_view(module)
+        return cls.from_dense(
+            v.weight_out_in,
+            v.bias,
+            plan.rank,
+            implementation=settings.implementation,
+            source=v.kind,
+            moment=moment,
+            damp=damp,
+        )
 
     @property
     def rank(self) -> int:

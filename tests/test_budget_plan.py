@@ -1,0 +1,219 @@
+"""plan_for_budget, calibration statistics and activation-aware compress (tqla_torch)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from torch import nn  # noqa: E402
+
+import tqla_torch  # noqa: E402
+from tqla_torch.compression.budget_plan import (  # noqa: E402
+    allocate,
+    layer_curves,
+    plan_for_budget,
+)
+from tqla_torch.compression.calibrate import collect_statistics  # noqa: E402
+
+
+def _gpt2(seed=0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=64,
+                     bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def _data(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 64, (2, 12), generator=g) for _ in range(n)]
+
+
+B_SHAPES = [(2, 2), (4, 2)]
+
+
+class ZeroFed(nn.Module):
+    """lin2 only ever sees zeros; lin3 is never called."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin1 = nn.Linear(8, 8)
+        self.lin2 = nn.Linear(8, 8)
+        self.lin3 = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin1(x) + self.lin2(torch.zeros_like(x))
+
+
+# --------------------------------------------------------------------------------------
+# budget, determinism
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("budget", [0.6, 0.75, 0.9])
+def test_plan_never_exceeds_the_budget(budget):
+    model = _gpt2()
+    cfg = plan_for_budget(model, budget, _data(), b_shapes=B_SHAPES)
+    limit = int(np.floor(budget * tqla_torch.count_parameters(model)))
+    rep = tqla_torch.inspect(model, cfg)
+    assert rep.params_after <= limit
+    assert rep.params_after == cfg.auto_plan.params_after
+    # and it uses the budget: no single further step of any module would have fit
+    assert rep.params_after >= limit - 2 * (16 + 64) - 64
+
+
+def test_plan_is_deterministic_for_a_seed():
+    a = plan_for_budget(_gpt2(), 0.7, _data(), b_shapes=B_SHAPES, seed=3)
+    b = plan_for_budget(_gpt2(), 0.7, _data(), b_shapes=B_SHAPES, seed=3)
+    assert a.to_dict() == b.to_dict()
+    assert [r.predicted_error for r in a.auto_plan.rows] == [r.predicted_error for r in b.auto_plan.rows]
+
+
+def test_compress_meets_the_plan_and_reports_predicted_errors():
+    model = _gpt2()
+    cfg = plan_for_budget(model, 0.7, _data(), b_shapes=B_SHAPES)
+    text = str(tqla_torch.inspect(model, cfg))
+    assert "pred. error" in text
+    rep = tqla_torch.compress(model, cfg)
+    assert rep.params_after == cfg.auto_plan.params_after
+    assert all(m.predicted_error is not None for m in rep.modules)
+
+
+def test_zero_inputs_get_the_smallest_representation():
+    model = ZeroFed()
+    data = [torch.randn(5, 8) for _ in range(2)]
+    cfg = plan_for_budget(model, 0.9, data, target_modules=["lin1", "lin2"], sensitivity="uniform",
+                          b_shapes=[(2, 2), (1, 2)])
+    rows = {r.name: r for r in cfg.auto_plan.rows}
+    W = model.lin2.weight
+    smallest = min(c.params for c in layer_curves(W, torch.zeros(8, 8), bias=8, b_shapes=[(2, 2), (1, 2)]))
+    assert rows["lin2"].params_after == smallest
+    assert rows["lin2"].predicted_error == 0.0
+    assert rows["lin1"].params_after > smallest
+
+
+def test_allocation_follows_the_weights():
+    # two identical curves: the heavier-weighted module gets at least as many parameters
+    W = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+    C = torch.eye(8, dtype=torch.float64)
+    cur = layer_curves(W, C, bias=0, methods=["svd"], allow_dense=False)
+    got = allocate({"a": cur, "b": cur}, {"a": 10.0, "b": 1.0}, 4 * 16)
+    assert got["a"].params > got["b"].params
+
+
+# --------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------
+def test_moments_stream_over_batches_and_dataloader_of_dicts():
+    model = _gpt2()
+    mods = {"transformer.h.0.mlp.c_fc": model.transformer.h[0].mlp.c_fc}
+    ids = torch.cat(_data())
+    seen = []
+    h = mods["transformer.h.0.mlp.c_fc"].register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().reshape(-1, 16)))
+    st = collect_statistics(model, [{"input_ids": b} for b in _data()], mods, sensitivity=False)
+    h.remove()
+    X = torch.cat(seen).double()
+    torch.testing.assert_close(st.moments["transformer.h.0.mlp.c_fc"], X.T @ X / X.shape[0])
+    loader = torch.utils.data.DataLoader([{"input_ids": r} for r in ids], batch_size=2)
+    st2 = collect_statistics(model, loader, mods, sensitivity=True)
+    torch.testing.assert_close(st2.moments["transformer.h.0.mlp.c_fc"], st.moments["transformer.h.0.mlp.c_fc"])
+    assert st2.sensitivity["transformer.h.0.mlp.c_fc"] > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------
+# activation-aware compress
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["svd", "kron", "permuted_kron"])
+def test_identity_moments_give_the_plain_fit(method):
+    extra = {"rank": 3} if method == "svd" else {"b_shape": [2, 2], "rank": 2, "n_iter": 2}
+    cfg = tqla_torch.CompressionConfig(target_modules=["c_fc"], method=method, **extra)
+    a, b = _gpt2(), _gpt2()
+    tqla_torch.compress(a, cfg)
+    names = [n for n, _ in b.named_modules() if n.endswith("c_fc")]
+    tqla_torch.compress(b, cfg, moments={n: torch.eye(16, dtype=torch.float64) for n in names})
+    for n in names:
+        wa, wb = a.get_submodule(n).to_dense(), b.get_submodule(n).to_dense()
+        torch.testing.assert_close(wa, wb, atol=1e-5, rtol=1e-5)
+
+
+def test_activation_aware_svd_reduces_the_output_error():
+    model = _gpt2()
+    name = "transformer.h.0.mlp.c_proj"
+    mod = model.get_submodule(name)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(400, 64, generator=g) * torch.linspace(0.05, 3, 64)
+    C = (X.T @ X / 400).double()
+    cfg = tqla_torch.CompressionConfig(target_modules=[name], method="svd", rank=4)
+    plain, aware = copy.deepcopy(model), copy.deepcopy(model)
+    tqla_torch.compress(plain, cfg)
+    tqla_torch.compress(aware, cfg, moments={name: C}, damp=0.0)
+    y = mod(X)
+    e_plain = (plain.get_submodule(name)(X) - y).norm()
+    e_aware = (aware.get_submodule(name)(X) - y).norm()
+    assert e_aware < e_plain  # the whitened fit is optimal on these inputs
+
+
+# --------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------
+def test_budget_below_the_smallest_plan_or_above_the_model():
+    model = _gpt2()
+    total = tqla_torch.count_parameters(model)
+    with pytest.raises(ValueError, match="below the smallest possible plan"):
+        plan_for_budget(model, 1000, _data(), b_shapes=B_SHAPES)
+    with pytest.raises(ValueError, match="above the model"):
+        plan_for_budget(model, total + 1, _data())
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+        plan_for_budget(model, 1.5, _data())
+    with pytest.raises(TypeError, match="budget must be an int"):
+        plan_for_budget(model, "half", _data())
+
+
+def test_data_that_does_not_fit_the_model():
+    model = _gpt2()
+    with pytest.raises(ValueError, match="batch 0 does not fit the model"):
+        plan_for_budget(model, 0.7, [torch.randint(100, 200, (2, 8))])
+    with pytest.raises(TypeError, match="batch 0 is a str"):
+        plan_for_budget(model, 0.7, ["some text"])
+    with pytest.raises(ValueError, match="no calibration batch"):
+        plan_for_budget(model, 0.7, [])
+
+
+def test_modules_without_inputs_are_named():
+    model = ZeroFed()
+    with pytest.raises(ValueError, match="modules without inputs.*lin3"):
+        plan_for_budget(model, 0.9, [torch.randn(5, 8)], sensitivity="uniform")
+
+
+def test_moments_of_the_wrong_shape_are_named():
+    cfg = tqla_torch.CompressionConfig(target_modules=["c_fc"], method="svd", rank=2)
+    with pytest.raises(ValueError, match=r"moments\['transformer.h.0.mlp.c_fc'\] must be the \(16, 16\)"):
+        tqla_torch.compress(_gpt2(), cfg, moments={"transformer.h.0.mlp.c_fc": torch.eye(3)})
+
+
+@pytest.mark.parametrize("method", ["svd", "kron"])
+def test_curve_errors_are_the_exact_errors_of_the_fits(method):
+    import tqla
+    from tqla.whiten import whitened_error
+
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(8, 12, generator=g, dtype=torch.float64)
+    X = torch.randn(60, 12, generator=g, dtype=torch.float64) * torch.linspace(0.1, 2, 12)
+    C = X.T @ X / 60
+    damp = 0.01
+    Creg = (C + damp * torch.trace(C) / 12 * torch.eye(12, dtype=torch.float64)).numpy()
+    curves = layer_curves(W, C, bias=0, methods=[method], b_shapes=[(2, 3)], damp=damp,
+                          allow_dense=False)
+    for c in curves:
+        if method == "svd":
+            U, s, Vh = tqla.whitened_svd(W.numpy(), C.numpy(), c.rank, damp=damp)
+            approx = (U * s) @ Vh
+        else:
+            approx = tqla.whitened_kron_svd(W.numpy(), C.numpy(), c.shape, c.rank, damp=damp).to_dense()
+        err = whitened_error(W.numpy(), approx, Creg, relative=False) ** 2
+        assert c.error2 == pytest.approx(err, rel=1e-7, abs=1e-9)

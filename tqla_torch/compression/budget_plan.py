@@ -1,0 +1,489 @@
+"""An automatic per-layer plan for a parameter budget, fitted to calibration data.
+
+:func:`plan_for_budget` measures each target module's input second moment C and
+sensitivity on calibration data (:mod:`~tqla_torch.compression.calibrate`), computes an
+error curve for every candidate (method × factor shape, every rank at once from one
+decomposition: the tail of the whitened spectrum, :mod:`tqla.whiten`), and allocates the
+budget across modules by equal marginal gain: a greedy walk along each curve's lower convex
+hull, always taking the step with the largest decrease of sensitivity × error per
+parameter that still fits.  docs/auto.md has the method and measurements.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tqla.shapes import KroneckerShape
+from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
+from tqla_torch.compression.config import CompressionConfig
+from tqla_torch.nn.weights import is_conv1d, weight_view
+
+__all__ = ["AutoPlan", "Candidate", "PlanRow", "layer_curves", "plan_for_budget"]
+
+AUTO_METHODS = ("svd", "kron")
+SENSITIVITIES = ("fisher", "uniform")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of a module's error curve."""
+
+    method: str  # "svd", "kron" or "dense"
+    shape: tuple | None  # ((p, q), (s, t)) out×in for kron
+    rank: int
+    params: int  # of the module after compression (factors + bias)
+    error2: float  # whitened squared error tr(ΔW·C·ΔWᵀ)
+
+
+@dataclass
+class PlanRow:
+    """The plan of one module (what :func:`tqla_torch.inspect` shows)."""
+
+    name: str
+    method: str
+    shape: list | None
+    rank: int
+    params_before: int
+    params_after: int
+    predicted_error: float  # relative whitened error √(e²/tr(W·C·Wᵀ))
+    sensitivity: float
+
+
+@dataclass
+class AutoPlan:
+    """Everything :func:`plan_for_budget` decided and measured (attached to the config it
+    returns as ``config.auto_plan``; not part of its JSON)."""
+
+    budget: int
+    params_before: int
+    params_after: int
+    rows: list[PlanRow]
+    moments: dict[str, torch.Tensor] = field(repr=False)
+    damp: float
+    seconds: dict[str, float]
+    n_candidates: int
+
+    def table(self) -> str:
+        head = (
+            f"{'module':<34} {'method':<6} {'shape':<16} {'rank':>5} {'params':>9} "
+            f"{'pred. err':>9}"
+        )
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            shp = ""
+            if r.shape is not None:
+                (p, q), (s, t) = r.shape
+                shp = f"{p}×{q} ⊗ {s}×{t}"
+            lines.append(
+                f"{r.name:<34} {r.method:<6} {shp:<16} {r.rank:>5} {r.params_after:>9,} "
+                f"{r.predicted_error:>9.4f}"
+            )
+        lines.append(
+            f"model: {self.params_before:,} → {self.params_after:,} parameters "
+            f"(budget {self.budget:,})"
+        )
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def default_b_shapes(out_f: int, in_f: int) -> list[tuple[int, int]]:
+    """B shapes (s, t), out×in, tried by default: s, t ∈ {1, 2, 4, 8} dividing out and in,
+    2 <= s·t <= 32."""
+    small = (1, 2, 4, 8)
+    return [
+        (s, t)
+        for s in small
+        for t in small
+        if out_f % s == 0 and in_f % t == 0 and 2 <= s * t <= 32
+    ]
+
+
+def layer_curves(
+    W: torch.Tensor,
+    C: torch.Tensor,
+    *,
+    bias: int,
+    methods: Sequence[str] = AUTO_METHODS,
+    b_shapes: Sequence[tuple[int, int]] | None = None,
+    damp: float = 0.01,
+    allow_dense: bool = True,
+) -> list[Candidate]:
+    """Every candidate (method × shape × rank) of one module with its whitened error.
+
+    SVD: one spectrum of W·S gives every rank (the squared error of rank r is the tail
+    Σ_{k>r} σ_k²).  Kronecker: per B shape, one closed-form fit (kron_svd of W·(S₁⊗S₂),
+    C ≈ C₁⊗C₂) at the largest useful rank gives every rank (its prefixes), each error
+    measured exactly in the (damped) C.  Only candidates smaller than
+    the dense module are kept; ``allow_dense`` adds the dense module itself (error 0).
+    """
+    from tqla import whitened_spectrum
+
+    out_f, in_f = (int(v) for v in W.shape)
+    dense = out_f * in_f + bias
+    Wd = W.detach().to(torch.float64).cpu().numpy()
+    Cd = C.detach().to(torch.float64).cpu().numpy()
+    cands: list[Candidate] = []
+    if "svd" in methods:
+        sig = whitened_spectrum(Wd, Cd, damp=damp)
+        tails = _tails(sig)
+        for r in range(1, min(out_f, in_f) + 1):
+            p = r * (out_f + in_f) + bias
+            if p >= dense:
+                break
+            cands.append(Candidate("svd", None, r, p, float(tails[r])))
+    if "kron" in methods:
+        roots: dict = {}  # C₁, C₂ and their roots depend on the column factors only
+        for s, t in b_shapes if b_shapes is not None else default_b_shapes(out_f, in_f):
+            if out_f % s or in_f % t:
+                raise ValueError(f"b_shape ({s}, {t}) does not divide the module's {out_f}×{in_f}")
+            shape = ((out_f // s, in_f // t), (s, t))
+            per = shape[0][0] * shape[0][1] + s * t
+            top = min((dense - 1 - bias) // per, min(shape[0][0] * shape[0][1], s * t))
+            if top < 1:
+                continue
+            for r, err2 in enumerate(_kron_errors(Wd, Cd, shape, top, damp, roots), start=1):
+                cands.append(Candidate("kron", shape, r, r * per + bias, err2))
+    if allow_dense:
+        cands.append(Candidate("dense", None, 0, dense, 0.0))
+    return cands
+
+
+def _kron_errors(
+    Wd: np.ndarray, Cd: np.ndarray, shape: tuple, top: int, damp: float, roots: dict
+) -> list[float]:
+    """Exact whitened squared errors (in the damped C, the norm of the SVD curves) of the
+    closed-form Kronecker fits of ranks 1..top: the rank-r fit is the first r terms of the
+    rank-top one (a truncated SVD of W·(S₁⊗S₂)), so one decomposition serves every rank;
+    each rank adds one M×N·N product."""
+    from tqla.kron import kron_svd
+    from tqla.whiten import _kron_roots
+
+    (m1, n1), (m2, n2) = shape
+    key = (n1, n2, damp)
+    if key not in roots:
+        roots[key] = _kron_roots(Cd, KroneckerShape(shape[0], shape[1]), damp)
+    S1, S1p, S2, S2p = roots[key]
+    n3 = Wd.reshape(Wd.shape[0], n1, n2)
+    Ww = np.einsum("mab,ac,bd->mcd", n3, S1, S2, optimize=True).reshape(Wd.shape)
+    K = kron_svd(Ww, shape, top)
+    A = np.einsum("kij,jl->kil", np.asarray(K.A), S1p)
+    B = np.einsum("kij,jl->kil", np.asarray(K.B), S2p)
+    Creg = Cd + damp * float(np.trace(Cd)) / Cd.shape[0] * np.eye(Cd.shape[0])
+    E = Wd.copy()
+    P = E @ Creg
+    out = []
+    for k in range(top):
+        T = np.kron(A[k], B[k])
+        E -= T
+        P -= T @ Creg
+        out.append(max(float(np.sum(E * P)), 0.0))
+    return out
+
+
+def _tails(sig: np.ndarray) -> np.ndarray:
+    """tails[r] = Σ_{k>=r} σ_k² (tails[len] = 0), clipped at 0."""
+    sq = np.asarray(sig, dtype=np.float64) ** 2
+    t = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
+    return np.clip(t, 0.0, None)
+
+
+def _hull(cands: list[Candidate], weight: float) -> list[Candidate]:
+    """Lower convex hull of (params, weight·error²), from the smallest candidate on,
+    keeping only strictly decreasing errors."""
+    pts = sorted(cands, key=lambda c: (c.params, c.error2, c.method, c.rank))
+    start = pts[0]
+    best_at: list[Candidate] = [start]
+    for c in pts[1:]:
+        if c.error2 < best_at[-1].error2 and c.params > best_at[-1].params:
+            best_at.append(c)
+    hull: list[Candidate] = []
+    for c in best_at:
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # b is above the segment a→c: drop it
+            above = (b.error2 - a.error2) * (c.params - a.params)
+            if above >= (c.error2 - a.error2) * (b.params - a.params):
+                hull.pop()
+            else:
+                break
+        hull.append(c)
+    return hull
+
+
+def allocate(
+    curves: Mapping[str, list[Candidate]], weights: Mapping[str, float], budget: int
+) -> dict[str, Candidate]:
+    """Greedy equal-marginal-gain allocation of ``budget`` parameters (for the modules in
+    ``curves``): start every module at its smallest candidate, then repeatedly take the
+    hull step with the largest weighted error decrease per parameter that still fits.
+
+    Raises ValueError if even the smallest candidates exceed ``budget``."""
+    names = sorted(curves)
+    hulls = {n: _hull(curves[n], weights[n]) for n in names}
+    chosen = {n: 0 for n in names}
+    used = sum(hulls[n][0].params for n in names)
+    if used > budget:
+        raise ValueError(f"smallest plan {used}")
+    heap: list[tuple[float, int, str]] = []
+
+    def push(i: int, n: str) -> None:
+        h = hulls[n]
+        k = chosen[n]
+        if k + 1 < len(h):
+            gain = weights[n] * (h[k].error2 - h[k + 1].error2) / (h[k + 1].params - h[k].params)
+            if gain > 0:
+                heapq.heappush(heap, (-gain, i, n))
+
+    for i, n in enumerate(names):
+        push(i, n)
+    while heap:
+        _, i, n = heapq.heappop(heap)
+        h, k = hulls[n], chosen[n]
+        step = h[k + 1].params - h[k].params
+        if used + step > budget:
+            continue  # this module's next step does not fit; others may
+        used += step
+        chosen[n] = k + 1
+        push(i, n)
+    return {n: hulls[n][chosen[n]] for n in names}
+
+
+# --------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------
+def _linear_targets(model: nn.Module, target_modules: Any, exclude: Any) -> dict[str, nn.Module]:
+    probe = CompressionConfig(
+        target_modules=target_modules if target_modules is not None else r".*",
+        exclude_modules=exclude,
+        method="svd",
+        rank=1,
+    )
+    out: dict[str, nn.Module] = {}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for name, m in model.named_modules():
+        if not name or not probe.matches(name):
+            continue
+        if isinstance(m, nn.Linear) or is_conv1d(m):
+            if isinstance(m, nn.Linear) and id(m.weight) in embeddings:
+                continue  # an LM head tied to an embedding: it follows the embedding
+            out[name] = m
+    if not out:
+        raise ValueError(
+            f"target_modules {target_modules!r} matched no Linear or Conv1D module of the model"
+        )
+    return out
+
+
+def _check_budget(budget: Any, total: int) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"budget must be an int (parameters of the whole model after compression) or a "
+            f"float fraction in (0, 1], got {type(budget).__name__}"
+        )
+    if isinstance(budget, (float, np.floating)):
+        if not (0.0 < float(budget) <= 1.0) or not math.isfinite(budget):
+            raise ValueError(f"budget as a fraction must be in (0, 1], got {budget!r}")
+        return int(math.floor(float(budget) * total))
+    budget = int(budget)
+    if budget > total:
+        raise ValueError(
+            f"budget {budget:,} is above the model's {total:,} parameters; give at most "
+            f"{total:,} (or a fraction in (0, 1])"
+        )
+    if budget < 1:
+        raise ValueError(f"budget must be positive, got {budget}")
+    return budget
+
+
+def plan_for_budget(
+    model: nn.Module,
+    budget: int | float,
+    data: Iterable[Any],
+    *,
+    target_modules: str | list[str] | None = None,
+    exclude_modules: str | list[str] | None = None,
+    methods: Sequence[str] = AUTO_METHODS,
+    b_shapes: Sequence[tuple[int, int]] | None = None,
+    sensitivity: str | Mapping[str, float] = "fisher",
+    damp: float = 0.01,
+    allow_dense: bool = True,
+    max_batches: int | None = None,
+    seed: int = 0,
+    base: CompressionConfig | None = None,
+) -> CompressionConfig:
+    """A :class:`CompressionConfig` with per-module overrides that meets a parameter budget.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    budget : int or float
+        Parameters of the whole model after compression (an int), or a fraction of today's
+        count (a float in (0, 1]).  Modules that are not targeted count at their size.
+    data : iterable of batches
+        Calibration data: dicts of tensors (as a tokenizer returns them), tensors of input
+        ids, or a DataLoader of either.
+    target_modules, exclude_modules : optional
+        Candidate modules, with :class:`CompressionConfig`'s matching rules (default: every
+        ``Linear``/``Conv1D``; an LM head tied to an embedding is never a candidate).
+    methods : sequence of {"svd", "kron"}
+        Methods to choose from.
+    b_shapes : sequence of (s, t), optional
+        Kronecker B shapes (out×in) to try; default :func:`default_b_shapes` per module.
+    sensitivity : {"fisher", "uniform"} or dict of str to float
+        Weight of each module's error: measured Fisher-style score (see
+        :mod:`~tqla_torch.compression.calibrate`), 1 for all, or given per module name
+        (e.g. LWIQ importances).
+    damp : float, default 0.01
+        Relative damping of the input moments (:func:`tqla.moment_root`).
+    allow_dense : bool, default True
+        Whether a module may stay uncompressed.
+    max_batches : int, optional
+        Use at most this many calibration batches.
+    seed : int, default 0
+        Seed of the random projection of the sensitivity (models without logits).
+    base : CompressionConfig, optional
+        Settings the plan starts from (implementation, ...); its targets are replaced.
+
+    Returns
+    -------
+    CompressionConfig
+        ``target_modules`` lists the compressed modules, ``overrides`` holds each one's
+        method, shape and rank.  ``config.auto_plan`` (an :class:`AutoPlan`, not saved with
+        the JSON) has the per-module choices, predicted errors and the input moments, which
+        :func:`tqla_torch.compress` uses for activation-aware fitting.
+
+    Raises
+    ------
+    ValueError
+        If the budget is below the smallest possible plan or above the model, the data do
+        not fit the model, or a target module received no input.
+    """
+    from tqla_torch.compression.apply import count_parameters
+
+    unknown = [m for m in methods if m not in AUTO_METHODS]
+    if unknown or not methods:
+        raise ValueError(
+            f"methods must be a non-empty subset of {AUTO_METHODS}, got {list(methods)}"
+        )
+    if isinstance(sensitivity, str) and sensitivity not in SENSITIVITIES:
+        raise ValueError(
+            f"sensitivity must be one of {SENSITIVITIES} or a dict, got {sensitivity!r}"
+        )
+    total = count_parameters(model)
+    budget = _check_budget(budget, total)
+    modules = _linear_targets(model, target_modules, exclude_modules)
+    if isinstance(sensitivity, Mapping):
+        missing = sorted(set(modules) - set(sensitivity))
+        if missing:
+            raise ValueError(f"sensitivity: no score for modules {missing}")
+    t0 = time.perf_counter()
+    stats: CalibrationStats = collect_statistics(
+        model,
+        data,
+        modules,
+        sensitivity=sensitivity == "fisher",
+        max_batches=max_batches,
+        seed=seed,
+    )
+    t1 = time.perf_counter()
+    curves, dense, refs = {}, {}, {}
+    for name, m in modules.items():
+        v = weight_view(m)
+        bias = 0 if v.bias is None else v.bias.numel()
+        dense[name] = v.in_features * v.out_features + bias
+        W = v.weight_out_in.detach()
+        curves[name] = layer_curves(
+            W, stats.moments[name], bias=bias, methods=methods, b_shapes=b_shapes, damp=damp,
+            allow_dense=allow_dense,
+        )
+        Wd = W.to(torch.float64).cpu()
+        refs[name] = float((Wd * (Wd @ stats.moments[name].cpu())).sum())
+    t2 = time.perf_counter()
+    if sensitivity == "fisher":
+        weights = dict(stats.sensitivity)
+    elif sensitivity == "uniform":
+        weights = dict.fromkeys(modules, 1.0)
+    else:
+        weights = {n: float(sensitivity[n]) for n in modules}
+    fixed = total - sum(dense.values())
+    try:
+        chosen = allocate(curves, weights, budget - fixed)
+    except ValueError:
+        smallest = fixed + sum(min(c.params for c in curves[n]) for n in modules)
+        raise ValueError(
+            f"budget {budget:,} is below the smallest possible plan: {smallest:,} parameters "
+            f"({fixed:,} outside the target modules plus the smallest representation of each "
+            f"of the {len(modules)} targets)"
+        ) from None
+    t3 = time.perf_counter()
+    rows = [
+        PlanRow(
+            name=n,
+            method=c.method,
+            shape=None if c.shape is None else [list(c.shape[0]), list(c.shape[1])],
+            rank=c.rank,
+            params_before=dense[n],
+            params_after=c.params,
+            predicted_error=math.sqrt(c.error2 / refs[n]) if refs[n] > 0 else 0.0,
+            sensitivity=weights[n],
+        )
+        for n, c in chosen.items()
+    ]
+    config = _to_config(rows, base)
+    n_cand = sum(len(c) for c in curves.values())
+    config.auto_plan = AutoPlan(
+        budget=budget,
+        params_before=total,
+        params_after=fixed + sum(r.params_after for r in rows),
+        rows=rows,
+        moments={r.name: stats.moments[r.name] for r in rows if r.method != "dense"},
+        damp=damp,
+        seconds={"statistics": t1 - t0, "curves": t2 - t1, "allocation": t3 - t2},
+        n_candidates=n_cand,
+    )
+    return config
+
+
+def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> CompressionConfig:
+    compressed = [r for r in rows if r.method != "dense"]
+    if not compressed:
+        raise ValueError(
+            "the budget leaves every target module dense; nothing to compress (lower the "
+            "budget or pass allow_dense=False)"
+        )
+    overrides: dict[str, dict[str, Any]] = {}
+    for r in compressed:
+        over: dict[str, Any] = {"method": r.method, "rank": r.rank}
+        if r.method == "kron":
+            over["shape"] = r.shape
+        overrides[re.escape(r.name)] = over
+    values = {} if base is None else base.to_dict()
+    values.update(
+        target_modules=[r.name for r in compressed],
+        exclude_modules=None,
+        method="svd",
+        rank=1,
+        shape=None,
+        b_shape=None,
+        n_params=None,
+        permute=None,
+        overrides=overrides,
+        orientation="out_in",
+    )
+    return CompressionConfig(**values)

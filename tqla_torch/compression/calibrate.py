@@ -1,0 +1,218 @@
+"""Calibration statistics: the input second moment of each target module, and its sensitivity.
+
+:func:`collect_statistics` runs a model over calibration batches with forward hooks on the
+target modules and accumulates, streaming, in float64:
+
+* the input second moment C = XᵀX / n of each module (X: every input vector the module saw,
+  one row per token) — one in×in matrix per module, whatever the amount of data;
+* a Fisher-style sensitivity: the mean squared gradient of a loss with respect to the
+  module's *output*, per output coordinate, E‖∂L/∂y‖² / out.  With it,
+  ½·sensitivity·tr(ΔW·C·ΔWᵀ) estimates the loss increase of a weight error ΔW (the
+  diagonal, isotropic Fisher approximation; docs/auto.md).  The loss is the model's
+  next-token cross-entropy when its output has ``logits`` and the batch ``input_ids``, else
+  a fixed random projection ⟨h, z⟩ of its first output tensor (then the sensitivity
+  estimates ‖∂h/∂y‖²_F, Hutchinson-style).
+
+Batches are what a tokenizer returns (a dict of tensors, passed as ``model(**batch)``), a
+tensor of input ids (``model(input_ids=...)`` for transformers models, else
+``model(tensor)``), or a DataLoader / any iterable of either.
+"""
+
+from __future__ import annotations
+
+import inspect as _inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tqla_torch.nn.weights import weight_view
+
+__all__ = ["CalibrationStats", "collect_statistics"]
+
+
+@dataclass
+class CalibrationStats:
+    """What :func:`collect_statistics` measured, per module name.
+
+    Attributes
+    ----------
+    moments : dict of str to torch.Tensor
+        C = XᵀX / n (float64, in×in, on the model's device).
+    tokens : dict of str to int
+        n, the number of input vectors each module saw.
+    sensitivity : dict of str to float
+        E‖∂L/∂y‖² / out per module (empty when not measured).
+    batches : int
+    """
+
+    moments: dict[str, torch.Tensor] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _call(model: nn.Module, batch: Any, device: torch.device, index: int) -> tuple[Any, Any]:
+    """Run ``model`` on one batch; returns (output, input_ids or None)."""
+    if isinstance(batch, Mapping) or (hasattr(batch, "keys") and hasattr(batch, "__getitem__")):
+        kwargs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in dict(batch).items()}
+        return model(**kwargs), kwargs.get("input_ids")
+    if torch.is_tensor(batch):
+        batch = batch.to(device)
+        params = _inspect.signature(model.forward).parameters
+        if "input_ids" in params:
+            return model(input_ids=batch), batch
+        return model(batch), None
+    if isinstance(batch, (list, tuple)) and len(batch) == 1 and torch.is_tensor(batch[0]):
+        return _call(model, batch[0], device, index)  # DataLoader over a TensorDataset
+    raise TypeError(
+        f"data: batch {index} is a {type(batch).__name__}; calibration batches must be dicts of "
+        f"tensors (as a tokenizer returns them), tensors of input ids, or a DataLoader of either"
+    )
+
+
+def _loss(out: Any, input_ids: Any, gen: torch.Generator) -> torch.Tensor:
+    logits = getattr(out, "logits", None)
+    if logits is not None and input_ids is not None and logits.dim() == 3:
+        lg = logits[:, :-1].float()
+        return torch.nn.functional.cross_entropy(
+            lg.reshape(-1, lg.shape[-1]), input_ids[:, 1:].reshape(-1)
+        )
+    h = out
+    if not torch.is_tensor(h):
+        h = getattr(out, "last_hidden_state", None)
+        if h is None:
+            h = out[0] if isinstance(out, (tuple, list)) or hasattr(out, "to_tuple") else None
+    if not torch.is_tensor(h) or not h.is_floating_point():
+        raise ValueError(
+            "sensitivity: the model's output has neither logits (with input_ids in the batch) "
+            "nor a floating tensor to project; pass sensitivity='uniform' or a dict of scores"
+        )
+    z = torch.randn(h.shape, generator=gen, dtype=torch.float32).to(h.device)
+    return (h.float() * z).sum() / max(1, h.shape[0]) ** 0.5
+
+
+def collect_statistics(
+    model: nn.Module,
+    data: Iterable[Any],
+    modules: Mapping[str, nn.Module],
+    *,
+    sensitivity: bool = True,
+    max_batches: int | None = None,
+    seed: int = 0,
+) -> CalibrationStats:
+    """Input second moments (and sensitivities) of ``modules`` over calibration ``data``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    data : iterable of batches
+        Dicts of tensors, tensors of input ids, or a DataLoader of either.
+    modules : dict of str to module
+        The modules to watch (``torch.nn.Linear`` or transformers ``Conv1D``), by name.
+    sensitivity : bool, default True
+        Also measure the Fisher-style sensitivity (one backward pass per batch).
+    max_batches : int, optional
+        Stop after this many batches.
+    seed : int, default 0
+        Seed of the random projection of the sensitivity loss (models without logits).
+
+    Returns
+    -------
+    CalibrationStats
+
+    Raises
+    ------
+    TypeError
+        If a batch is of an unsupported type (naming its index).
+    ValueError
+        If ``data`` is empty, a batch does not fit the model (the model's own error is
+        included), or a module received no input (naming the modules).
+    """
+    if not modules:
+        raise ValueError("modules: nothing to calibrate (no target module)")
+    device = _model_device(model)
+    acc: dict[str, torch.Tensor] = {}
+    tokens = dict.fromkeys(modules, 0)
+    grads = dict.fromkeys(modules, 0.0)
+    widths = {name: weight_view(m).in_features for name, m in modules.items()}
+
+    def pre_hook(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            x = args[0] if args else None
+            if not torch.is_tensor(x):
+                return
+            x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+            if x.shape[1] != widths[name]:
+                return
+            c = x.T @ x
+            acc[name] = c if name not in acc else acc[name].add_(c)
+            tokens[name] += int(x.shape[0])
+
+        return hook
+
+    def fwd_hook(name: str):
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            if sensitivity and torch.is_tensor(out) and out.requires_grad:
+
+                def on_grad(g: torch.Tensor) -> None:
+                    grads[name] += float((g.double() ** 2).sum())
+
+                out.register_hook(on_grad)
+
+        return hook
+
+    handles = []
+    for name, m in modules.items():
+        handles.append(m.register_forward_pre_hook(pre_hook(name)))
+        handles.append(m.register_forward_hook(fwd_hook(name)))
+    gen = torch.Generator().manual_seed(int(seed))
+    was_training = model.training
+    model.eval()
+    n_batches = 0
+    try:
+        for i, batch in enumerate(data):
+            if max_batches is not None and i >= max_batches:
+                break
+            with torch.set_grad_enabled(sensitivity):
+                try:
+                    out, ids = _call(model, batch, device, i)
+                except TypeError as err:
+                    if "calibration batches" in str(err):
+                        raise
+                    raise ValueError(f"data: batch {i} does not fit the model: {err}") from err
+                except (RuntimeError, ValueError, IndexError) as err:
+                    raise ValueError(f"data: batch {i} does not fit the model: {err}") from err
+                if sensitivity:
+                    _loss(out, ids, gen).backward()
+            n_batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+        if sensitivity:
+            model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    if n_batches == 0:
+        raise ValueError("data: no calibration batch (the iterable is empty)")
+    silent = [name for name in modules if tokens[name] == 0]
+    if silent:
+        raise ValueError(
+            "modules without inputs during calibration (not called by the model's forward on "
+            "this data, or called with inputs of another width): " + ", ".join(silent)
+        )
+    stats = CalibrationStats(batches=n_batches)
+    for name, m in modules.items():
+        n = tokens[name]
+        stats.moments[name] = acc[name] / n
+        stats.tokens[name] = n
+        if sensitivity:
+            stats.sensitivity[name] = grads[name] / n / weight_view(m).out_features
+    return stats
