@@ -427,6 +427,9 @@ def _check_tol(tol: Any) -> float:
     return tol
 
 
+# Longer than ~80 lines on purpose: argument validation, then the alternating loop written out
+# step by step (slot LSAP, refit, assign LSAP, refit, acceptance guard) so that the order of the
+# steps and the monotonicity guard read in one place, as in docs/permuted.md.
 def permuted_kron(
     W: Any,
     shape: Any,

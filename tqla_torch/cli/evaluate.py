@@ -92,6 +92,8 @@ def apply_json_defaults(
     return parser.parse_args(argv)
 
 
+# A little over ~80 lines: one flat sequence of checks and one branch per evaluation protocol
+# (text perplexity, LAMBADA); splitting it would only pass the parsed arguments around.
 def run(args: argparse.Namespace) -> int:
     from tqla_torch._models import check_vocabulary, count_parameters, load_tokenizer
     from tqla_torch.evaluate import lambada, text_perplexity

@@ -142,6 +142,8 @@ class KroneckerEmbedding(EmbeddingBase):
                 self.table[self.padding_idx].zero_()
 
     # -- construction ------------------------------------------------------------------
+    # Over ~80 lines: validation of the embedding and of the (possibly nested) plan, then one
+    # fit per level; each branch names its rule in its error message.
     @classmethod
     def from_embedding(
         cls,
