@@ -70,7 +70,7 @@ def gpt2_part(args, lines):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from tqla_torch.compression.presets import kron_gpt2_steps, svd_gpt2_steps, tq_gpt2_steps
-    from tqla_torch.evaluate import perplexity
+    from tqla_torch.training.evaluate import perplexity
     from tqla_torch.training.data import PackedDataset, builtin_tokenizer
     from tqla_torch.training.distill import DistillConfig, distill
     from tqla_torch.training.teacher import train_teacher

@@ -5,7 +5,7 @@ Measures, in one process and on the same data:
 1. a plain training step of the dense teacher (cross-entropy only, AdamW), tokens/s;
 2. a distillation step (:func:`tqla_torch.distill.distill`: teacher forward + student forward and
    backward + CE/KL loss, AdamW, clipping), tokens/s, and its ratio to (1);
-3. evaluation (:func:`tqla_torch.evaluate.perplexity`, non-overlapping windows), tokens/s.
+3. evaluation (:func:`tqla_torch.training.evaluate.perplexity`, non-overlapping windows), tokens/s.
 
 The two training measurements run in interleaved rounds (each round: a few warm-up steps, then
 timed steps), so that a change in machine load hits both alike. Per-step throughput is the median
@@ -44,7 +44,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from tqla_torch.data import PackedDataset, builtin_documents, builtin_tokenizer, tokenize_texts
 from tqla_torch.distill import DistillConfig, distill
-from tqla_torch.evaluate import perplexity
+from tqla_torch.training.evaluate import perplexity
 
 SMALL = dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)
 GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)

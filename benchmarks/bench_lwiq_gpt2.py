@@ -128,7 +128,7 @@ def replaced(model: nn.Module, family: object, ranks: dict[str, int]) -> nn.Modu
 
 
 def ppl(model: nn.Module, ids: torch.Tensor, window: int) -> float:
-    from tqla_torch.evaluate import perplexity
+    from tqla_torch.training.evaluate import perplexity
 
     return float(perplexity(model, ids, window=window, batch_size=16).ppl)
 

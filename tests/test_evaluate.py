@@ -1,4 +1,4 @@
-"""Tests of tqla_torch.evaluate: both perplexity protocols, LAMBADA, text files."""
+"""Tests of tqla_torch.training.evaluate: both perplexity protocols, LAMBADA, text files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from tqla_torch.data import builtin_tokenizer, tokenize_texts
-from tqla_torch.evaluate import lambada, load_lambada, perplexity, text_perplexity
+from tqla_torch.training.evaluate import lambada, load_lambada, perplexity, text_perplexity
 
 VOCAB = 97
 
@@ -111,7 +111,7 @@ def test_uniform_model_has_perplexity_equal_to_the_vocabulary():
 
 
 def test_window_is_clipped_to_n_positions(model, stream, caplog):
-    with caplog.at_level("INFO", logger="tqla_torch.evaluate"):
+    with caplog.at_level("INFO", logger="tqla_torch.training.evaluate"):
         result = perplexity(model, stream, window=1024)
     assert result.n_windows == math.ceil(203 / 32)
     assert "clipped to the model's n_positions 32" in caplog.text

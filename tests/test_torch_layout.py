@@ -19,7 +19,7 @@ from tqla_torch.nn import LAYER_IMPLEMENTATIONS, REGISTRY, KroneckerLinear
 
 PACKAGE = Path(tqla_torch.__file__).parent
 # Shims kept for one release: they import, never define.
-SHIMS = {"layers.py", "plan.py", "_shapes.py", "distill.py", "data.py", "demo.py"}
+SHIMS = {"layers.py", "plan.py", "_shapes.py", "distill.py", "data.py", "demo.py", "evaluate.py"}
 LAYERS = ["nn", "compression", "training", "cli"]
 
 

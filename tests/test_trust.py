@@ -77,7 +77,7 @@ def test_tqla_evaluate_scores_the_saved_weights(tmp_path, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from tqla_torch.data import builtin_documents, builtin_tokenizer
-    from tqla_torch.evaluate import text_perplexity
+    from tqla_torch.training.evaluate import text_perplexity
 
     tok = builtin_tokenizer(vocab_size=512)
     torch.manual_seed(0)

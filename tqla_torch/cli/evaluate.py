@@ -96,7 +96,7 @@ def apply_json_defaults(
 # (text perplexity, LAMBADA); splitting it would only pass the parsed arguments around.
 def run(args: argparse.Namespace) -> int:
     from tqla_torch._models import check_vocabulary, count_parameters, load_tokenizer
-    from tqla_torch.evaluate import lambada, text_perplexity
+    from tqla_torch.training.evaluate import lambada, text_perplexity
 
     data = None if args.data.lower() == "none" else args.data
     if data is None and args.lambada is None:

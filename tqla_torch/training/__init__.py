@@ -7,6 +7,7 @@
 * :mod:`~tqla_torch.training.optim` — seeding, parameter groups and the learning-rate
   schedule shared by distillation and the demo's teacher,
 * :mod:`~tqla_torch.training.data` — corpora, tokenisation and packed token blocks,
+* :mod:`~tqla_torch.training.evaluate` — perplexity (two protocols) and LAMBADA,
 * :mod:`~tqla_torch.training.demo` — the built-in end-to-end demo.
 
 Builds on :mod:`tqla_torch.compression`; the CLI builds on this package.

@@ -307,7 +307,7 @@ def _fingerprint(config: DemoConfig) -> dict[str, Any]:
 
 
 def _evaluate(model: nn.Module, ids: torch.Tensor, window: int, config: DemoConfig, device: Any):
-    from tqla_torch.evaluate import perplexity
+    from tqla_torch.training.evaluate import perplexity
 
     result = perplexity(model, ids, window=window, batch_size=config.eval_batch_size, device=device)
     model.to("cpu")
