@@ -39,6 +39,9 @@ OpenMP workers made a 2 ms kernel take 140 ms); the number of threads follows
 Accumulation is in float64 whatever the input dtype; outputs have W's dtype.  ``fastmath``
 is limited to re-association and contraction (so LLVM may vectorise the sums); it does
 not assume finite values, so NaN and infinity propagate as in NumPy.
+
+Over ~600 lines on purpose: the compiled kernels are specialised per factor shape (measured
+faster, benchmarks/results/kron_cpu.md), and keeping them in one module keeps one compile cache.
 """
 
 from __future__ import annotations

