@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from tqla import check_permutation
+from tqla_torch.nn.weights import is_conv1d
 
 __all__ = [
     "LAYER_IMPLEMENTATIONS",
@@ -39,6 +40,7 @@ __all__ = [
     "CompressedModule",
     "EmbeddingBase",
     "LayerPlan",
+    "LinearBase",
     "dense_linear",
     "set_module",
 ]
@@ -58,6 +60,27 @@ def check_implementation(value: Any) -> str:
     if value not in LAYER_IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {LAYER_IMPLEMENTATIONS}, got {value!r}")
     return value
+
+
+def check_source(source: Any) -> str:
+    """The kind of dense module a linear layer replaces: "linear" or "conv1d"."""
+    if source not in ("linear", "conv1d"):
+        raise ValueError(f"source must be 'linear' or 'conv1d', got {source!r}")
+    return source
+
+
+def check_rank_or_budget(rank: Any, n_params: Any) -> None:
+    """ValueError unless exactly one of ``rank`` and ``n_params`` is given."""
+    if (rank is None) == (n_params is None):
+        raise ValueError(
+            f"give exactly one of rank and n_params, got rank={rank!r}, n_params={n_params!r}"
+        )
+
+
+def check_linear_repeat(settings: Any, where: str) -> None:
+    """ValueError if ``settings`` asks a linear layer for ``repeat`` > 1 (embeddings only)."""
+    if settings.repeat > 1:
+        raise ValueError(f"{where}: repeat={settings.repeat} applies to embeddings only")
 
 
 def check_pos_int(value: Any, name: str) -> int:
@@ -236,6 +259,20 @@ class CompressedModule(nn.Module):
             None if approximation_error is None else float(approximation_error)
         )
 
+    # -- shared pieces of the constructors ----------------------------------------------
+    def _init_bias(self, bias: bool, size: int, factory: dict[str, Any]) -> None:
+        """An empty ``bias`` parameter of ``size`` entries, or a registered None."""
+        if bias:
+            self.bias = nn.Parameter(torch.empty(size, **factory))
+        else:
+            self.register_parameter("bias", None)
+
+    def _reset_bias(self, fan_in: int) -> None:
+        """``torch.nn.Linear``'s bias initialisation U(−1/√fan_in, 1/√fan_in) (if any)."""
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
     # -- lookup ------------------------------------------------------------------------
     @staticmethod
     def layer_type(name: str) -> type[CompressedModule]:
@@ -315,6 +352,25 @@ class CompressedModule(nn.Module):
     def extra_repr(self) -> str:
         values = ", ".join(f"{k}={v}" for k, v in self._spec_values().items())
         return f"{values}, params={self.n_params}"
+
+
+# --------------------------------------------------------------------------------------
+# Compressed linear layers
+# --------------------------------------------------------------------------------------
+class LinearBase(CompressedModule, register=False):
+    """Shared parts of the layers that replace ``nn.Linear`` or GPT-2 ``Conv1D``."""
+
+    in_features: int
+    out_features: int
+    bias: torch.Tensor | None
+
+    @classmethod
+    def accepts(cls, module: nn.Module) -> bool:
+        return isinstance(module, nn.Linear) or is_conv1d(module)
+
+    def to_linear(self) -> nn.Linear:
+        """A dense ``torch.nn.Linear`` holding :meth:`to_dense` (a copy)."""
+        return dense_linear(self.to_dense(), self.bias)
 
 
 # --------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ forward lives in _kron_forward.py.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -44,13 +43,14 @@ from torch import nn
 from tqla.kron import KroneckerShape, KroneckerSum
 from tqla_torch.nn._kron_forward import factorized_forward
 from tqla_torch.nn.base import (
-    CompressedModule,
     LayerPlan,
+    LinearBase,
     as_perm,
+    check_linear_repeat,
     check_permute,
     check_pos_int,
+    check_source,
     decomposition_dtype,
-    dense_linear,
     inverse_perm,
     relative_error,
     seed_for,
@@ -203,7 +203,7 @@ def _relative_error(approx: Any, W: Any) -> float:
 # --------------------------------------------------------------------------------------
 # KroneckerLinear
 # --------------------------------------------------------------------------------------
-class KroneckerLinear(CompressedModule):
+class KroneckerLinear(LinearBase):
     r"""A linear layer whose weight is a permuted Kronecker sum.
 
     ``y = x Wᵀ + b`` with the (out, in) weight ``W[i, j] = K[row_perm[i], col_perm[j]]``
@@ -292,15 +292,10 @@ class KroneckerLinear(CompressedModule):
             )
         rank = s.check_rank(rank)
         permute = check_permute(permute)
-        if source not in ("linear", "conv1d"):
-            raise ValueError(f"source must be 'linear' or 'conv1d', got {source!r}")
-        self.source = source
+        self.source = check_source(source)
         self.A = nn.Parameter(torch.empty((rank, s.m1, s.n1), **factory))
         self.B = nn.Parameter(torch.empty((rank, s.m2, s.n2), **factory))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(self.out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, self.out_features, factory)
         idx = {"device": device, "dtype": torch.int64}
         self.register_buffer(
             "input_perm",
@@ -325,9 +320,7 @@ class KroneckerLinear(CompressedModule):
         with torch.no_grad():
             nn.init.normal_(self.A, std=std)
             nn.init.normal_(self.B, std=std)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                nn.init.uniform_(self.bias, -bound, bound)
+            self._reset_bias(self.in_features)
 
     @classmethod
     def from_factors(
@@ -544,18 +537,13 @@ class KroneckerLinear(CompressedModule):
 
     # -- CompressedModule interface ----------------------------------------------------
     @classmethod
-    def accepts(cls, module: nn.Module) -> bool:
-        return isinstance(module, nn.Linear) or is_conv1d(module)
-
-    @classmethod
     def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
         """Factor shapes and parameter count of ``module`` under ``settings`` (no fitting).
 
         ``settings.shape``/``settings.b_shape`` are stated on the out×in weight.
         """
         where = f"module {name!r}"
-        if settings.repeat > 1:
-            raise ValueError(f"{where}: repeat={settings.repeat} applies to embeddings only")
+        check_linear_repeat(settings, where)
         v = weight_view(module)
         shape = settings_shape(v, settings, where)
         rank = settings.rank
@@ -682,10 +670,6 @@ class KroneckerLinear(CompressedModule):
         if self.input_perm is not None:
             W = W.index_select(1, inverse_perm(self.input_perm))
         return W
-
-    def to_linear(self) -> nn.Linear:
-        """A dense ``torch.nn.Linear`` holding :meth:`to_dense` (a copy)."""
-        return dense_linear(self.to_dense(), self.bias)
 
     # -- forward -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

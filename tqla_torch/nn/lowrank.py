@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -18,14 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from tqla_torch.nn.base import (
-    CompressedModule,
     EmbeddingBase,
     LayerPlan,
+    LinearBase,
+    check_linear_repeat,
     check_padding_idx,
     check_pos_int,
-    dense_linear,
+    check_rank_or_budget,
+    check_source,
 )
-from tqla_torch.nn.weights import is_conv1d, weight_view
+from tqla_torch.nn.weights import weight_view
 
 __all__ = ["LowRankEmbedding", "LowRankLinear", "low_rank_for_budget", "svd_rank"]
 
@@ -86,7 +87,7 @@ def _truncated_svd(
     return U * root[None, :], root[:, None] * Vh, err
 
 
-class LowRankLinear(CompressedModule):
+class LowRankLinear(LinearBase):
     """A linear layer with a rank-r weight ``W = U·V`` (U: out×r, V: r×in), the SVD baseline.
 
     Parameters
@@ -135,15 +136,10 @@ class LowRankLinear(CompressedModule):
                 f"rank must be <= min(in_features, out_features) = "
                 f"{min(self.in_features, self.out_features)}, got {rank}"
             )
-        if source not in ("linear", "conv1d"):
-            raise ValueError(f"source must be 'linear' or 'conv1d', got {source!r}")
-        self.source = source
+        self.source = check_source(source)
         self.U = nn.Parameter(torch.empty((self.out_features, rank), **factory))
         self.V = nn.Parameter(torch.empty((rank, self.in_features), **factory))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(self.out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, self.out_features, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -152,9 +148,7 @@ class LowRankLinear(CompressedModule):
         with torch.no_grad():
             nn.init.normal_(self.U, std=std)
             nn.init.normal_(self.V, std=std)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                nn.init.uniform_(self.bias, -bound, bound)
+            self._reset_bias(self.in_features)
 
     @classmethod
     def from_dense(
@@ -176,10 +170,7 @@ class LowRankLinear(CompressedModule):
         rank is used, see :func:`low_rank_for_budget`).
         """
         out_f, in_f = (int(v) for v in weight.shape)
-        if (rank is None) == (n_params is None):
-            raise ValueError(
-                f"give exactly one of rank and n_params, got rank={rank!r}, n_params={n_params!r}"
-            )
+        check_rank_or_budget(rank, n_params)
         if rank is None:
             rank = low_rank_for_budget(
                 in_f, out_f, check_pos_int(n_params, "n_params"), bias is not None
@@ -238,14 +229,9 @@ class LowRankLinear(CompressedModule):
 
     # -- CompressedModule interface ----------------------------------------------------
     @classmethod
-    def accepts(cls, module: nn.Module) -> bool:
-        return isinstance(module, nn.Linear) or is_conv1d(module)
-
-    @classmethod
     def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
         where = f"module {name!r}"
-        if settings.repeat > 1:
-            raise ValueError(f"{where}: repeat={settings.repeat} applies to embeddings only")
+        check_linear_repeat(settings, where)
         v = weight_view(module)
         bias = 0 if v.bias is None else v.bias.numel()
         rank = svd_rank(settings, v.in_features, v.out_features, bias > 0, where)
@@ -309,10 +295,6 @@ class LowRankLinear(CompressedModule):
     def to_dense(self) -> torch.Tensor:
         """The (out, in) weight U·V."""
         return self.U @ self.V
-
-    def to_linear(self) -> nn.Linear:
-        """A dense ``torch.nn.Linear`` holding :meth:`to_dense` (a copy)."""
-        return dense_linear(self.to_dense(), self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.implementation == "reconstructed":
@@ -385,10 +367,7 @@ class LowRankEmbedding(EmbeddingBase):
             )
         W = embedding.weight
         V_, d = (int(v) for v in W.shape)
-        if (rank is None) == (n_params is None):
-            raise ValueError(
-                f"give exactly one of rank and n_params, got rank={rank!r}, n_params={n_params!r}"
-            )
+        check_rank_or_budget(rank, n_params)
         if rank is None:
             rank = low_rank_for_budget(V_, d, check_pos_int(n_params, "n_params"), bias=False)
         lin = LowRankLinear.from_dense(W.T, None, rank)  # (d, V) orientation: U_lin = Vᵀ

@@ -26,7 +26,9 @@ from tqla.kron import KroneckerShape
 from tqla_torch.nn.base import (
     CompressedModule,
     LayerPlan,
+    check_linear_repeat,
     check_pos_int,
+    check_source,
     decomposition_dtype,
     relative_error,
     seed_for,
@@ -180,9 +182,7 @@ class HeteroKroneckerLinear(CompressedModule):
                 f"shapes and ranks must be non-empty lists of one length, got {len(shapes)} "
                 f"shapes and {len(ranks)} ranks"
             )
-        if source not in ("linear", "conv1d"):
-            raise ValueError(f"source must be 'linear' or 'conv1d', got {source!r}")
-        self.source = source
+        self.source = check_source(source)
         self.kshapes = []
         self.A = nn.ParameterList()
         self.B = nn.ParameterList()
@@ -197,10 +197,7 @@ class HeteroKroneckerLinear(CompressedModule):
             self.kshapes.append(s)
             self.A.append(nn.Parameter(torch.empty((r, s.m1, s.n1), **factory)))
             self.B.append(nn.Parameter(torch.empty((r, s.m2, s.n2), **factory)))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(self.out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, self.out_features, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -211,9 +208,7 @@ class HeteroKroneckerLinear(CompressedModule):
             for a, b in zip(self.A, self.B):
                 nn.init.normal_(a, std=std)
                 nn.init.normal_(b, std=std)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                nn.init.uniform_(self.bias, -bound, bound)
+            self._reset_bias(self.in_features)
 
     # -- CompressedModule interface ----------------------------------------------------
     @classmethod
@@ -231,8 +226,7 @@ class HeteroKroneckerLinear(CompressedModule):
     def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
         """The candidate shapes and the parameter bound (budget, or rank × the largest term)."""
         where = f"module {name!r}"
-        if settings.repeat > 1:
-            raise ValueError(f"{where}: repeat={settings.repeat} applies to embeddings only")
+        check_linear_repeat(settings, where)
         v = weight_view(module)
         shapes = cls._shapes(v, settings, where)
         bias = 0 if v.bias is None else v.bias.numel()

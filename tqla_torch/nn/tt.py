@@ -39,16 +39,33 @@ from tqla_torch.nn._tt_forward import (
     tt_modes,
     tt_rank_for_budget,
 )
-from tqla_torch.nn.base import CompressedModule, LayerPlan, check_pos_int, dense_linear
-from tqla_torch.nn.weights import is_conv1d, weight_view
+from tqla_torch.nn.base import (
+    CompressedModule,
+    LayerPlan,
+    LinearBase,
+    check_linear_repeat,
+    check_pos_int,
+    check_source,
+)
+from tqla_torch.nn.weights import weight_view
 
 __all__ = ["TTConv2d", "TTLinear", "tt_forward", "tt_modes", "tt_rank_for_budget"]
+
+
+def _load_fitted(layer: Any, cores: list, bias: torch.Tensor | None) -> Any:
+    """``layer`` with its cores (and bias, if any) set to the fitted values."""
+    with torch.no_grad():
+        for P, G in zip(layer.cores, cores):
+            P.copy_(G)
+        if bias is not None:
+            layer.bias.copy_(bias.detach())
+    return layer
 
 
 # --------------------------------------------------------------------------------------
 # TTLinear
 # --------------------------------------------------------------------------------------
-class TTLinear(CompressedModule):
+class TTLinear(LinearBase):
     """A linear layer whose (out, in) weight is a TT-matrix.
 
     Parameters
@@ -103,18 +120,13 @@ class TTLinear(CompressedModule):
                 f"length (one pair per core)"
             )
         full = _check_layer_ranks(ranks, self.row_modes, self.col_modes)
-        if source not in ("linear", "conv1d"):
-            raise ValueError(f"source must be 'linear' or 'conv1d', got {source!r}")
-        self.source = source
+        self.source = check_source(source)
         factory = {"device": device, "dtype": dtype}
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty((full[k], m, n, full[k + 1]), **factory))
             for k, (m, n) in enumerate(zip(self.row_modes, self.col_modes))
         )
-        if bias:
-            self.bias = nn.Parameter(torch.empty(self.out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, self.out_features, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -127,9 +139,7 @@ class TTLinear(CompressedModule):
         with torch.no_grad():
             for G in self.cores:
                 nn.init.normal_(G, std=std)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                nn.init.uniform_(self.bias, -bound, bound)
+            self._reset_bias(self.in_features)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -168,12 +178,7 @@ class TTLinear(CompressedModule):
             device=weight.device,
             dtype=weight.dtype,
         )
-        with torch.no_grad():
-            for P, G in zip(layer.cores, cores):
-                P.copy_(G)
-            if bias is not None:
-                layer.bias.copy_(bias.detach())
-        return layer
+        return _load_fitted(layer, cores, bias)
 
     @classmethod
     def from_linear(
@@ -206,10 +211,6 @@ class TTLinear(CompressedModule):
     from_conv1d = from_linear
 
     # -- CompressedModule interface ----------------------------------------------------
-    @classmethod
-    def accepts(cls, module: nn.Module) -> bool:
-        return isinstance(module, nn.Linear) or is_conv1d(module)
-
     @classmethod
     def _resolve(cls, out_f: int, in_f: int, bias: int, settings: Any, where: str):
         """(row_modes, col_modes, ranks or None, eps or None) from ``settings``."""
@@ -244,8 +245,7 @@ class TTLinear(CompressedModule):
     @classmethod
     def plan(cls, module: nn.Module, settings: Any, *, name: str = "module") -> LayerPlan:
         where = f"module {name!r}"
-        if settings.repeat > 1:
-            raise ValueError(f"{where}: repeat={settings.repeat} applies to embeddings only")
+        check_linear_repeat(settings, where)
         v = weight_view(module)
         bias = 0 if v.bias is None else v.bias.numel()
         rm, cm, ranks, eps = cls._resolve(v.out_features, v.in_features, bias, settings, where)
@@ -311,9 +311,6 @@ class TTLinear(CompressedModule):
     def to_dense(self) -> torch.Tensor:
         """The (out, in) weight (differentiable)."""
         return _dense(list(self.cores))
-
-    def to_linear(self) -> nn.Linear:
-        return dense_linear(self.to_dense(), self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.implementation == "reconstructed":
@@ -406,10 +403,7 @@ class TTConv2d(CompressedModule):
             (full[k], m, n, full[k + 1]) for k, (m, n) in enumerate(zip((*rm, 1), (*cm, win)))
         ]
         self.cores = nn.ParameterList(nn.Parameter(torch.empty(s, **factory)) for s in shapes)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(self.out_channels, **factory))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, self.out_channels, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -419,9 +413,7 @@ class TTConv2d(CompressedModule):
         with torch.no_grad():
             for G in self.cores:
                 nn.init.normal_(G, std=std)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(fan_in)
-                nn.init.uniform_(self.bias, -bound, bound)
+            self._reset_bias(fan_in)
 
     @classmethod
     def from_conv2d(
@@ -465,12 +457,7 @@ class TTConv2d(CompressedModule):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        with torch.no_grad():
-            for P, G in zip(layer.cores, cores):
-                P.copy_(G)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias.detach())
-        return layer
+        return _load_fitted(layer, cores, conv.bias)
 
     @classmethod
     def accepts(cls, module: nn.Module) -> bool:

@@ -195,35 +195,7 @@ def resolve_shape(
     >>> resolve_shape(768, 3072, b_shape=(2, 4))
     KroneckerShape(a=(384, 768), b=(2, 4))
     """
-    if (shape is None) == (b_shape is None):
-        raise ValueError(
-            f"{where}: give exactly one of shape ((p, q), (s, t)) and b_shape (s, t) "
-            f"for its Kronecker factors (in×out orientation); got shape={shape!r}, "
-            f"b_shape={b_shape!r}"
-        )
-    if b_shape is not None:
-        s, t = _as_pair(b_shape, f"{where}: b_shape")
-        if in_features % s or out_features % t:
-            raise ValueError(
-                f"{where}: b_shape ({s}, {t}) does not divide the in×out matrix "
-                f"({in_features}, {out_features}): need in % {s} == 0 and out % {t} == 0"
-            )
-        return KroneckerShape((in_features // s, out_features // t), (s, t))
-    try:
-        a, b = shape
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{where}: shape must be ((p, q), (s, t)) in the in×out orientation, got {shape!r}"
-        ) from None
-    p, q = _as_pair(a, f"{where}: shape[0] (factor A)")
-    s, t = _as_pair(b, f"{where}: shape[1] (factor B)")
-    if p * s != in_features or q * t != out_features:
-        raise ValueError(
-            f"{where}: factor shapes A ({p}, {q}) ⊗ B ({s}, {t}) give a ({p * s}, {q * t}) "
-            f"matrix, but the module's in×out matrix is ({in_features}, {out_features}): "
-            f"need p·s = in and q·t = out"
-        )
-    return KroneckerShape((p, q), (s, t))
+    return _resolve_matrix(in_features, out_features, shape, b_shape, where, "in", "out")
 
 
 def resolve_out_in(
@@ -244,33 +216,41 @@ def resolve_out_in(
     >>> resolve_out_in(3072, 768, b_shape=(4, 2))   # GPT-2 c_fc
     KroneckerShape(a=(768, 384), b=(4, 2))
     """
+    return _resolve_matrix(out_features, in_features, shape, b_shape, where, "out", "in")
+
+
+def _resolve_matrix(
+    rows: int, cols: int, shape: Any, b_shape: Any, where: str, rn: str, cn: str
+) -> KroneckerShape:
+    """:func:`resolve_shape` / :func:`resolve_out_in` for a rows×cols matrix whose sides
+    are called ``rn`` and ``cn`` ("in"/"out") in the messages."""
     if (shape is None) == (b_shape is None):
         raise ValueError(
             f"{where}: give exactly one of shape ((p, q), (s, t)) and b_shape (s, t) "
-            f"for its Kronecker factors (out×in orientation); got shape={shape!r}, "
+            f"for its Kronecker factors ({rn}×{cn} orientation); got shape={shape!r}, "
             f"b_shape={b_shape!r}"
         )
     if b_shape is not None:
         s, t = _as_pair(b_shape, f"{where}: b_shape")
-        if out_features % s or in_features % t:
+        if rows % s or cols % t:
             raise ValueError(
-                f"{where}: b_shape ({s}, {t}) does not divide the out×in matrix "
-                f"({out_features}, {in_features}): need out % {s} == 0 and in % {t} == 0"
+                f"{where}: b_shape ({s}, {t}) does not divide the {rn}×{cn} matrix "
+                f"({rows}, {cols}): need {rn} % {s} == 0 and {cn} % {t} == 0"
             )
-        return KroneckerShape((out_features // s, in_features // t), (s, t))
+        return KroneckerShape((rows // s, cols // t), (s, t))
     try:
         a, b = shape
     except (TypeError, ValueError):
         raise ValueError(
-            f"{where}: shape must be ((p, q), (s, t)) in the out×in orientation, got {shape!r}"
+            f"{where}: shape must be ((p, q), (s, t)) in the {rn}×{cn} orientation, got {shape!r}"
         ) from None
     p, q = _as_pair(a, f"{where}: shape[0] (factor A)")
     s, t = _as_pair(b, f"{where}: shape[1] (factor B)")
-    if p * s != out_features or q * t != in_features:
+    if p * s != rows or q * t != cols:
         raise ValueError(
             f"{where}: factor shapes A ({p}, {q}) ⊗ B ({s}, {t}) give a ({p * s}, {q * t}) "
-            f"matrix, but the module's out×in matrix is ({out_features}, {in_features}): "
-            f"need p·s = out and q·t = in"
+            f"matrix, but the module's {rn}×{cn} matrix is ({rows}, {cols}): "
+            f"need p·s = {rn} and q·t = {cn}"
         )
     return KroneckerShape((p, q), (s, t))
 
