@@ -77,6 +77,8 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.tt_matrix",
         "tqla.tt_permuted",
         "tqla_torch.nn.tt",
+        "tqla_torch.nn.base",
+        "tqla_torch.nn.spectral",
         "tqla_torch.nn._tt_forward",
         "tqla.whiten",
     ],

@@ -150,8 +150,8 @@ class HeteroKroneckerLinear(CompressedModule):
     --------
     >>> import torch
     >>> layer = HeteroKroneckerLinear(12, 8, [[[4, 3], [2, 4]], [[2, 6], [4, 2]]], [1, 2])
-    >>> layer.n_params, tuple(layer.to_dense().shape)
-    (72, (8, 12))
+    >>> layer.n_params, tuple(layer.to_dense().shape)  # 1·(12 + 8) + 2·(12 + 8) + bias 8
+    (68, (8, 12))
     """
 
     methods = ("hetero_kron",)
