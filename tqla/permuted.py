@@ -36,6 +36,7 @@ from tqla._array import (
     take,
     to_numpy,
 )
+from tqla._estimator import _KronEstimator
 from tqla._kernels import available
 from tqla._permuted_base import _PermutedBase
 from tqla.assignment import SlotsCost, assign_cost, check_max_bytes
@@ -549,7 +550,7 @@ def permuted_kron(
 # --------------------------------------------------------------------------------------
 # Estimator
 # --------------------------------------------------------------------------------------
-class PermutedKroneckerApprox:
+class PermutedKroneckerApprox(_KronEstimator):
     """Estimator-style wrapper of :func:`permuted_kron`.
 
     Parameters are those of :func:`permuted_kron`.  :meth:`fit` sets ``result_``
@@ -564,11 +565,6 @@ class PermutedKroneckerApprox:
     True
     """
 
-    def __init__(self, shape: Any, rank: int = 1, **kwargs: Any):
-        self.shape = KroneckerShape.of(shape)
-        self.rank = rank
-        self.kwargs = kwargs
-
     def fit(self, W: Any) -> PermutedKroneckerApprox:
         self.result_ = permuted_kron(W, self.shape, self.rank, **self.kwargs)
         self.errors_ = self.result_.errors
@@ -576,10 +572,3 @@ class PermutedKroneckerApprox:
         self.row_perm_ = self.result_.row_perm
         self.col_perm_ = self.result_.col_perm
         return self
-
-    def transform(self) -> Any:
-        """The fitted approximation as a dense matrix."""
-        return self.result_.to_dense()
-
-    def fit_transform(self, W: Any) -> Any:
-        return self.fit(W).transform()
