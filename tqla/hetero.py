@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from tqla._array import array_namespace, as_float_matrix, check_int
+from tqla._estimator import _ApproxEstimator
 from tqla.kron import KroneckerShape, KroneckerSum, kron_svd
 from tqla.norms import residual, spectral_norm
 
@@ -370,7 +371,7 @@ def kron_hetero(
                            order=order, budget=n_params, spectral_error=cert)
 
 
-class HeteroKroneckerApprox:
+class HeteroKroneckerApprox(_ApproxEstimator):
     """Estimator-style wrapper of :func:`kron_hetero`.
 
     :meth:`fit` sets ``result_`` (a :class:`HeteroKronecker`), ``errors_``,
@@ -395,11 +396,3 @@ class HeteroKroneckerApprox:
         self.sweep_errors_ = self.result_.sweep_errors
         self.n_params_ = self.result_.n_params
         return self
-
-    def transform(self) -> Any:
-        """The fitted approximation as a dense matrix."""
-        return self.result_.to_dense()
-
-    def fit_transform(self, W: Any) -> Any:
-        return self.fit(W).transform()
-

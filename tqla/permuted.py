@@ -28,17 +28,17 @@ from tqla._array import (
     as_float_matrix,
     c_contiguous,
     check_int,
-    check_permutation,
     check_rng,
     device_of,
-    from_numpy,
     is_numpy,
     is_torch,
     lib_name,
     take,
     to_numpy,
 )
+from tqla._estimator import _KronEstimator
 from tqla._kernels import available
+from tqla._permuted_base import _PermutedBase
 from tqla.assignment import SlotsCost, assign_cost, check_max_bytes
 from tqla.kron import KroneckerShape, KroneckerSum, kron_svd
 from tqla.lsap import LSAPResult, check_solver, lsap
@@ -57,7 +57,7 @@ PERMUTES = ("both", "rows", "cols", "none")
 # --------------------------------------------------------------------------------------
 # Result
 # --------------------------------------------------------------------------------------
-class PermutedKronecker:
+class PermutedKronecker(_PermutedBase):
     """A Kronecker sum with row and column permutations: W ≈ K[row_perm][:, col_perm].
 
     Parameters
@@ -100,8 +100,6 @@ class PermutedKronecker:
     True
     """
 
-    __array_priority__ = 1000
-
     def __init__(
         self,
         kron: KroneckerSum,
@@ -116,32 +114,11 @@ class PermutedKronecker:
     ):
         if not isinstance(kron, KroneckerSum):
             raise TypeError(f"kron must be a KroneckerSum, got {type(kron).__name__}")
-        M, N = kron.shape
-        xp = kron.xp
-        rp = check_permutation(row_perm, M, "row_perm")
-        cp = check_permutation(col_perm, N, "col_perm")
-        like = kron.A
         self.kron = kron
-        self.row_perm = _index_array(rp, like)
-        self.col_perm = _index_array(cp, like)
-        self._inv_row = _index_array(np.argsort(rp), like)
-        self._inv_col = _index_array(np.argsort(cp), like)
-        self._id_row = bool(np.array_equal(rp, np.arange(M)))
-        self._id_col = bool(np.array_equal(cp, np.arange(N)))
-        if permuted is None:
-            permuted = (not self._id_row, not self._id_col)
-        self.permuted = (bool(permuted[0]), bool(permuted[1]))
-        self.errors = [float(e) for e in errors]
-        self.n_iter = int(n_iter)
-        self.timings = dict(timings) if timings else {}
+        self._init_perms(kron, kron.A, row_perm, col_perm, errors, n_iter, permuted, timings)
         self.restart_errors = [float(e) for e in restart_errors] if restart_errors else []
-        self._xp = xp
 
     # -- descriptive ---------------------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.kron.shape
-
     @property
     def kshape(self) -> KroneckerShape:
         return self.kron.kshape
@@ -155,20 +132,9 @@ class PermutedKronecker:
         return self.kron.dtype
 
     @property
-    def error(self) -> float:
-        """The final relative error ``errors[-1]``."""
-        return self.errors[-1]
-
-    @property
     def n_params(self) -> int:
         """Factor entries of K (permutation indices are counted by :attr:`n_perm_indices`)."""
         return self.kron.n_params
-
-    @property
-    def n_perm_indices(self) -> int:
-        """Stored permutation entries: M if rows are permuted, plus N if columns are."""
-        M, N = self.shape
-        return M * self.permuted[0] + N * self.permuted[1]
 
     def __repr__(self) -> str:
         s = self.kshape
@@ -192,20 +158,8 @@ class PermutedKronecker:
             restart_errors=self.restart_errors,
         )
 
-    # -- dense and products ------------------------------------------------------------
-    def to_dense(self) -> Any:
-        """The M×N approximation of W: ``K.to_dense()[row_perm][:, col_perm]``."""
-        xp = self._xp
-        D = self.kron.to_dense()
-        if not self._id_row:
-            D = xp.take(D, self.row_perm, axis=0)
-        if not self._id_col:
-            D = xp.take(D, self.col_perm, axis=1)
-        return D
-
-    def matmat(self, X: Any) -> Any:
-        """approx @ X for X of shape (N,), (N, k) or (..., N, k), without a dense matrix."""
-        xp = self._xp
+    # -- products (to_dense, matmat, rmatmat: tqla._permuted_base) --------------------
+    def _check_matmat(self, X: Any) -> None:
         if X.ndim == 0:
             raise ValueError(f"approx @ X needs X with {self.shape[1]} rows, got a scalar")
         axis = 0 if X.ndim <= 2 else X.ndim - 2
@@ -214,37 +168,13 @@ class PermutedKronecker:
                 f"approx @ X needs X with {self.shape[1]} rows (shape {self.shape}), "
                 f"got shape {tuple(X.shape)}"
             )
-        if not self._id_col:
-            X = xp.take(X, self._inv_col, axis=axis)
-        Y = self.kron.matmat(X)
-        if not self._id_row:
-            Y = xp.take(Y, self.row_perm, axis=axis)
-        return Y
 
-    def rmatmat(self, X: Any) -> Any:
-        """X @ approx for X of shape (M,) or (..., M), without a dense matrix."""
-        xp = self._xp
+    def _check_rmatmat(self, X: Any) -> None:
         if X.ndim == 0 or int(X.shape[-1]) != self.shape[0]:
             raise ValueError(
                 f"X @ approx needs X with {self.shape[0]} columns (shape {self.shape}), "
                 f"got shape {tuple(X.shape)}"
             )
-        if not self._id_row:
-            X = xp.take(X, self._inv_row, axis=X.ndim - 1)
-        Y = self.kron.rmatmat(X)
-        if not self._id_col:
-            Y = xp.take(Y, self.col_perm, axis=Y.ndim - 1)
-        return Y
-
-    def __matmul__(self, X: Any) -> Any:
-        return self.matmat(X)
-
-    def __rmatmul__(self, X: Any) -> Any:
-        return self.rmatmat(X)
-
-
-def _index_array(p: np.ndarray, like: Any) -> Any:
-    return from_numpy(np.ascontiguousarray(p, dtype=np.int64), like)
 
 
 # --------------------------------------------------------------------------------------
@@ -620,7 +550,7 @@ def permuted_kron(
 # --------------------------------------------------------------------------------------
 # Estimator
 # --------------------------------------------------------------------------------------
-class PermutedKroneckerApprox:
+class PermutedKroneckerApprox(_KronEstimator):
     """Estimator-style wrapper of :func:`permuted_kron`.
 
     Parameters are those of :func:`permuted_kron`.  :meth:`fit` sets ``result_``
@@ -635,11 +565,6 @@ class PermutedKroneckerApprox:
     True
     """
 
-    def __init__(self, shape: Any, rank: int = 1, **kwargs: Any):
-        self.shape = KroneckerShape.of(shape)
-        self.rank = rank
-        self.kwargs = kwargs
-
     def fit(self, W: Any) -> PermutedKroneckerApprox:
         self.result_ = permuted_kron(W, self.shape, self.rank, **self.kwargs)
         self.errors_ = self.result_.errors
@@ -647,10 +572,3 @@ class PermutedKroneckerApprox:
         self.row_perm_ = self.result_.row_perm
         self.col_perm_ = self.result_.col_perm
         return self
-
-    def transform(self) -> Any:
-        """The fitted approximation as a dense matrix."""
-        return self.result_.to_dense()
-
-    def fit_transform(self, W: Any) -> Any:
-        return self.fit(W).transform()

@@ -44,6 +44,7 @@ from tqla._array import (
     check_rng,
     is_numpy,
 )
+from tqla._estimator import _KronEstimator
 from tqla._fixed_rank import (
     _inner,
     _kron_from_point,
@@ -467,7 +468,7 @@ def _with_dtype(K: SpectralKronecker, dtype: Any) -> SpectralKronecker:
     )
 
 
-class SpectralKroneckerApprox:
+class SpectralKroneckerApprox(_KronEstimator):
     """Estimator-style wrapper of :func:`kron_spectral`.
 
     :meth:`fit` sets ``result_`` (a :class:`SpectralKronecker`), ``spectral_error_``,
@@ -482,20 +483,8 @@ class SpectralKroneckerApprox:
     (8, 6)
     """
 
-    def __init__(self, shape: Any, rank: int = 1, **kwargs: Any):
-        self.shape = KroneckerShape.of(shape)
-        self.rank = rank
-        self.kwargs = kwargs
-
     def fit(self, W: Any) -> SpectralKroneckerApprox:
         self.result_ = kron_spectral(W, self.shape, self.rank, **self.kwargs)
         self.spectral_error_ = self.result_.spectral_error
         self.history_ = self.result_.history
         return self
-
-    def transform(self) -> Any:
-        """The fitted approximation as a dense matrix."""
-        return self.result_.to_dense()
-
-    def fit_transform(self, W: Any) -> Any:
-        return self.fit(W).transform()

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from tqla._array import as_float_matrix, check_int, check_permutation, check_rng, from_numpy, take
+from tqla._array import as_float_matrix, check_int, check_rng, take
+from tqla._permuted_base import _PermutedBase
 from tqla.assignment import assign_cost, slots_cost
 from tqla.kron import KroneckerShape, rearrange
 from tqla.lsap import SOLVERS, lsap
@@ -46,7 +47,7 @@ RULES = ("slots", "assign", "slots+assign")
 PERMUTES = ("both", "rows", "cols", "none")
 
 
-class PermutedTT:
+class PermutedTT(_PermutedBase):
     """A TT-matrix with row and column permutations: W ≈ T.to_dense()[row_perm][:, col_perm].
 
     Attributes
@@ -72,8 +73,6 @@ class PermutedTT:
     True
     """
 
-    __array_priority__ = 1000
-
     def __init__(
         self,
         tt: TTMatrix,
@@ -87,42 +86,8 @@ class PermutedTT:
     ):
         if not isinstance(tt, TTMatrix):
             raise TypeError(f"tt must be a TTMatrix, got {type(tt).__name__}")
-        M, N = tt.shape
-        rp = check_permutation(row_perm, M, "row_perm")
-        cp = check_permutation(col_perm, N, "col_perm")
-        like = tt.cores[0]
         self.tt = tt
-        self.row_perm = _index(rp, like)
-        self.col_perm = _index(cp, like)
-        self._inv_row = _index(np.argsort(rp), like)
-        self._inv_col = _index(np.argsort(cp), like)
-        self._id_row = bool(np.array_equal(rp, np.arange(M)))
-        self._id_col = bool(np.array_equal(cp, np.arange(N)))
-        if permuted is None:
-            permuted = (not self._id_row, not self._id_col)
-        self.permuted = (bool(permuted[0]), bool(permuted[1]))
-        self.errors = [float(e) for e in errors]
-        self.n_iter = int(n_iter)
-        self.timings = dict(timings) if timings else {}
-        self._xp = tt.xp
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.tt.shape
-
-    @property
-    def error(self) -> float:
-        return self.errors[-1]
-
-    @property
-    def n_params(self) -> int:
-        """Core entries of T (permutation indices: :attr:`n_perm_indices`)."""
-        return self.tt.n_params
-
-    @property
-    def n_perm_indices(self) -> int:
-        M, N = self.shape
-        return M * self.permuted[0] + N * self.permuted[1]
+        self._init_perms(tt, tt.cores[0], row_perm, col_perm, errors, n_iter, permuted, timings)
 
     def __repr__(self) -> str:
         return (
@@ -141,42 +106,6 @@ class PermutedTT:
             permuted=(self.permuted[1], self.permuted[0]),
             timings=self.timings,
         )
-
-    def to_dense(self) -> Any:
-        xp = self._xp
-        D = self.tt.to_dense()
-        if not self._id_row:
-            D = xp.take(D, self.row_perm, axis=0)
-        if not self._id_col:
-            D = xp.take(D, self.col_perm, axis=1)
-        return D
-
-    def matmat(self, X: Any) -> Any:
-        """approx @ X for X of shape (N,), (N, k) or (..., N, k)."""
-        xp = self._xp
-        axis = 0 if X.ndim <= 2 else X.ndim - 2
-        if not self._id_col and X.ndim > 0 and int(X.shape[axis]) == self.shape[1]:
-            X = xp.take(X, self._inv_col, axis=axis)
-        Y = self.tt.matmat(X)
-        return Y if self._id_row else xp.take(Y, self.row_perm, axis=axis)
-
-    def rmatmat(self, X: Any) -> Any:
-        """X @ approx for X of shape (M,) or (..., M)."""
-        xp = self._xp
-        if not self._id_row and X.ndim > 0 and int(X.shape[-1]) == self.shape[0]:
-            X = xp.take(X, self._inv_row, axis=X.ndim - 1)
-        Y = self.tt.rmatmat(X)
-        return Y if self._id_col else xp.take(Y, self.col_perm, axis=Y.ndim - 1)
-
-    def __matmul__(self, X: Any) -> Any:
-        return self.matmat(X)
-
-    def __rmatmul__(self, X: Any) -> Any:
-        return self.rmatmat(X)
-
-
-def _index(p: np.ndarray, like: Any) -> Any:
-    return from_numpy(np.ascontiguousarray(p, dtype=np.int64), like)
 
 
 def _is_identity(p: np.ndarray) -> bool:
