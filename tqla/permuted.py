@@ -9,9 +9,6 @@ permutations stored as index vectors.  :func:`permuted_kron` alternates exact bl
 — fit K to the un-permuted W by :func:`tqla.kron_svd`, then re-choose the permutations by
 linear sum assignment (:mod:`tqla.assignment`) — and accepts a step only if it does not
 increase the error, so the error history is non-increasing.
-
-Over ~600 lines: the alternating loop, its result type and the estimator share private step
-helpers; the LSAP solvers and cost builders live in lsap.py and assignment.py.
 """
 
 from __future__ import annotations
