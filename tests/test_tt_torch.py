@@ -159,7 +159,7 @@ def test_ttconv2d_bad_input():
 # --------------------------------------------------------------------------------------
 def _tiny():
     pytest.importorskip("transformers")
-    from tests._tiny import tiny_gpt2
+    from _tiny import tiny_gpt2
 
     return tiny_gpt2()
 
