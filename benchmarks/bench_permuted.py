@@ -339,10 +339,12 @@ def speed(args) -> str:
     if args.baseline:
         c = f"previous implementation ({args.baseline})"
         configs[c], fns[c], jobs[c] = dict(solver="auto"), load_baseline(args.baseline), 0
-    # compile the Numba kernels outside the timing
-    W0 = (0.02 * np.random.default_rng(1).standard_normal((96, 96))).astype(np.float32)
+    # compile the Numba kernels outside the timing, for every array layout and dtype the
+    # timed calls meet (one iteration on one matrix of each shape; a baseline imported
+    # from a temporary directory has no on-disk cache and would otherwise pay its compile)
     for f in {permuted_kron, *[f for f in fns.values() if f]}:
-        f(W0, ((48, 24), (2, 4)), 2, n_iter=2)
+        for _, W, s in mats[:2]:
+            f(W, s, RANK, n_iter=1, tol=0.0, rule=args.rule)
     best: dict[str, tuple[float, float, list]] = {}
     for rep in range(args.repeats):  # interleave the configurations, keep each one's minimum
         names = list(configs)
