@@ -309,16 +309,14 @@ def lsap_jv(
     prices: np.ndarray | None = None,
     init: np.ndarray | None = None,
     n_arr: int = 2,
-    arr_steps: float = 8.0,
+    arr_steps: float = 4.0,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Solve a square float64 LSAP; return (col4row, column prices, n_augmentations).
 
     ``prices`` (length n) warm-starts the column duals, ``init`` (a previous col4row) the
     assignment; without prices the Jonker–Volgenant column reduction starts.  ``n_arr``
     passes of augmenting row reduction, of at most ``arr_steps``·n row reductions each,
-    precede the shortest-augmenting-path phase (8·n: measured in ``bench_lsap.py``
-    against 4·n and 16·n, 8–17% faster on the slot costs of ``permuted_kron`` and on
-    low-rank costs, within noise on uniform and geometric ones).
+    precede the shortest-augmenting-path phase.
     ``n_augmentations`` counts the rows left to the path phase.
     """
     cost = np.ascontiguousarray(cost, dtype=np.float64)
