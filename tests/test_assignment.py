@@ -512,14 +512,15 @@ def test_two_slot_sweep_reuses_slot_0s_cost_to_rounding(m1, n1, n2, rank, dtype,
     re-ordered matrix, and so must the held projections after slot 1's assignment.
 
     Planted bugs caught: the gather by ``col`` instead of ``src = argsort(col)``; no
-    transpose; the cache kept across an ``assign(1)`` (third check)."""
+    transpose; the cache kept across an ``assign(1)`` (third check); the returned matrix
+    cached without a copy (zeroed by the caller)."""
     s = KroneckerShape((m1, n1), (2, n2))
     rank = min(rank, 2 * n2, m1 * n1)
     rng = np.random.default_rng(seed)
     W = rng.standard_normal(s.matrix_shape).astype(dtype)
     V = slots_basis(kron_svd(W, s, rank))
     sweep = asg.SlotsCost(W, s, V)
-    sweep.cost(0)
+    sweep.cost(0)[...] = 0.0  # the caller owns the returned matrix
     perm = rng.permutation(m1) if move else np.arange(m1)
     sweep.assign(0, perm)
 

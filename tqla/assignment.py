@@ -381,7 +381,9 @@ class SlotsCost:
             cost, P = self._pair_cost(C, Vs)
         else:
             cost, P = get_kernel("slots_cost", self.kernel, self._U4)(C, Vs, self._Y)
-        self._pair = (cost, None) if slot == 0 and sr.m2 == 2 else None
+        self._pair = None
+        if slot == 0 and sr.m2 == 2:  # a copy: the caller may change the returned matrix
+            self._pair = (self.xp.asarray(cost, copy=True), None)
         self._P = {slot: P}
         return cost
 
