@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/bench_kron.py --device cuda   # torch CUDA inputs -> kron_cuda.md
     python benchmarks/bench_kron.py --cupy          # CuPy inputs       -> kron_cupy.md
     python benchmarks/bench_kron.py --quick         # fewer repeats (a smoke test)
+    python benchmarks/bench_kron.py --only breakdown --no-write   # (b2) only, printed
 
 What is measured
 ----------------
@@ -296,6 +297,56 @@ def bench_kron_svd(
     return rows
 
 
+def bench_numpy_breakdown(repeats: int) -> list[str]:
+    """Where the default (NumPy) kernel of kron_svd spends its time, per piece, against
+    one read of W and against the BLAS's own GEMM rate in the same run."""
+    from tqla._kernels import _numpy as knp
+
+    rows = [
+        "| shape | A ⊗ B | dtype | threads | one read ms | rearranged copy ms | Gram XᵀX "
+        "(SYRK) ms | GFLOP/s | X·V (GEMM) ms | GFLOP/s | whole kron_svd ms | rest ms | "
+        "× one read | BLAS square GEMM GFLOP/s | arithmetic floor (Gram + X·V at that "
+        "rate) × one read |",
+        "|" + "---|" * 15,
+    ]
+    for a, b in [((384, 768), (2, 4)), ((768, 384), (4, 2))]:
+        s = KroneckerShape(a, b)
+        q, p = s.rearranged_shape
+        for dtype in (np.float64, np.float32):
+            W = np.random.default_rng(0).standard_normal(s.matrix_shape).astype(dtype)
+            X = knp.rearrange_copy(W, s)
+            V = np.linalg.qr(np.random.default_rng(1).standard_normal((p, 4)))[0].astype(dtype)
+            Q = np.random.default_rng(2).standard_normal((512, 512)).astype(dtype)
+            fns = {
+                "read": lambda W=W: W.sum(),
+                "copy": lambda W=W: W.copy(),
+                "rearrange": lambda W=W, s=s: knp.rearrange_copy(W, s),
+                "gram": lambda X=X: X.T @ X,
+                "apply": lambda X=X, V=V: V.T @ X.T,
+                "kron_svd": lambda W=W, s=s: kron_svd(W, s, 4, kernel="numpy"),
+                "gemm": lambda Q=Q: Q @ Q,
+            }
+            for label, wrap in (("default", lambda f: f), ("1", one_thread)):
+                if label == "1" and threadpool_limits is None:
+                    continue
+                interleaved({k: wrap(f) for k, f in fns.items()}, repeats, budget_s=30.0)
+                c = dict(CPU_MIN)  # CPU times: the machine may be loaded
+                read = min(c["read"], c["copy"])
+                rest = c["kron_svd"] - c["rearrange"] - c["gram"] - c["apply"]
+                f_gram, f_apply = 2 * q * p * p, 2 * q * p * 4
+                peak = 2 * 512**3 / c["gemm"]
+                rows.append(
+                    f"| {s.matrix_shape[0]}×{s.matrix_shape[1]} | {a}⊗{b} | "
+                    f"{np.dtype(dtype).name} | {label} | {ms(read)} | {ms(c['rearrange'])} | "
+                    f"{ms(c['gram'])} | {f_gram / c['gram'] / 1e9:.0f} | {ms(c['apply'])} | "
+                    f"{f_apply / c['apply'] / 1e9:.0f} | {ms(c['kron_svd'])} | {ms(rest)} | "
+                    f"{c['kron_svd'] / read:.1f}× | {peak / 1e9:.0f} | "
+                    f"{(f_gram + f_apply) / peak / read:.1f}× |"
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
 KSVD_HEADER = [
     "| shape | A ⊗ B | rank | dtype | what | min ms | median ms | min CPU ms | speed-up vs "
     "the faster numpy.linalg.svd row (min) | × one read of W (min wall) | × one read (min "
@@ -348,6 +399,20 @@ def run_cpu(args: argparse.Namespace) -> str:
             gram,
             ["numpy.linalg.svd", "scipy gesdd", "scipy gesvd"],
         )
+    out += [
+        "",
+        "## (b2) where the NumPy kernel's time goes",
+        "",
+        "Minimum process CPU times of the pieces of `kron_svd(kernel=\"numpy\")` (the "
+        "default without Numba), run interleaved: the blocked rearranged copy X = R(W), "
+        "the Gram XᵀX (one BLAS SYRK on the q×8 matrix), the product X·V (one GEMM), and "
+        "the whole call ('rest' = eigh, signs, checks, allocation). GFLOP/s count 2·q·p² "
+        "for the Gram and 2·q·p·r for X·V; the 'arithmetic floor' divides those flops by "
+        "the rate of a 512×512 GEMM of the same BLAS in the same run, i.e. the time a "
+        "perfect kernel would need for the arithmetic alone, in units of one read of W.",
+        "",
+    ]
+    out += bench_numpy_breakdown(reps)
     out += ["", "## (c) other shapes", "", *KSVD_HEADER]
     out += bench_kron_svd(((768, 384), (4, 2)), 4, np.float64, reps, gram, ["numpy.linalg.svd"])
     out += bench_kron_svd(
@@ -455,18 +520,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cupy", action="store_true", help="CuPy inputs on the current GPU")
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--out", default=None, help="output file (default: results/kron_*.md)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--only", choices=["breakdown"], default=None,
+        help="run one section only (breakdown: (b2), the NumPy kernel's pieces)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     import tqla.testing  # noqa: F401  (as_numpy for device results)
 
     if args.cupy or args.device:
         text = run_gpu(args)
         default = "kron_cupy.md" if args.cupy else f"kron_torch_{args.device.split(':')[0]}.md"
+    elif args.only == "breakdown":
+        reps = 5 if args.quick else 15
+        text = "\n".join(["# kron_svd NumPy kernel breakdown (CPU)", "", *machine_lines(), ""])
+        text += "\n" + "\n".join(bench_numpy_breakdown(reps)) + "\n"
+        default = "kron_cpu_breakdown.md"
     else:
         text = run_cpu(args)
         default = "kron_cpu.md"
+    if args.no_write:
+        return
     path = Path(args.out) if args.out else ROOT / "results" / default
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
     print(f"wrote {path}")
 
 

@@ -497,6 +497,68 @@ def test_slots_cost_sweep_state_matches_a_fresh_build():
         sweep.assign(0, np.zeros(5, dtype=np.int64))
 
 
+@given(
+    m1=st.integers(2, 7),
+    n1=st.integers(1, 4),
+    n2=st.integers(1, 4),
+    rank=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    move=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_two_slot_sweep_reuses_slot_0s_cost_to_rounding(m1, n1, n2, rank, dtype, move, seed):
+    """With m2 = 2, slot 1's cost after slot 0's assignment is a gather of slot 0's
+    transposed cost (SlotsCost._pair_cost, no GEMM); it must equal a fresh build on the
+    re-ordered matrix, and so must the held projections after slot 1's assignment.
+
+    Planted bugs caught: the gather by ``col`` instead of ``src = argsort(col)``; no
+    transpose; the cache kept across an ``assign(1)`` (third check); the returned matrix
+    cached without a copy (zeroed by the caller)."""
+    s = KroneckerShape((m1, n1), (2, n2))
+    rank = min(rank, 2 * n2, m1 * n1)
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal(s.matrix_shape).astype(dtype)
+    V = slots_basis(kron_svd(W, s, rank))
+    sweep = asg.SlotsCost(W, s, V)
+    sweep.cost(0)[...] = 0.0  # the caller owns the returned matrix
+    perm = rng.permutation(m1) if move else np.arange(m1)
+    sweep.assign(0, perm)
+
+    def check(slot: int) -> None:
+        got = sweep.cost(slot)
+        want = asg.SlotsCost(W[sweep.order], s, V).cost(slot)
+        scale = float(np.abs(want).max()) + 1.0
+        tol = rounding_tolerance(dtype, 4 * n1 * n2, scale)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.all(np.abs(got - want) <= tol)
+
+    check(1)
+    sweep.assign(1, rng.permutation(m1))
+    check(0)  # the held projections after slot 1 (its P came from the pair path)
+    sweep.assign(0, rng.permutation(m1))
+    sweep.cost(1)
+    sweep.assign(1, rng.permutation(m1))
+    check(1)  # slot 0's cached cost must not survive an assign(1)
+
+
+def test_two_slot_sweep_on_backends(backend):
+    """The pair path of a two-slot sweep on every library: same costs as NumPy's."""
+    s = KroneckerShape((4, 3), (2, 2))
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal(s.matrix_shape)
+    V = slots_basis(kron_svd(W, s, 2))
+    perm = np.array([2, 0, 3, 1])
+    ref = asg.SlotsCost(W, s, V)
+    ref.cost(0)
+    ref.assign(0, perm)
+    want = ref.cost(1)
+    sweep = asg.SlotsCost(backend.asarray(W), s, backend.asarray(V))
+    sweep.cost(0)
+    sweep.assign(0, perm)
+    got = backend.to_numpy(sweep.cost(1))
+    assert np.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_slots_cost_names_a_bad_basis():
     W = np.random.default_rng(0).standard_normal((6, 8))
     with pytest.raises(TypeError, match="V must be a KroneckerSum or an array, got str"):

@@ -235,3 +235,31 @@ def test_slots_cost_uses_the_kernel_it_is_given(monkeypatch, kernel):
     slots_cost(W, s, K, 0, kernel=kernel)
     assert ("rearranged_matmul", kernel) in seen, seen
     assert ("slots_cost", kernel) in seen, seen
+
+
+@pytest.mark.parametrize("projection_kernel", ["numba", "numpy"])
+def test_projection_kernel_selects_the_projection_pass_only(monkeypatch, projection_kernel):
+    """``projection_kernel=`` picks the kernel of the projections pass (what
+    permuted_kron passes: its refits' kernel), the slot costs keep ``kernel``, and the
+    costs agree with the default sweep to rounding.
+
+    Planted bug caught: ``projection_kernel`` ignored (the projections ran on ``kernel``)."""
+    import tqla.assignment as asg_module
+    from tqla.assignment import SlotsCost
+
+    seen = []
+    real = asg_module.get_kernel
+
+    def spy(name, impl="auto", *arrays):
+        seen.append((name, impl))
+        return real(name, impl, *arrays)
+
+    s = KroneckerShape((5, 3), (2, 4))
+    W = np.random.default_rng(1).standard_normal(s.matrix_shape).astype(np.float32)
+    K = kron_svd(W, s, 2)
+    want = SlotsCost(W, s, K, kernel="array_api").cost(1)
+    monkeypatch.setattr(asg_module, "get_kernel", spy)
+    got = SlotsCost(W, s, K, kernel="array_api", projection_kernel=projection_kernel).cost(1)
+    assert ("rearranged_matmul", projection_kernel) in seen, seen
+    assert ("slots_cost", "array_api") in seen, seen
+    assert np.allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))

@@ -297,6 +297,10 @@ class SlotsCost:
     max_bytes : int, optional
         Memory ceiling (default :func:`default_max_cost_bytes`); a larger build raises
         MemoryError before anything is allocated.
+    projection_kernel : str, optional
+        Kernel of the one ``rearranged_matmul`` pass that computes the held projections
+        (default: ``kernel``).  :func:`tqla.permuted_kron` passes the kernel of its
+        refits ("numba" reads W in place, 3–4× faster than NumPy's copy and GEMM).
 
     Attributes
     ----------
@@ -331,6 +335,7 @@ class SlotsCost:
         col_perm: Any = None,
         kernel: str = "auto",
         max_bytes: int | None = None,
+        projection_kernel: str | None = None,
     ):
         xp, W = as_float_matrix(W, "W")
         s = KroneckerShape.of(shape)
@@ -354,8 +359,11 @@ class SlotsCost:
         )
         self.xp, self.shape, self.V, self.kernel = xp, sr, V, kernel
         self._U4 = _as_blocks(xp, _align(xp, Wr, own, other), sr)
-        self._Y = _block_projections(xp, xp.reshape(self._U4, sr.matrix_shape), sr, V, kernel)
+        pk = kernel if projection_kernel is None else projection_kernel
+        self._Y = _block_projections(xp, xp.reshape(self._U4, sr.matrix_shape), sr, V, pk)
         self._P: dict[int, Any] = {}
+        # m2 = 2: slot 0's cost matrix and the move of its assignment (see _pair_cost)
+        self._pair: tuple[Any, np.ndarray | None] | None = None
         self.order = np.arange(sr.matrix_shape[0], dtype=np.int64)
 
     def cost(self, slot: int) -> Any:
@@ -369,9 +377,35 @@ class SlotsCost:
         if not _is_identity(self.order[rows]):  # a slot assigned before: gather its rows
             C = _take(self.xp, C, self.order[rows] // sr.m2, 0)
         Vs = self.V[slot * sr.n2 : (slot + 1) * sr.n2, :]
-        cost, P = get_kernel("slots_cost", self.kernel, self._U4)(C, Vs, self._Y)
+        if slot == 1 and self._pair is not None:
+            cost, P = self._pair_cost(C, Vs)
+        else:
+            cost, P = get_kernel("slots_cost", self.kernel, self._U4)(C, Vs, self._Y)
+        self._pair = None
+        if slot == 0 and sr.m2 == 2:  # a copy: the caller may change the returned matrix
+            self._pair = (self.xp.asarray(cost, copy=True), None)
         self._P = {slot: P}
         return cost
+
+    def _pair_cost(self, C: Any, Vs: Any) -> tuple[Any, Any]:
+        """Slot 1's cost of a two-slot sweep from slot 0's, without a GEMM.
+
+        With m2 = 2 the held projection of block-row t is Y_t = P⁰_t + P¹_t, so slot 0's
+        cost is cost⁰[c, t] = −‖P¹_t + P⁰_c‖².  After slot 0's assignment (block-row t
+        takes candidate src[t]), slot 1's is cost¹[c, t] = −‖P⁰_src[t] + P¹_c‖² =
+        cost⁰[src[t], c]: a gather of the transpose (equal to rounding: Y came from one
+        pass over the whole blocks).  Only the candidates' projections P¹ = C·V_s are
+        computed (for :meth:`assign`).
+        """
+        xp = self.xp
+        cost0, src = self._pair
+        if src is not None:
+            cost0 = _take(xp, cost0, src, 0)
+        P = xp.matmul(C, Vs)
+        cost = _transpose(xp, cost0)
+        if is_numpy(xp):
+            cost = np.ascontiguousarray(cost)
+        return cost, P
 
     def assign(self, slot: int, col_ind: Any) -> None:
         """Move the candidate in block-row c of ``slot`` to block-row ``col_ind[c]``
@@ -380,9 +414,13 @@ class SlotsCost:
         if slot not in self._P:
             raise ValueError(f"assign(slot={slot!r}) must follow cost({slot!r})")
         col = check_permutation(col_ind, sr.m1, "col_ind")
+        if slot != 0:
+            self._pair = None  # slot 0's cost no longer describes the arrangement
         if _is_identity(col):
             return
         src = np.argsort(col)  # block-row t takes candidate src[t]
+        if self._pair is not None:
+            self._pair = (self._pair[0], src)
         P = self._P.pop(slot)
         self._Y = self._Y - P + _take(self.xp, P, src, 0)
         rows = np.arange(sr.m1) * sr.m2 + slot

