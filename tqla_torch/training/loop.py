@@ -330,13 +330,13 @@ def accumulate(model: nn.Module, s: _Setting, window: _Window) -> None:
             if ctx.enabled and micro < config.grad_accum - 1
             else contextlib.nullcontext()
         )
+        # The teacher runs first, once per micro-batch, in inference mode (no autograd graph,
+        # no saved activations), so its intermediates are gone before the student's forward.
+        with torch.inference_mode(), amp:
+            t_logits, t_hidden = lm_forward(s.teacher, batch, output_hidden_states=want_hidden)
         with sync:
             with amp:
                 s_logits, s_hidden = lm_forward(model, batch, output_hidden_states=want_hidden)
-                with torch.no_grad():
-                    t_logits, t_hidden = lm_forward(
-                        s.teacher, batch, output_hidden_states=want_hidden
-                    )
             terms = distillation_loss(s_logits, t_logits, labels, config.alpha, config.temperature)
             loss = terms.loss
             if want_hidden:

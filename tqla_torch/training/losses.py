@@ -259,7 +259,10 @@ def hidden_state_mse(
                 f"hidden state of block {i}: student shape {tuple(hs.shape)} != teacher shape "
                 f"{tuple(ht.shape)}"
             )
-        terms.append(F.mse_loss(hs.float(), ht.detach().float()))
+        ht = ht.detach()
+        if ht.is_inference():  # a teacher run under torch.inference_mode: autograd may save it
+            ht = ht.clone()
+        terms.append(F.mse_loss(hs.float(), ht.float()))
     return torch.stack(terms).mean()
 
 
