@@ -240,7 +240,7 @@ def test_block_order_shards_partition_the_global_batch():
         (dict(n_blocks=0, batch_size=1), "n_blocks must be a positive int"),
         (dict(n_blocks=4, batch_size=0), "batch_size must be a positive int"),
         (dict(n_blocks=4, batch_size=1, world_size=2, rank=2), "rank must be in"),
-        (dict(n_blocks=4, batch_size=3, world_size=2), "fewer than one global micro-batch"),
+        (dict(n_blocks=4, batch_size=3, world_size=2), "fewer than one global batch"),
     ],
 )
 def test_block_order_bad_arguments(kwargs, message):

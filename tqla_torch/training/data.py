@@ -574,11 +574,14 @@ class BlockOrder:
     """A seeded, resumable order over block indices, sharded across data-parallel ranks.
 
     Every epoch visits a fresh permutation of ``range(n_blocks)`` drawn from
-    ``numpy.random.default_rng([seed, epoch])`` (independent of any global RNG). The
-    permutation is consumed in *global* micro-batches of ``world_size * batch_size`` blocks;
-    rank ``r`` takes the ``r``-th contiguous slice of ``batch_size`` blocks from each. Hence
-    ``world_size`` ranks with ``batch_size`` each see exactly the blocks that one process with
-    ``world_size * batch_size`` would see. The incomplete tail of an epoch is skipped.
+    ``numpy.random.default_rng([seed, epoch])`` (independent of any global RNG). Optimizer step
+    ``k`` of an epoch takes the global samples ``perm[k*G:(k+1)*G]`` with
+    ``G = world_size * batch_size * grad_accum`` (the global batch); within the step, global
+    micro-batch ``m`` is ``perm[k*G + m*W:k*G + (m+1)*W]`` with ``W = world_size * batch_size``
+    and rank ``r`` takes the ``r``-th contiguous slice of ``batch_size`` blocks of it. Hence
+    which blocks a step trains on depends on ``seed`` and ``G`` only, not on how they are split
+    over ranks and micro-batches. An epoch's incomplete tail (fewer than ``G`` blocks) is
+    skipped.
 
     The position is ``(epoch, index)``: ``index`` counts the blocks of the current epoch's
     permutation already consumed by all ranks together. Restoring both fields resumes the order
@@ -596,6 +599,8 @@ class BlockOrder:
         Number of data-parallel ranks.
     rank : int, default 0
         This rank.
+    grad_accum : int, default 1
+        Micro-batches per optimizer step.
     epoch : int, default 0
         Starting epoch.
     index : int, default 0
@@ -617,21 +622,22 @@ class BlockOrder:
     seed: int = 0
     world_size: int = 1
     rank: int = 0
+    grad_accum: int = 1
     epoch: int = 0
     index: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_blocks", "batch_size", "world_size"):
+        for name in ("n_blocks", "batch_size", "world_size", "grad_accum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
-        if self.global_batch > self.n_blocks:
+        if self.step_blocks > self.n_blocks:
             raise ValueError(
-                f"the dataset has {self.n_blocks} blocks, fewer than one global micro-batch "
-                f"(world_size * batch_size = {self.global_batch}); use more data or a smaller "
-                "batch_size"
+                f"the dataset has {self.n_blocks} blocks, fewer than one global batch "
+                f"(world_size * batch_size * grad_accum = {self.step_blocks}); use more data "
+                "or a smaller batch"
             )
         if self.epoch < 0 or self.index < 0:
             raise ValueError(f"epoch and index must be >= 0, got ({self.epoch}, {self.index})")
@@ -642,6 +648,11 @@ class BlockOrder:
     def global_batch(self) -> int:
         """Blocks per micro-batch over all ranks."""
         return self.world_size * self.batch_size
+
+    @property
+    def step_blocks(self) -> int:
+        """Blocks per optimizer step over all ranks and micro-batches (the global batch)."""
+        return self.global_batch * self.grad_accum
 
     def _permutation(self) -> np.ndarray:
         if self._perm_epoch != self.epoch:
@@ -659,8 +670,8 @@ class BlockOrder:
         torch.Tensor
             ``int64`` tensor of ``batch_size`` block indices.
         """
-        if self.index + self.global_batch > self.n_blocks:
-            self.epoch += 1
+        if self.index % self.step_blocks == 0 and self.index + self.step_blocks > self.n_blocks:
+            self.epoch += 1  # a new epoch starts only where an optimizer step starts
             self.index = 0
         perm = self._permutation()
         start = self.index + self.rank * self.batch_size
@@ -679,7 +690,7 @@ class BlockOrder:
             "index": int(self.index),
             "seed": int(self.seed),
             "n_blocks": int(self.n_blocks),
-            "global_batch": int(self.global_batch),
+            "global_batch": int(self.step_blocks),
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -688,18 +699,19 @@ class BlockOrder:
         Raises
         ------
         ValueError
-            If the saved order used a different dataset size, seed or global micro-batch.
+            If the saved order used a different dataset size, seed or global batch
+            (``global_batch`` in the state: blocks per optimizer step over all ranks).
         """
         for key, mine in (
             ("n_blocks", self.n_blocks),
             ("seed", self.seed),
-            ("global_batch", self.global_batch),
+            ("global_batch", self.step_blocks),
         ):
             if int(state[key]) != int(mine):
                 raise ValueError(
                     f"data order mismatch: the saved position has {key}={state[key]}, this run "
                     f"has {key}={mine}; resume with the same data, seed and "
-                    "world_size * batch_size"
+                    "world_size * batch_size * grad_accum"
                 )
         self.epoch = int(state["epoch"])
         self.index = int(state["index"])

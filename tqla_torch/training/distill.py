@@ -48,7 +48,7 @@ from tqla_torch._dataclasses import dataclass_from_dict
 from tqla_torch._lm import max_positions, vocab_size
 from tqla_torch.training.checkpoint import latest_checkpoint
 from tqla_torch.training.data import PackedDataset
-from tqla_torch.training.loop import run_stages, setup
+from tqla_torch.training.loop import grad_accum_for, run_stages, setup
 from tqla_torch.training.losses import (
     DistillLoss,
     distillation_loss,
@@ -131,6 +131,13 @@ class DistillConfig:
     grad_accum: int = field(
         default=1, metadata={"help": "micro-batches accumulated per optimizer step"}
     )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "blocks per optimizer step over all ranks (None: world_size * batch_size "
+            "* grad_accum); when set, grad_accum is derived for any number of processes"
+        },
+    )
     max_grad_norm: float | None = field(
         default=1.0, metadata={"help": "gradient clipping norm (None: no clipping)"}
     )
@@ -186,6 +193,18 @@ class DistillConfig:
                 integer(name, 1)
         integer("batch_size", 1)
         integer("grad_accum", 1)
+        if self.global_batch_size is not None:
+            integer("global_batch_size", 1)
+            if self.grad_accum != 1:
+                raise ValueError(
+                    "set grad_accum or global_batch_size, not both: with global_batch_size the "
+                    f"accumulation is derived (got grad_accum={self.grad_accum!r})"
+                )
+            if self.global_batch_size % self.batch_size:
+                raise ValueError(
+                    f"global_batch_size ({self.global_batch_size}) must be a multiple of "
+                    f"batch_size ({self.batch_size})"
+                )
         if self.max_grad_norm is not None and real("max_grad_norm") <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         if self.mixed_precision not in _MIXED_PRECISION:
@@ -487,8 +506,18 @@ def distill_stages(
     initialised (NCCL on CUDA, Gloo on CPU) unless it already is, the student is wrapped in
     :class:`~torch.nn.parallel.DistributedDataParallel` for every stage and each rank takes its
     slice of every global micro-batch, so the global batch is
-    ``world_size * batch_size * grad_accum`` blocks. Only rank 0 logs, shows progress and writes
-    checkpoints. A process group created here is destroyed at the end.
+    ``world_size * batch_size * grad_accum`` blocks, or ``global_batch_size`` when that is set
+    (the accumulation is then ``global_batch_size / (world_size * batch_size)``, which must be a
+    whole number). Only rank 0 logs, shows progress and writes checkpoints. A process group
+    created here is destroyed at the end.
+
+    **Elastic resume.** The data order depends on the seed and the global batch only (global
+    sample index → rank shard), and the loss of a step is the mean over its global batch, so a
+    checkpoint written by ``N`` processes resumes on ``M`` as long as the global batch (blocks
+    per optimizer step) is the same: ``batch_size``, ``grad_accum`` and ``global_batch_size``
+    may change on resume, the global batch may not (a clear error names both). When the world
+    size changes, every rank's RNGs are re-seeded from ``seed``, the rank and the step (dropout
+    masks then differ from an uninterrupted run; without dropout the results agree to rounding).
 
     Parameters
     ----------
@@ -547,11 +576,12 @@ def distill_stages(
             )
 
     ctx, device = setup(config)
-    tokens_per_step = ctx.world_size * config.batch_size * config.grad_accum * block_size
-    budgets = [_stage_steps(stage, config, tokens_per_step) for stage in stages]
     student_training, teacher_training = student.training, teacher.training
     teacher_flags = [(p, p.requires_grad) for p in teacher.parameters()]
-    try:
+    try:  # from here on, a process group created by setup() is destroyed whatever happens
+        accum = grad_accum_for(config, ctx.world_size)
+        tokens_per_step = ctx.world_size * config.batch_size * accum * block_size
+        budgets = [_stage_steps(stage, config, tokens_per_step) for stage in stages]
         run = run_stages(student, teacher, blocks, stages, budgets, config, ctx, device)
         return DistillResult(
             history=run.history,
