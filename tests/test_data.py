@@ -234,10 +234,49 @@ def test_block_order_shards_partition_the_global_batch():
         assert torch.equal(joined, single.next_indices())
 
 
+def _step_sets(n_blocks, world, batch, accum, n_steps=9):
+    """The sorted block indices of each optimizer step, over all ranks and micro-batches."""
+    orders = [
+        BlockOrder(n_blocks, batch, seed=5, world_size=world, rank=r, grad_accum=accum)
+        for r in range(world)
+    ]
+    steps = []
+    for _ in range(n_steps):
+        taken = [i for _ in range(accum) for o in orders for i in o.next_indices().tolist()]
+        steps.append(sorted(taken))
+    return steps
+
+
+@pytest.mark.parametrize("n_blocks", [10, 13, 16])
+def test_block_order_steps_depend_on_the_global_batch_only(n_blocks):
+    """Global batch 4 split as 1x4x1, 2x1x2, 2x2x1, 1x1x4, 4x1x1 (world x batch x accum): the
+    same blocks in every optimizer step, across epochs (incomplete tails are skipped whole)."""
+    reference = _step_sets(n_blocks, 1, 4, 1)
+    assert all(len(set(s)) == 4 for s in reference)
+    for world, batch, accum in [(2, 1, 2), (2, 2, 1), (1, 1, 4), (4, 1, 1)]:
+        assert _step_sets(n_blocks, world, batch, accum) == reference, (world, batch, accum)
+
+
+def test_block_order_resumes_under_another_split():
+    one = BlockOrder(13, 4, seed=5)
+    one.next_indices()
+    state = one.state_dict()
+    assert state["global_batch"] == 4
+    two = [BlockOrder(13, 1, seed=5, world_size=2, rank=r, grad_accum=2) for r in range(2)]
+    for order in two:
+        order.load_state_dict(state)
+    taken = sorted(i for _ in range(2) for o in two for i in o.next_indices().tolist())
+    assert taken == sorted(one.next_indices().tolist())
+    with pytest.raises(ValueError, match="global_batch=4, this run has global_batch=2"):
+        BlockOrder(13, 1, seed=5, world_size=2).load_state_dict(state)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(n_blocks=0, batch_size=1), "n_blocks must be a positive int"),
+        (dict(n_blocks=4, batch_size=1, grad_accum=0), "grad_accum must be a positive int"),
+        (dict(n_blocks=4, batch_size=1, grad_accum=5), "fewer than one global batch"),
         (dict(n_blocks=4, batch_size=0), "batch_size must be a positive int"),
         (dict(n_blocks=4, batch_size=1, world_size=2, rank=2), "rank must be in"),
         (dict(n_blocks=4, batch_size=3, world_size=2), "fewer than one global batch"),
