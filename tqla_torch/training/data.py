@@ -237,19 +237,44 @@ def _read_jsonl(path: Path, text_field: str) -> list[str]:
     return texts
 
 
+def _text_column(values: Iterable[Any], where: str, text_field: str) -> list[str]:
+    """The values of a text column as str, refusing nulls and non-strings (never ``str()``-ed
+    into documents such as ``"None"`` or ``"3"``)."""
+    texts = []
+    for row, value in enumerate(values):
+        if not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            raise ValueError(
+                f"{where}: column {text_field!r} (text_field) must hold strings; row {row} is "
+                f"{kind}"
+            )
+        texts.append(value)
+    return texts
+
+
+def _missing_column(where: str, text_field: str, columns: Sequence[str]) -> ValueError:
+    return ValueError(
+        f"{where}: no column {text_field!r}; the documents are read from the column named by "
+        f"text_field (default 'text'), and the columns here are {list(columns)}: pass "
+        "text_field=<one of them> (--text-field on the command line)"
+    )
+
+
 def _read_parquet(path: Path, text_field: str) -> list[str]:
     try:
         import pyarrow.parquet as pq
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         raise ImportError(
             f"reading {path} needs the 'pyarrow' package: pip install pyarrow"
         ) from err
-    table = pq.read_table(path, columns=None)
-    if text_field not in table.column_names:
-        raise ValueError(
-            f"{path}: no column {text_field!r} (text_field); columns are {table.column_names}"
-        )
-    return [str(value) for value in table.column(text_field).to_pylist()]
+    try:
+        schema = pq.read_schema(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid/OSError for damaged files
+        raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
+    if text_field not in schema.names:
+        raise _missing_column(os.fspath(path), text_field, schema.names)
+    table = pq.read_table(path, columns=[text_field])  # only the text column is read
+    return _text_column(table.column(text_field).to_pylist(), os.fspath(path), text_field)
 
 
 def _read_file(path: Path, text_field: str) -> list[str]:
@@ -286,10 +311,8 @@ def _read_hf_dataset(path: Path, text_field: str, split: str) -> list[str]:
             raise ValueError(f"{path}: dataset has splits {sorted(loaded)}, not split={split!r}")
         loaded = loaded[split]
     if text_field not in loaded.column_names:
-        raise ValueError(
-            f"{path}: no column {text_field!r} (text_field); columns are {loaded.column_names}"
-        )
-    return [str(value) for value in loaded[text_field]]
+        raise _missing_column(os.fspath(path), text_field, loaded.column_names)
+    return _text_column(loaded[text_field], os.fspath(path), text_field)
 
 
 def load_texts(
@@ -328,8 +351,10 @@ def load_texts(
     FileNotFoundError
         If ``source`` does not exist.
     ValueError
-        For unsupported file types, malformed JSON lines, a missing text field, or a folder
-        without readable files.
+        For unsupported file types, malformed JSON lines, a missing text field or column
+        (the documents come from the field/column named ``text_field``), a text column with
+        nulls or non-strings, a missing ``split`` of a ``DatasetDict``, a folder without
+        readable files, or a source without any document.
     ImportError
         If a dataset folder or Parquet file is given and ``datasets`` / ``pyarrow`` is missing.
 
@@ -353,19 +378,22 @@ def load_texts(
     if not path.exists():
         raise FileNotFoundError(f"source: no such file or directory: {str(path)!r}")
     if path.is_file():
-        return _read_file(path, text_field)
-    if _is_hf_dataset_dir(path):
-        return _read_hf_dataset(path, text_field, split)
-    suffixes = _TEXT_SUFFIXES + _JSONL_SUFFIXES + _PARQUET_SUFFIXES
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-    if not files:
-        raise ValueError(
-            f"source {str(path)!r}: folder holds no {suffixes} files and is not a saved "
-            "Hugging Face dataset"
-        )
-    texts: list[str] = []
-    for file in files:
-        texts.extend(_read_file(file, text_field))
+        texts = _read_file(path, text_field)
+    elif _is_hf_dataset_dir(path):
+        texts = _read_hf_dataset(path, text_field, split)
+    else:
+        suffixes = _TEXT_SUFFIXES + _JSONL_SUFFIXES + _PARQUET_SUFFIXES
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise ValueError(
+                f"source {str(path)!r}: folder holds no {suffixes} files and is not a saved "
+                "Hugging Face dataset (a folder written by save_to_disk)"
+            )
+        texts = []
+        for file in files:
+            texts.extend(_read_file(file, text_field))
+    if not texts:
+        raise ValueError(f"source {str(path)!r} holds no documents (no rows, lines or text)")
     return texts
 
 
