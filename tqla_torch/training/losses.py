@@ -36,8 +36,8 @@ class DistillLoss(NamedTuple):
 
 
 #: Elements (rows x vocabulary) of one chunk of the fused loss when ``chunk_size`` is None:
-#: each float32 temporary of a chunk then takes about 4 MiB, whatever the vocabulary.
-CHUNK_ELEMENTS = 2**20
+#: each float32 temporary of a chunk then takes about 16 MiB, whatever the vocabulary.
+CHUNK_ELEMENTS = 2**22
 
 
 def distillation_loss(
@@ -180,47 +180,47 @@ def _chunk_terms(
     sc: torch.Tensor,
     tc: torch.Tensor,
     yc: torch.Tensor,
-    alpha: float,
-    temperature: float,
-    ignore_index: int,
-    want_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Summed CE and KL of one chunk (float32 rows) and, if asked, the gradient of
-    ``alpha * ce_rows + (1 - alpha) * T**2 * kl_rows`` (per row, masked, not yet divided by the
-    token count) with respect to the chunk's student logits."""
+    settings: tuple[float, float, int, int],
+    grad_out: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed CE and KL of one chunk (float32 rows ``sc``, ``tc``); when ``grad_out`` (the
+    chunk's slice of the gradient buffer) is given, the gradient of the mean loss
+    ``(alpha * ce_rows + (1 - alpha) * T**2 * kl_rows).sum() / n`` is written into it."""
+    alpha, temperature, ignore_index, n = settings
     mask = yc != ignore_index
-    safe = torch.where(mask, yc, 0)[:, None]
-    log_ps = torch.log_softmax(sc / temperature if temperature != 1.0 else sc, dim=-1)
-    log_pt = torch.log_softmax(tc / temperature if temperature != 1.0 else tc, dim=-1)
+    all_kept = bool(mask.all())
+    safe = yc[:, None] if all_kept else torch.where(mask, yc, 0)[:, None]
+    inv_t = 1.0 / temperature
+    log_ps = torch.log_softmax(sc * inv_t if temperature != 1.0 else sc, dim=-1)
+    log_pt = torch.log_softmax(tc * inv_t if temperature != 1.0 else tc, dim=-1)
     diff = log_pt - log_ps
     p_t = log_pt.exp_()  # log_pt is not needed any more
-    kl_rows = (diff.mul_(p_t)).sum(-1)
-    if temperature == 1.0:
-        log_p1 = log_ps
-    else:
-        log_p1 = torch.log_softmax(sc, dim=-1)
+    kl_rows = torch.linalg.vecdot(diff, p_t)
+    del diff
+    log_p1 = log_ps if temperature == 1.0 else torch.log_softmax(sc, dim=-1)
     ce_rows = -log_p1.gather(1, safe).squeeze(1)
-    ce_sum = (ce_rows * mask).sum()
-    kl_sum = (kl_rows * mask).sum()
-    if not want_grad:
-        return ce_sum, kl_sum, None
+    if not all_kept:
+        ce_rows, kl_rows = ce_rows * mask, kl_rows * mask
+    if grad_out is None:
+        return ce_rows.sum(), kl_rows.sum()
     # d/ds [alpha CE] = alpha (p_1 - onehot);  d/ds [(1 - alpha) T^2 KL] = (1 - alpha) T (p_T - p_t)
-    # with p_1 = softmax(s), p_T = softmax(s / T), p_t = softmax(t / T)
-    beta = (1.0 - alpha) * temperature
+    # with p_1 = softmax(s), p_T = softmax(s / T), p_t = softmax(t / T); all divided by n
+    a, b = alpha / n, (1.0 - alpha) * temperature / n
     grad = log_ps.exp_()  # p_T (for T == 1 also p_1; ce_rows is already taken)
     if temperature == 1.0:
-        grad.mul_(alpha + beta)
+        grad.mul_(a + b)
     else:
-        grad.mul_(beta)
+        grad.mul_(b)
         if alpha != 0.0:
-            grad.add_(log_p1.exp_(), alpha=alpha)
-    if beta != 0.0:
-        grad.sub_(p_t, alpha=beta)
+            grad.add_(log_p1.exp_(), alpha=a)
+    if b != 0.0:
+        grad.sub_(p_t, alpha=b)
     if alpha != 0.0:
-        grad.scatter_add_(1, safe, torch.full(safe.shape, -alpha, dtype=grad.dtype,
-                                              device=grad.device))
-    grad.mul_(mask[:, None])
-    return ce_sum, kl_sum, grad
+        grad.scatter_add_(1, safe, torch.full(safe.shape, -a, dtype=grad.dtype, device=grad.device))
+    if not all_kept:
+        grad[~mask] = 0.0
+    grad_out.copy_(grad)
+    return ce_rows.sum(), kl_rows.sum()
 
 
 def hidden_state_mse(
@@ -287,21 +287,18 @@ class _FusedDistillLoss(torch.autograd.Function):
         grad = torch.empty_like(s) if want_grad else None
         ce = torch.zeros((), dtype=torch.float64, device=s.device)
         kl = torch.zeros((), dtype=torch.float64, device=s.device)
+        settings = (alpha, temperature, ignore_index, n)
         for start in range(0, s.shape[0], rows):
             stop = min(start + rows, s.shape[0])
-            ce_c, kl_c, g = _chunk_terms(
+            ce_c, kl_c = _chunk_terms(
                 s[start:stop].float(),
                 t[start:stop].float(),
                 y[start:stop],
-                alpha,
-                temperature,
-                ignore_index,
-                want_grad,
+                settings,
+                None if grad is None else grad[start:stop],
             )
             ce += ce_c
             kl += kl_c
-            if grad is not None and g is not None:
-                grad[start:stop].copy_(g.div_(n))
         ce = (ce / n).float()
         kl = (kl / n).float()
         loss = alpha * ce + (1.0 - alpha) * (temperature**2) * kl
