@@ -17,15 +17,13 @@ Examples
 >>> ds.blocks.shape[1]
 64
 
-Over ~600 lines on purpose: every text source (built-in corpus, txt, jsonl, parquet, datasets
-folders), the tokenizer and the packing share one validation vocabulary; split by reader when a
-fifth source arrives.
+The file readers (txt, jsonl, Parquet, ``datasets`` folders) live in
+:mod:`tqla_torch.training.readers`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from tqla_torch.training.readers import (
+    SUFFIXES,
+    is_hf_dataset_dir,
+    read_file,
+    read_hf_dataset,
+)
 
 __all__ = [
     "EOS_TOKEN",
@@ -55,9 +60,6 @@ EOS_TOKEN = "<|endoftext|>"
 
 _SPLITS = ("train", "validation")
 _VALIDATION_FRACTION = 0.1
-_TEXT_SUFFIXES = (".txt", ".text", ".raw")
-_JSONL_SUFFIXES = (".jsonl",)
-_PARQUET_SUFFIXES = (".parquet",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,109 +214,6 @@ def builtin_tokenizer(
 # --------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path, text_field: str) -> list[str]:
-    texts: list[str] = []
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(
-                    f"{path}:{line_no}: expected a JSON object with a {text_field!r} field "
-                    f"(text_field={text_field!r})"
-                )
-            value = record[text_field]
-            if not isinstance(value, str):
-                raise ValueError(
-                    f"{path}:{line_no}: field {text_field!r} must be a string, "
-                    f"got {type(value).__name__}"
-                )
-            texts.append(value)
-    return texts
-
-
-def _text_column(values: Iterable[Any], where: str, text_field: str) -> list[str]:
-    """The values of a text column as str, refusing nulls and non-strings (never ``str()``-ed
-    into documents such as ``"None"`` or ``"3"``)."""
-    texts = []
-    for row, value in enumerate(values):
-        if not isinstance(value, str):
-            kind = "null" if value is None else type(value).__name__
-            raise ValueError(
-                f"{where}: column {text_field!r} (text_field) must hold strings; row {row} is "
-                f"{kind}"
-            )
-        texts.append(value)
-    return texts
-
-
-def _missing_column(where: str, text_field: str, columns: Sequence[str]) -> ValueError:
-    return ValueError(
-        f"{where}: no column {text_field!r}; the documents are read from the column named by "
-        f"text_field (default 'text'), and the columns here are {list(columns)}: pass "
-        "text_field=<one of them> (--text-field on the command line)"
-    )
-
-
-def _read_parquet(path: Path, text_field: str) -> list[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as err:
-        raise ImportError(
-            f"reading {path} needs the 'pyarrow' package: pip install pyarrow"
-        ) from err
-    try:
-        schema = pq.read_schema(path)
-    except Exception as err:  # pyarrow raises ArrowInvalid/OSError for damaged files
-        raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
-    if text_field not in schema.names:
-        raise _missing_column(os.fspath(path), text_field, schema.names)
-    table = pq.read_table(path, columns=[text_field])  # only the text column is read
-    return _text_column(table.column(text_field).to_pylist(), os.fspath(path), text_field)
-
-
-def _read_file(path: Path, text_field: str) -> list[str]:
-    suffix = path.suffix.lower()
-    if suffix in _TEXT_SUFFIXES:
-        return [path.read_text(encoding="utf-8")]
-    if suffix in _JSONL_SUFFIXES:
-        return _read_jsonl(path, text_field)
-    if suffix in _PARQUET_SUFFIXES:
-        return _read_parquet(path, text_field)
-    raise ValueError(
-        f"source {str(path)!r}: unsupported file type {suffix!r}; expected one of "
-        f"{_TEXT_SUFFIXES + _JSONL_SUFFIXES + _PARQUET_SUFFIXES}"
-    )
-
-
-def _is_hf_dataset_dir(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (
-        (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
-    )
-
-
-def _read_hf_dataset(path: Path, text_field: str, split: str) -> list[str]:
-    try:
-        import datasets
-    except ImportError as err:
-        raise ImportError(
-            f"{path} is a Hugging Face dataset folder; reading it needs the 'datasets' package: "
-            "pip install datasets"
-        ) from err
-    loaded = datasets.load_from_disk(os.fspath(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise ValueError(f"{path}: dataset has splits {sorted(loaded)}, not split={split!r}")
-        loaded = loaded[split]
-    if text_field not in loaded.column_names:
-        raise _missing_column(os.fspath(path), text_field, loaded.column_names)
-    return _text_column(loaded[text_field], os.fspath(path), text_field)
-
-
 def load_texts(
     source: str | os.PathLike[str],
     *,
@@ -378,11 +277,11 @@ def load_texts(
     if not path.exists():
         raise FileNotFoundError(f"source: no such file or directory: {str(path)!r}")
     if path.is_file():
-        texts = _read_file(path, text_field)
-    elif _is_hf_dataset_dir(path):
-        texts = _read_hf_dataset(path, text_field, split)
+        texts = read_file(path, text_field)
+    elif is_hf_dataset_dir(path):
+        texts = read_hf_dataset(path, text_field, split)
     else:
-        suffixes = _TEXT_SUFFIXES + _JSONL_SUFFIXES + _PARQUET_SUFFIXES
+        suffixes = SUFFIXES
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
         if not files:
             raise ValueError(
@@ -391,7 +290,7 @@ def load_texts(
             )
         texts = []
         for file in files:
-            texts.extend(_read_file(file, text_field))
+            texts.extend(read_file(file, text_field))
     if not texts:
         raise ValueError(f"source {str(path)!r} holds no documents (no rows, lines or text)")
     return texts
