@@ -68,7 +68,9 @@ def loss_only(args) -> dict:
     for name, chunk in (("naive", 0), ("chunked", None)):
 
         def run(chunk=chunk):
-            terms = distillation_loss(student, teacher, labels, ALPHA, TEMPERATURE, chunk_size=chunk)
+            terms = distillation_loss(
+                student, teacher, labels, ALPHA, TEMPERATURE, chunk_size=chunk
+            )
             terms.loss.backward()
             return terms
 
@@ -126,7 +128,9 @@ def full_step(args) -> dict:
     out: dict = {"parameters": sum(p.numel() for p in student.parameters())}
     for name, fused in (("naive", False), ("chunked", True)):
         student.zero_grad(set_to_none=True)
-        peak, _ = peak_allocated(lambda f=fused: _distill_forward_backward(student, teacher, batch, f))
+        peak, _ = peak_allocated(
+            lambda f=fused: _distill_forward_backward(student, teacher, batch, f)
+        )
         out[name] = {"peak_mib": peak / MIB}
         print(f"distillation step, {name:8s}: peak {peak / MIB:8.1f} MiB (forward + backward)")
     student.zero_grad(set_to_none=True)
@@ -210,6 +214,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _loads(values) -> str:
+    return ", ".join(f"{x:.2f}" for x in values)
+
+
 def _markdown(r: dict) -> str:
     m, v, sh, lo = r["machine"], r["versions"], r["shape"], r["loss_only"]
     lines = [
@@ -219,9 +227,8 @@ def _markdown(r: dict) -> str:
         "",
         f"- machine: {m['cpu']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}, "
         f"{m['platform']}",
-        f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in m['load_average_before'])}; "
-        f"after: {', '.join(f'{x:.2f}' for x in m['load_average_after'])} (shared machine: "
-        "timings are noisy, memory is not)",
+        f"- load average (1, 5, 15 min) before: {_loads(m['load_average_before'])}; after: "
+        f"{_loads(m['load_average_after'])} (shared machine: timings are noisy, memory is not)",
         f"- versions: Python {v['python']}, torch {v['torch']}, transformers {v['transformers']}",
         f"- batch {sh['batch']} x {sh['seq']} tokens, vocabulary {sh['vocab']}, alpha {ALPHA}, "
         f"T {TEMPERATURE}",

@@ -182,7 +182,8 @@ def test_parquet_reader_bad_input(tmp_path):
     _write_parquet(tmp_path / "numbers.parquet", {"text": [1, 2]})
     with pytest.raises(ValueError, match="row 0 is int"):
         load_texts(tmp_path / "numbers.parquet")
-    _write_parquet(tmp_path / "empty.parquet", {"text": pytest.importorskip("pyarrow").array([], "string")})
+    empty = pytest.importorskip("pyarrow").array([], "string")
+    _write_parquet(tmp_path / "empty.parquet", {"text": empty})
     with pytest.raises(ValueError, match="holds no documents"):
         load_texts(tmp_path / "empty.parquet")
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")

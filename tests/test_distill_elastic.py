@@ -75,9 +75,8 @@ def test_resume_with_another_global_batch_names_both(tmp_path):
     data = tiny_data()
     cfg = dict(lr=3e-3, log_every=1, device="cpu", progress=False, seed=3)
     ckpt = str(tmp_path / "run")
-    distill_stages(
-        *tiny_pair(), data, [Stage("a", steps=1)], DistillConfig(batch_size=2, checkpoint_dir=ckpt, **cfg)
-    )
+    first = DistillConfig(batch_size=2, checkpoint_dir=ckpt, **cfg)
+    distill_stages(*tiny_pair(), data, [Stage("a", steps=1)], first)
     bigger = DistillConfig(batch_size=2, global_batch_size=4, checkpoint_dir=ckpt, **cfg)
     with pytest.raises(ValueError, match="global batch of 2 blocks per optimizer step") as info:
         distill_stages(*tiny_pair(), data, [Stage("a", steps=1)], bigger)
@@ -90,7 +89,8 @@ def test_resume_with_another_global_batch_names_both(tmp_path):
 def test_global_batch_size_rules():
     with pytest.raises(ValueError, match="set grad_accum or global_batch_size, not both"):
         DistillConfig(grad_accum=2, global_batch_size=8)
-    with pytest.raises(ValueError, match=r"global_batch_size \(6\) must be a multiple of batch_size \(4\)"):
+    rule = r"global_batch_size \(6\) must be a multiple of batch_size \(4\)"
+    with pytest.raises(ValueError, match=rule):
         DistillConfig(batch_size=4, global_batch_size=6)
     with pytest.raises(ValueError, match="global_batch_size must be an int >= 1"):
         DistillConfig(global_batch_size=0)
