@@ -481,7 +481,8 @@ def distill_stages(
     ``grad_accum`` micro-batches of ``batch_size`` blocks, clips the gradient norm to
     ``max_grad_norm`` and minimises :func:`distillation_loss` (plus ``hidden_mse`` times
     :func:`hidden_state_mse` over the block outputs). The teacher is frozen for the run: eval
-    mode, parameters not requiring gradients, forward under :func:`torch.no_grad`; its mode and
+    mode, parameters not requiring gradients, forward once per micro-batch under
+    :func:`torch.inference_mode` (before the student's); its mode and
     ``requires_grad`` flags are restored when the run ends, so ``copy.deepcopy(teacher)``
     afterwards still gives a trainable student.
 
@@ -498,7 +499,8 @@ def distill_stages(
     all states are loaded. A run killed at any moment and restarted with the same arguments ends
     with bit-identical weights on CPU (given the same number of threads). A resume refuses
     settings that differ from the checkpoint's (all but ``checkpoint_dir``,
-    ``checkpoint_every``, ``keep_checkpoints``, ``device`` and ``progress``), naming them; a
+    ``checkpoint_every``, ``keep_checkpoints``, ``device``, ``progress``, and ``batch_size``,
+    ``grad_accum``, ``global_batch_size`` as long as the global batch is the same), naming them; a
     newest checkpoint that cannot be read (truncated, empty) is skipped with a warning for
     the previous complete one, and with none readable the run stops with one clear error.
 
@@ -543,7 +545,8 @@ def distill_stages(
     ValueError
         On an empty or inconsistent schedule, a student sharing parameters with the teacher,
         blocks longer than the model's positions or token ids outside its vocabulary, a
-        checkpoint written by a different schedule or world size, or bf16 without CUDA.
+        checkpoint written by a different schedule or global batch, a ``global_batch_size`` that
+        ``world_size * batch_size`` does not divide, or bf16 without CUDA.
     """
     if not isinstance(config, DistillConfig):
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
