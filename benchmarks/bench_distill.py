@@ -30,6 +30,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -55,8 +56,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_plain_training(model, optimizer, blocks, generator, args, device) -> list[float]:
-    """Tokens/s of each of ``args.warmup + args.steps`` CE-only AdamW steps (warm-up dropped)."""
+def bench_plain_training(model, optimizer, blocks, generator, args, device):
+    """Tokens/s of each of ``args.warmup + args.steps`` CE-only AdamW steps (warm-up dropped),
+    and the process CPU seconds per step over all of them."""
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if args.mixed_precision == "bf16"
@@ -64,6 +66,7 @@ def bench_plain_training(model, optimizer, blocks, generator, args, device) -> l
     )
     model.train()
     rates = []
+    cpu0 = time.process_time()
     for _ in range(args.warmup + args.steps):
         idx = torch.randint(0, blocks.shape[0], (args.batch_size,), generator=generator)
         batch = blocks[idx].to(device)
@@ -80,11 +83,28 @@ def bench_plain_training(model, optimizer, blocks, generator, args, device) -> l
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
         rates.append(batch.numel() / (time.perf_counter() - t0))
-    return rates[args.warmup :]
+    cpu = (time.process_time() - cpu0) / (args.warmup + args.steps)
+    return rates[args.warmup :], cpu
 
 
-def bench_distill(student, teacher, data, seed, args, device) -> list[float]:
-    """Tokens/s of each step of :func:`distill` (from its per-step history, warm-up dropped)."""
+def bench_teacher_forward(teacher, blocks, generator, args, device) -> float:
+    """Process CPU seconds of one teacher forward pass in inference mode (the least of a few):
+    the work a distillation step adds to a plain step besides the KL term."""
+    best = math.inf
+    for _ in range(args.steps):
+        idx = torch.randint(0, blocks.shape[0], (args.batch_size,), generator=generator)
+        batch = blocks[idx].to(device)
+        cpu0 = time.process_time()
+        with torch.inference_mode():
+            teacher(batch, use_cache=False)
+        _sync(device)
+        best = min(best, time.process_time() - cpu0)
+    return best
+
+
+def bench_distill(student, teacher, data, seed, args, device):
+    """Tokens/s of each step of :func:`distill` (from its per-step history, warm-up dropped),
+    and the process CPU seconds per step of the whole call (its set-up included)."""
     config = DistillConfig(
         max_steps=args.warmup + args.steps,
         batch_size=args.batch_size,
@@ -95,8 +115,10 @@ def bench_distill(student, teacher, data, seed, args, device) -> list[float]:
         progress=False,
         seed=seed,
     )
+    cpu0 = time.process_time()
     result = distill(student, teacher, data, config)
-    return [h["tokens_per_s"] for h in result.history][args.warmup :]
+    cpu = (time.process_time() - cpu0) / (args.warmup + args.steps)
+    return [h["tokens_per_s"] for h in result.history][args.warmup :], cpu
 
 
 def _summary(rates: list[float]) -> dict[str, float]:
@@ -135,6 +157,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16"])
     parser.add_argument("--out", default=None, help="output path without suffix")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the results, write no result files"
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -165,13 +190,23 @@ def main() -> None:
     plain_rates: list[float] = []
     distill_rates: list[float] = []
     round_ratios: list[float] = []
+    plain_cpu, distill_cpu, teacher_cpu = math.inf, math.inf, math.inf
     for round_ in range(args.rounds):
-        plain = bench_plain_training(plain_model, optimizer, data.blocks, generator, args, device)
-        dist = bench_distill(student, teacher, data, round_, args, device)
+        plain, p_cpu = bench_plain_training(
+            plain_model, optimizer, data.blocks, generator, args, device
+        )
+        dist, d_cpu = bench_distill(student, teacher, data, round_, args, device)
+        teacher_cpu = min(
+            teacher_cpu, bench_teacher_forward(teacher, data.blocks, generator, args, device)
+        )
+        plain_cpu, distill_cpu = min(plain_cpu, p_cpu), min(distill_cpu, d_cpu)
         plain_rates += plain
         distill_rates += dist
         round_ratios.append(statistics.median(dist) / statistics.median(plain))
-        print(f"round {round_ + 1}/{args.rounds}: distill / plain = {round_ratios[-1]:.3f}")
+        print(
+            f"round {round_ + 1}/{args.rounds}: distill / plain = {round_ratios[-1]:.3f} (wall), "
+            f"{p_cpu / d_cpu:.3f} (CPU time)"
+        )
     del plain_model, optimizer
     eval_windows = max(8, args.batch_size * 4)
     eval_tokens = eval_ids[: eval_windows * args.block_size]
@@ -182,9 +217,16 @@ def main() -> None:
 
     plain_s, distill_s = _summary(plain_rates), _summary(distill_rates)
     ratio = statistics.median(round_ratios)
+    # the best step of each kind over all rounds: the least disturbed by other jobs
+    best_ratio = max(distill_rates) / max(plain_rates)
+    cpu_ratio = plain_cpu / distill_cpu
+    ceiling = plain_cpu / (plain_cpu + teacher_cpu)
     print(f"plain training : {plain_s['median_tokens_per_s']:10.0f} tokens/s (median)")
     print(f"distillation   : {distill_s['median_tokens_per_s']:10.0f} tokens/s (median)")
     print(f"ratio distill / plain (median over rounds): {ratio:.3f}")
+    print(f"ratio distill / plain (best step of each):  {best_ratio:.3f}")
+    print(f"ratio distill / plain (CPU time per step, least over rounds): {cpu_ratio:.3f}")
+    print(f"estimate plain / (plain + teacher forward), CPU time: {ceiling:.3f}")
     print(f"evaluation     : {evaluation.tokens_per_s:10.0f} tokens/s")
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -218,6 +260,14 @@ def main() -> None:
         "plain_training": plain_s,
         "distillation": distill_s,
         "ratio_distill_over_plain": ratio,
+        "ratio_best_step": best_ratio,
+        "cpu_seconds_per_step": {
+            "plain": plain_cpu,
+            "distillation": distill_cpu,
+            "teacher_forward": teacher_cpu,
+        },
+        "ratio_cpu_time": cpu_ratio,
+        "ratio_ceiling_cpu_time": ceiling,
         "ratio_per_round": round_ratios,
         "evaluation": {
             "tokens_per_s": evaluation.tokens_per_s,
@@ -225,6 +275,8 @@ def main() -> None:
             "windows": evaluation.n_windows,
         },
     }
+    if args.no_write:
+        return
     out = (
         Path(args.out) if args.out else Path(__file__).parent / "results" / f"distill_{device.type}"
     )
@@ -269,7 +321,17 @@ mixed precision: {s["mixed_precision"]}
 
 Distillation / plain training: **{r["ratio_distill_over_plain"]:.2f}** (median over rounds of
 the ratio of the rounds' median step rates; per round: \
-{", ".join(f"{x:.2f}" for x in r["ratio_per_round"])}).
+{", ".join(f"{x:.2f}" for x in r["ratio_per_round"])}); the fastest distillation step over the
+fastest plain step (the least disturbed by other jobs): **{r["ratio_best_step"]:.2f}**.
+
+By process CPU time per step (least over rounds; robust to other jobs when torch runs one
+thread): plain {r["cpu_seconds_per_step"]["plain"]:.3f} s, distillation \
+{r["cpu_seconds_per_step"]["distillation"]:.3f} s, ratio **{r["ratio_cpu_time"]:.2f}**. One
+teacher forward pass in inference mode alone takes \
+{r["cpu_seconds_per_step"]["teacher_forward"]:.3f} s: the extra work a distillation step cannot
+avoid. Estimated from these separately timed parts, a step with a free KL term would run at
+plain / (plain + teacher forward) = {r["ratio_ceiling_cpu_time"]:.2f} of a plain step (an
+estimate, not a bound: the parts are timed apart).
 
 A distillation step does everything a training step does plus a teacher forward pass and the KL
 term, so the ratio is below 1. On a shared machine the numbers move with the load; compare runs

@@ -127,5 +127,69 @@ def main() -> None:
         Path(args.out).with_suffix(".json").write_text(json.dumps(summary))
 
 
+# ---- elastic resume (tests/test_distill_elastic.py) ------------------------------------------
+
+ELASTIC_STEPS = 6
+
+
+class Stop(Exception):
+    """Raised by a forward hook to interrupt a run (after a checkpoint was written)."""
+
+
+def elastic_run(checkpoint_dir: str, batch_size: int, global_batch: int, stop_after: int | None):
+    """A tiny dropout-free distillation of ``ELASTIC_STEPS`` steps at a fixed global batch,
+    interrupted at the start of step ``stop_after + 1`` (None: run to the end).
+
+    Returns the student's state dict, or None when interrupted."""
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    accum = global_batch // (world * batch_size)
+    student, teacher = tiny_pair(dropout=0.0)
+    if stop_after is not None:
+        calls = [0]
+
+        def hook(module, inputs):
+            calls[0] += 1
+            if calls[0] > stop_after * accum:
+                raise Stop
+
+        student.register_forward_pre_hook(hook)
+    config = DistillConfig(
+        lr=3e-3,
+        warmup_steps=2,
+        batch_size=batch_size,
+        global_batch_size=global_batch,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=1,
+        log_every=2,
+        device="cpu",
+        progress=False,
+        seed=3,
+    )
+    try:
+        distill_stages(student, teacher, tiny_data(), [Stage("a", steps=ELASTIC_STEPS)], config)
+    except Stop:
+        return None
+    return student.state_dict()
+
+
+def elastic_worker(rank, world, init_file, checkpoint_dir, out, batch_size, global_batch, stop):
+    """``torch.multiprocessing.spawn`` target: :func:`elastic_run` on a gloo process group;
+    rank 0 saves the final weights to ``out``."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        weights = elastic_run(checkpoint_dir, batch_size, global_batch, stop)
+        if rank == 0 and weights is not None:
+            torch.save(weights, out)
+    finally:
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -129,23 +130,98 @@ def test_load_bad_inputs(tmp_path):
         load_texts(42)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("datasets") is not None, reason="datasets is installed"
-)
-def test_hf_dataset_folder_without_datasets_names_the_package(tmp_path):
+def test_hf_dataset_folder_without_datasets_names_the_package(tmp_path, monkeypatch):
     folder = tmp_path / "ds"
     folder.mkdir()
     (folder / "dataset_info.json").write_text("{}", encoding="utf-8")
     (folder / "state.json").write_text("{}", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     with pytest.raises(ImportError, match="'datasets'"):
         load_texts(folder)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
-def test_parquet_without_pyarrow_names_the_package(tmp_path):
+def test_parquet_without_pyarrow_names_the_package(tmp_path, monkeypatch):
     (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(ImportError, match="'pyarrow'"):
         load_texts(tmp_path / "x.parquet")
+
+
+# ---- Parquet files and datasets folders (written here; pyarrow/datasets in the test extra) ---
+
+
+def _write_parquet(path, columns):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table(columns), path)
+
+
+def test_parquet_reader(tmp_path, tok):
+    _write_parquet(tmp_path / "a.parquet", {"text": ["first doc", "second"], "id": [1, 2]})
+    assert load_texts(tmp_path / "a.parquet") == ["first doc", "second"]
+    _write_parquet(tmp_path / "b.parquet", {"body": ["third"]})
+    assert load_texts(tmp_path / "b.parquet", text_field="body") == ["third"]
+    # a folder of Parquet files: sorted by name; every file needs the column
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    _write_parquet(folder / "01.parquet", {"text": ["c", "d"]})
+    _write_parquet(folder / "00.parquet", {"text": ["a", "b"]})
+    assert load_texts(folder) == ["a", "b", "c", "d"]
+    data = PackedDataset.from_source(folder, tok, block_size=2)
+    assert torch.equal(data.blocks.flatten()[:4], tokenize_texts(["a", "b"], tok)[:4])
+
+
+def test_parquet_reader_bad_input(tmp_path):
+    _write_parquet(tmp_path / "no_text.parquet", {"body": ["x"], "id": [1]})
+    with pytest.raises(ValueError, match=r"no column 'text'.*text_field.*\['body', 'id'\]"):
+        load_texts(tmp_path / "no_text.parquet")
+    _write_parquet(tmp_path / "nulls.parquet", {"text": ["x", None]})
+    with pytest.raises(ValueError, match="must hold strings; row 1 is null"):
+        load_texts(tmp_path / "nulls.parquet")
+    _write_parquet(tmp_path / "numbers.parquet", {"text": [1, 2]})
+    with pytest.raises(ValueError, match="row 0 is int"):
+        load_texts(tmp_path / "numbers.parquet")
+    empty = pytest.importorskip("pyarrow").array([], "string")
+    _write_parquet(tmp_path / "empty.parquet", {"text": empty})
+    with pytest.raises(ValueError, match="holds no documents"):
+        load_texts(tmp_path / "empty.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        load_texts(tmp_path / "broken.parquet")
+
+
+def test_datasets_save_to_disk_reader(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    single = datasets.Dataset.from_dict({"text": ["one", "two"], "n": [1, 2]})
+    single.save_to_disk(tmp_path / "single")
+    assert load_texts(tmp_path / "single") == ["one", "two"]
+    splits = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"content": ["t1", "t2", "t3"]}),
+        validation=datasets.Dataset.from_dict({"content": ["v1"]}),
+    )
+    splits.save_to_disk(tmp_path / "dict")
+    assert load_texts(tmp_path / "dict", text_field="content") == ["t1", "t2", "t3"]
+    got = load_texts(tmp_path / "dict", text_field="content", split="validation")
+    assert got == ["v1"]
+    with pytest.raises(ValueError, match=r"splits \['train', 'validation'\], not split='test'"):
+        load_texts(tmp_path / "dict", text_field="content", split="test")
+    with pytest.raises(ValueError, match=r"no column 'text'.*\['content'\]"):
+        load_texts(tmp_path / "dict")
+    datasets.Dataset.from_dict({"text": ["a", None]}).save_to_disk(tmp_path / "nulls")
+    with pytest.raises(ValueError, match="row 1 is null"):
+        load_texts(tmp_path / "nulls")
+
+
+def test_missing_and_empty_sources(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        load_texts(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="folder holds no"):
+        load_texts(tmp_path / "empty")
+    (tmp_path / "blank.jsonl").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no documents"):
+        load_texts(tmp_path / "blank.jsonl")
 
 
 # ---- tokenising and packing --------------------------------------------------------------------
@@ -234,13 +310,52 @@ def test_block_order_shards_partition_the_global_batch():
         assert torch.equal(joined, single.next_indices())
 
 
+def _step_sets(n_blocks, world, batch, accum, n_steps=9):
+    """The sorted block indices of each optimizer step, over all ranks and micro-batches."""
+    orders = [
+        BlockOrder(n_blocks, batch, seed=5, world_size=world, rank=r, grad_accum=accum)
+        for r in range(world)
+    ]
+    steps = []
+    for _ in range(n_steps):
+        taken = [i for _ in range(accum) for o in orders for i in o.next_indices().tolist()]
+        steps.append(sorted(taken))
+    return steps
+
+
+@pytest.mark.parametrize("n_blocks", [10, 13, 16])
+def test_block_order_steps_depend_on_the_global_batch_only(n_blocks):
+    """Global batch 4 split as 1x4x1, 2x1x2, 2x2x1, 1x1x4, 4x1x1 (world x batch x accum): the
+    same blocks in every optimizer step, across epochs (incomplete tails are skipped whole)."""
+    reference = _step_sets(n_blocks, 1, 4, 1)
+    assert all(len(set(s)) == 4 for s in reference)
+    for world, batch, accum in [(2, 1, 2), (2, 2, 1), (1, 1, 4), (4, 1, 1)]:
+        assert _step_sets(n_blocks, world, batch, accum) == reference, (world, batch, accum)
+
+
+def test_block_order_resumes_under_another_split():
+    one = BlockOrder(13, 4, seed=5)
+    one.next_indices()
+    state = one.state_dict()
+    assert state["global_batch"] == 4
+    two = [BlockOrder(13, 1, seed=5, world_size=2, rank=r, grad_accum=2) for r in range(2)]
+    for order in two:
+        order.load_state_dict(state)
+    taken = sorted(i for _ in range(2) for o in two for i in o.next_indices().tolist())
+    assert taken == sorted(one.next_indices().tolist())
+    with pytest.raises(ValueError, match="global_batch=4, this run has global_batch=2"):
+        BlockOrder(13, 1, seed=5, world_size=2).load_state_dict(state)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(n_blocks=0, batch_size=1), "n_blocks must be a positive int"),
+        (dict(n_blocks=4, batch_size=1, grad_accum=0), "grad_accum must be a positive int"),
+        (dict(n_blocks=4, batch_size=1, grad_accum=5), "fewer than one global batch"),
         (dict(n_blocks=4, batch_size=0), "batch_size must be a positive int"),
         (dict(n_blocks=4, batch_size=1, world_size=2, rank=2), "rank must be in"),
-        (dict(n_blocks=4, batch_size=3, world_size=2), "fewer than one global micro-batch"),
+        (dict(n_blocks=4, batch_size=3, world_size=2), "fewer than one global batch"),
     ],
 )
 def test_block_order_bad_arguments(kwargs, message):

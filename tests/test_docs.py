@@ -19,7 +19,15 @@ PAGES = [
     "kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "spectral.md", "tt.md"
 ]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
-TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "security.md", "lwiq.md", "auto.md"]
+TORCH_PAGES = [
+    "torch.md",
+    "distillation.md",
+    "tutorial.md",
+    "security.md",
+    "lwiq.md",
+    "auto.md",
+    "distributed_training.md",
+]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -72,6 +80,9 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch._trust",
         "tqla_torch._hf_folder",
         "tqla_torch.training.checkpoint",
+        "tqla_torch.training.losses",
+        "tqla_torch.training.loop",
+        "tqla_torch.training.readers",
         "tqla.batch",
         "tqla.tt",
         "tqla.tt_matrix",

@@ -69,7 +69,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="run folder")
     p.add_argument("--tokenizer", help="tokenizer (default: the teacher's)")
     p.add_argument("--base-model", help="base model for a tqla student folder, if needed")
-    p.add_argument("--text-field", default="text", help="text field of JSON lines (default: text)")
+    p.add_argument(
+        "--text-field",
+        default="text",
+        help="field of JSON lines, column of Parquet files and datasets folders (default: text)",
+    )
     p.add_argument("--split", default="train", help="split of builtin / dataset folders")
     p.add_argument(
         "--block-size",
@@ -262,13 +266,16 @@ def run(args: argparse.Namespace) -> int:
         Stage(name, compress=cfg, steps=args.steps_per_stage, tokens=args.tokens_per_stage)
         for name, cfg in stage_specs
     ]
+    from tqla_torch.training.loop import grad_accum_for
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     logger.info(
         "distilling %d stage(s) %s on %d blocks of %d tokens (%d tokens per step)",
         len(stages),
         [s.name for s in stages],
         len(data),
         block_size,
-        config.batch_size * config.grad_accum * block_size,
+        world * config.batch_size * grad_accum_for(config, world) * block_size,
     )
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

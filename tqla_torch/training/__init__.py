@@ -6,7 +6,9 @@
   stage steps),
 * :mod:`~tqla_torch.training.optim` — seeding, parameter groups and the learning-rate
   schedule shared by distillation and the demo's teacher,
-* :mod:`~tqla_torch.training.data` — corpora, tokenisation and packed token blocks,
+* :mod:`~tqla_torch.training.data` — corpora, tokenisation and packed token blocks
+  (file readers in :mod:`~tqla_torch.training.readers`),
+* :mod:`~tqla_torch.training.losses` — the fused, chunked distillation loss,
 * :mod:`~tqla_torch.training.evaluate` — perplexity (two protocols) and LAMBADA,
 * :mod:`~tqla_torch.training.demo` — the built-in end-to-end demo.
 

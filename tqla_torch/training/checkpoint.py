@@ -82,8 +82,20 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
 
 #: DistillConfig fields a resumed run may change: they decide where and how often checkpoints
 #: are written, where the run computes and what it shows, not what it computes.
+#: ``batch_size``, ``grad_accum`` and ``global_batch_size`` decide how a step's global batch is
+#: split over processes and micro-batches: they may change as long as the global batch (checked
+#: separately) stays the same.
 RESUMABLE_CHANGES = frozenset(
-    {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "device", "progress"}
+    {
+        "checkpoint_dir",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "device",
+        "progress",
+        "batch_size",
+        "grad_accum",
+        "global_batch_size",
+    }
 )
 
 
@@ -178,16 +190,29 @@ class Checkpointer:
         schedule is refused.
     config : DistillConfig
     device : torch.device
+    global_batch : int, optional
+        Blocks per optimizer step over all ranks (default: ``world_size * batch_size *
+        grad_accum``); a checkpoint of another global batch is refused.
     """
 
     def __init__(
-        self, directory: Any, ctx: Any, fingerprint: list[dict], config: Any, device: torch.device
+        self,
+        directory: Any,
+        ctx: Any,
+        fingerprint: list[dict],
+        config: Any,
+        device: torch.device,
+        *,
+        global_batch: int | None = None,
     ) -> None:
         self.directory = None if directory is None else Path(directory)
         self.ctx = ctx
         self.fingerprint = fingerprint
         self.config = config
         self.device = device
+        if global_batch is None:
+            global_batch = ctx.world_size * config.batch_size * config.grad_accum
+        self.global_batch = int(global_batch)
         self._read: dict[str, Any] | None = None  # the checkpoint locate() read (rank 0)
 
     @property
@@ -239,10 +264,21 @@ class Checkpointer:
                 f"run has {self.fingerprint}; use the same stages and budgets or a new "
                 f"checkpoint_dir"
             )
-        if state["world_size"] != self.ctx.world_size:
+        saved = state.get("config") or {}
+        saved_batch = state.get("global_batch")
+        if saved_batch is None:  # checkpoints before elastic resume
+            saved_batch = (
+                int(state["world_size"]) * saved.get("batch_size", 0) * saved.get("grad_accum", 1)
+            )
+        if int(saved_batch) != self.global_batch:
             raise ValueError(
-                f"checkpoint {path} was written by {state['world_size']} processes, this "
-                f"run has {self.ctx.world_size}"
+                f"checkpoint {path} was written with a global batch of {saved_batch} blocks per "
+                f"optimizer step ({state['world_size']} processes), this run has "
+                f"{self.global_batch} ({self.ctx.world_size} processes * batch_size "
+                f"{self.config.batch_size} * accumulation "
+                f"{self.global_batch // (self.ctx.world_size * self.config.batch_size)}); keep "
+                f"the global batch: set global_batch_size={saved_batch} (the accumulation is "
+                "then derived) or choose batch_size / grad_accum to match"
             )
         return state
 
@@ -280,6 +316,7 @@ class Checkpointer:
             "version": CHECKPOINT_VERSION,
             "stages": self.fingerprint,
             "world_size": self.ctx.world_size,
+            "global_batch": self.global_batch,
             "stage": stage_index,
             "stage_step": stage_step,
             "stage_done": done,

@@ -17,15 +17,13 @@ Examples
 >>> ds.blocks.shape[1]
 64
 
-Over ~600 lines on purpose: every text source (built-in corpus, txt, jsonl, parquet, datasets
-folders), the tokenizer and the packing share one validation vocabulary; split by reader when a
-fifth source arrives.
+The file readers (txt, jsonl, Parquet, ``datasets`` folders) live in
+:mod:`tqla_torch.training.readers`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from tqla_torch.training.readers import (
+    SUFFIXES,
+    is_hf_dataset_dir,
+    read_file,
+    read_hf_dataset,
+)
 
 __all__ = [
     "EOS_TOKEN",
@@ -55,9 +60,6 @@ EOS_TOKEN = "<|endoftext|>"
 
 _SPLITS = ("train", "validation")
 _VALIDATION_FRACTION = 0.1
-_TEXT_SUFFIXES = (".txt", ".text", ".raw")
-_JSONL_SUFFIXES = (".jsonl",)
-_PARQUET_SUFFIXES = (".parquet",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,86 +214,6 @@ def builtin_tokenizer(
 # --------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path, text_field: str) -> list[str]:
-    texts: list[str] = []
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(
-                    f"{path}:{line_no}: expected a JSON object with a {text_field!r} field "
-                    f"(text_field={text_field!r})"
-                )
-            value = record[text_field]
-            if not isinstance(value, str):
-                raise ValueError(
-                    f"{path}:{line_no}: field {text_field!r} must be a string, "
-                    f"got {type(value).__name__}"
-                )
-            texts.append(value)
-    return texts
-
-
-def _read_parquet(path: Path, text_field: str) -> list[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"reading {path} needs the 'pyarrow' package: pip install pyarrow"
-        ) from err
-    table = pq.read_table(path, columns=None)
-    if text_field not in table.column_names:
-        raise ValueError(
-            f"{path}: no column {text_field!r} (text_field); columns are {table.column_names}"
-        )
-    return [str(value) for value in table.column(text_field).to_pylist()]
-
-
-def _read_file(path: Path, text_field: str) -> list[str]:
-    suffix = path.suffix.lower()
-    if suffix in _TEXT_SUFFIXES:
-        return [path.read_text(encoding="utf-8")]
-    if suffix in _JSONL_SUFFIXES:
-        return _read_jsonl(path, text_field)
-    if suffix in _PARQUET_SUFFIXES:
-        return _read_parquet(path, text_field)
-    raise ValueError(
-        f"source {str(path)!r}: unsupported file type {suffix!r}; expected one of "
-        f"{_TEXT_SUFFIXES + _JSONL_SUFFIXES + _PARQUET_SUFFIXES}"
-    )
-
-
-def _is_hf_dataset_dir(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (
-        (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
-    )
-
-
-def _read_hf_dataset(path: Path, text_field: str, split: str) -> list[str]:
-    try:
-        import datasets
-    except ImportError as err:
-        raise ImportError(
-            f"{path} is a Hugging Face dataset folder; reading it needs the 'datasets' package: "
-            "pip install datasets"
-        ) from err
-    loaded = datasets.load_from_disk(os.fspath(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise ValueError(f"{path}: dataset has splits {sorted(loaded)}, not split={split!r}")
-        loaded = loaded[split]
-    if text_field not in loaded.column_names:
-        raise ValueError(
-            f"{path}: no column {text_field!r} (text_field); columns are {loaded.column_names}"
-        )
-    return [str(value) for value in loaded[text_field]]
-
-
 def load_texts(
     source: str | os.PathLike[str],
     *,
@@ -328,8 +250,10 @@ def load_texts(
     FileNotFoundError
         If ``source`` does not exist.
     ValueError
-        For unsupported file types, malformed JSON lines, a missing text field, or a folder
-        without readable files.
+        For unsupported file types, malformed JSON lines, a missing text field or column
+        (the documents come from the field/column named ``text_field``), a text column with
+        nulls or non-strings, a missing ``split`` of a ``DatasetDict``, a folder without
+        readable files, or a source without any document.
     ImportError
         If a dataset folder or Parquet file is given and ``datasets`` / ``pyarrow`` is missing.
 
@@ -353,19 +277,22 @@ def load_texts(
     if not path.exists():
         raise FileNotFoundError(f"source: no such file or directory: {str(path)!r}")
     if path.is_file():
-        return _read_file(path, text_field)
-    if _is_hf_dataset_dir(path):
-        return _read_hf_dataset(path, text_field, split)
-    suffixes = _TEXT_SUFFIXES + _JSONL_SUFFIXES + _PARQUET_SUFFIXES
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-    if not files:
-        raise ValueError(
-            f"source {str(path)!r}: folder holds no {suffixes} files and is not a saved "
-            "Hugging Face dataset"
-        )
-    texts: list[str] = []
-    for file in files:
-        texts.extend(_read_file(file, text_field))
+        texts = read_file(path, text_field)
+    elif is_hf_dataset_dir(path):
+        texts = read_hf_dataset(path, text_field, split)
+    else:
+        suffixes = SUFFIXES
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise ValueError(
+                f"source {str(path)!r}: folder holds no {suffixes} files and is not a saved "
+                "Hugging Face dataset (a folder written by save_to_disk)"
+            )
+        texts = []
+        for file in files:
+            texts.extend(read_file(file, text_field))
+    if not texts:
+        raise ValueError(f"source {str(path)!r} holds no documents (no rows, lines or text)")
     return texts
 
 
@@ -574,11 +501,14 @@ class BlockOrder:
     """A seeded, resumable order over block indices, sharded across data-parallel ranks.
 
     Every epoch visits a fresh permutation of ``range(n_blocks)`` drawn from
-    ``numpy.random.default_rng([seed, epoch])`` (independent of any global RNG). The
-    permutation is consumed in *global* micro-batches of ``world_size * batch_size`` blocks;
-    rank ``r`` takes the ``r``-th contiguous slice of ``batch_size`` blocks from each. Hence
-    ``world_size`` ranks with ``batch_size`` each see exactly the blocks that one process with
-    ``world_size * batch_size`` would see. The incomplete tail of an epoch is skipped.
+    ``numpy.random.default_rng([seed, epoch])`` (independent of any global RNG). Optimizer step
+    ``k`` of an epoch takes the global samples ``perm[k*G:(k+1)*G]`` with
+    ``G = world_size * batch_size * grad_accum`` (the global batch); within the step, global
+    micro-batch ``m`` is ``perm[k*G + m*W:k*G + (m+1)*W]`` with ``W = world_size * batch_size``
+    and rank ``r`` takes the ``r``-th contiguous slice of ``batch_size`` blocks of it. Hence
+    which blocks a step trains on depends on ``seed`` and ``G`` only, not on how they are split
+    over ranks and micro-batches. An epoch's incomplete tail (fewer than ``G`` blocks) is
+    skipped.
 
     The position is ``(epoch, index)``: ``index`` counts the blocks of the current epoch's
     permutation already consumed by all ranks together. Restoring both fields resumes the order
@@ -596,6 +526,8 @@ class BlockOrder:
         Number of data-parallel ranks.
     rank : int, default 0
         This rank.
+    grad_accum : int, default 1
+        Micro-batches per optimizer step.
     epoch : int, default 0
         Starting epoch.
     index : int, default 0
@@ -617,21 +549,22 @@ class BlockOrder:
     seed: int = 0
     world_size: int = 1
     rank: int = 0
+    grad_accum: int = 1
     epoch: int = 0
     index: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_blocks", "batch_size", "world_size"):
+        for name in ("n_blocks", "batch_size", "world_size", "grad_accum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
-        if self.global_batch > self.n_blocks:
+        if self.step_blocks > self.n_blocks:
             raise ValueError(
-                f"the dataset has {self.n_blocks} blocks, fewer than one global micro-batch "
-                f"(world_size * batch_size = {self.global_batch}); use more data or a smaller "
-                "batch_size"
+                f"the dataset has {self.n_blocks} blocks, fewer than one global batch "
+                f"(world_size * batch_size * grad_accum = {self.step_blocks}); use more data "
+                "or a smaller batch"
             )
         if self.epoch < 0 or self.index < 0:
             raise ValueError(f"epoch and index must be >= 0, got ({self.epoch}, {self.index})")
@@ -642,6 +575,11 @@ class BlockOrder:
     def global_batch(self) -> int:
         """Blocks per micro-batch over all ranks."""
         return self.world_size * self.batch_size
+
+    @property
+    def step_blocks(self) -> int:
+        """Blocks per optimizer step over all ranks and micro-batches (the global batch)."""
+        return self.global_batch * self.grad_accum
 
     def _permutation(self) -> np.ndarray:
         if self._perm_epoch != self.epoch:
@@ -659,8 +597,8 @@ class BlockOrder:
         torch.Tensor
             ``int64`` tensor of ``batch_size`` block indices.
         """
-        if self.index + self.global_batch > self.n_blocks:
-            self.epoch += 1
+        if self.index % self.step_blocks == 0 and self.index + self.step_blocks > self.n_blocks:
+            self.epoch += 1  # a new epoch starts only where an optimizer step starts
             self.index = 0
         perm = self._permutation()
         start = self.index + self.rank * self.batch_size
@@ -679,7 +617,7 @@ class BlockOrder:
             "index": int(self.index),
             "seed": int(self.seed),
             "n_blocks": int(self.n_blocks),
-            "global_batch": int(self.global_batch),
+            "global_batch": int(self.step_blocks),
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -688,18 +626,19 @@ class BlockOrder:
         Raises
         ------
         ValueError
-            If the saved order used a different dataset size, seed or global micro-batch.
+            If the saved order used a different dataset size, seed or global batch
+            (``global_batch`` in the state: blocks per optimizer step over all ranks).
         """
         for key, mine in (
             ("n_blocks", self.n_blocks),
             ("seed", self.seed),
-            ("global_batch", self.global_batch),
+            ("global_batch", self.step_blocks),
         ):
             if int(state[key]) != int(mine):
                 raise ValueError(
                     f"data order mismatch: the saved position has {key}={state[key]}, this run "
                     f"has {key}={mine}; resume with the same data, seed and "
-                    "world_size * batch_size"
+                    "world_size * batch_size * grad_accum"
                 )
         self.epoch = int(state["epoch"])
         self.index = int(state["index"])

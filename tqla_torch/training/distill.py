@@ -48,7 +48,7 @@ from tqla_torch._dataclasses import dataclass_from_dict
 from tqla_torch._lm import max_positions, vocab_size
 from tqla_torch.training.checkpoint import latest_checkpoint
 from tqla_torch.training.data import PackedDataset
-from tqla_torch.training.loop import run_stages, setup
+from tqla_torch.training.loop import grad_accum_for, run_stages, setup
 from tqla_torch.training.losses import (
     DistillLoss,
     distillation_loss,
@@ -131,6 +131,13 @@ class DistillConfig:
     grad_accum: int = field(
         default=1, metadata={"help": "micro-batches accumulated per optimizer step"}
     )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "blocks per optimizer step over all ranks (None: world_size * batch_size "
+            "* grad_accum); when set, grad_accum is derived for any number of processes"
+        },
+    )
     max_grad_norm: float | None = field(
         default=1.0, metadata={"help": "gradient clipping norm (None: no clipping)"}
     )
@@ -186,6 +193,18 @@ class DistillConfig:
                 integer(name, 1)
         integer("batch_size", 1)
         integer("grad_accum", 1)
+        if self.global_batch_size is not None:
+            integer("global_batch_size", 1)
+            if self.grad_accum != 1:
+                raise ValueError(
+                    "set grad_accum or global_batch_size, not both: with global_batch_size the "
+                    f"accumulation is derived (got grad_accum={self.grad_accum!r})"
+                )
+            if self.global_batch_size % self.batch_size:
+                raise ValueError(
+                    f"global_batch_size ({self.global_batch_size}) must be a multiple of "
+                    f"batch_size ({self.batch_size})"
+                )
         if self.max_grad_norm is not None and real("max_grad_norm") <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         if self.mixed_precision not in _MIXED_PRECISION:
@@ -462,7 +481,8 @@ def distill_stages(
     ``grad_accum`` micro-batches of ``batch_size`` blocks, clips the gradient norm to
     ``max_grad_norm`` and minimises :func:`distillation_loss` (plus ``hidden_mse`` times
     :func:`hidden_state_mse` over the block outputs). The teacher is frozen for the run: eval
-    mode, parameters not requiring gradients, forward under :func:`torch.no_grad`; its mode and
+    mode, parameters not requiring gradients, forward once per micro-batch under
+    :func:`torch.inference_mode` (before the student's); its mode and
     ``requires_grad`` flags are restored when the run ends, so ``copy.deepcopy(teacher)``
     afterwards still gives a trainable student.
 
@@ -479,7 +499,8 @@ def distill_stages(
     all states are loaded. A run killed at any moment and restarted with the same arguments ends
     with bit-identical weights on CPU (given the same number of threads). A resume refuses
     settings that differ from the checkpoint's (all but ``checkpoint_dir``,
-    ``checkpoint_every``, ``keep_checkpoints``, ``device`` and ``progress``), naming them; a
+    ``checkpoint_every``, ``keep_checkpoints``, ``device``, ``progress``, and ``batch_size``,
+    ``grad_accum``, ``global_batch_size`` as long as the global batch is the same), naming them; a
     newest checkpoint that cannot be read (truncated, empty) is skipped with a warning for
     the previous complete one, and with none readable the run stops with one clear error.
 
@@ -487,8 +508,18 @@ def distill_stages(
     initialised (NCCL on CUDA, Gloo on CPU) unless it already is, the student is wrapped in
     :class:`~torch.nn.parallel.DistributedDataParallel` for every stage and each rank takes its
     slice of every global micro-batch, so the global batch is
-    ``world_size * batch_size * grad_accum`` blocks. Only rank 0 logs, shows progress and writes
-    checkpoints. A process group created here is destroyed at the end.
+    ``world_size * batch_size * grad_accum`` blocks, or ``global_batch_size`` when that is set
+    (the accumulation is then ``global_batch_size / (world_size * batch_size)``, which must be a
+    whole number). Only rank 0 logs, shows progress and writes checkpoints. A process group
+    created here is destroyed at the end.
+
+    **Elastic resume.** The data order depends on the seed and the global batch only (global
+    sample index → rank shard), and the loss of a step is the mean over its global batch, so a
+    checkpoint written by ``N`` processes resumes on ``M`` as long as the global batch (blocks
+    per optimizer step) is the same: ``batch_size``, ``grad_accum`` and ``global_batch_size``
+    may change on resume, the global batch may not (a clear error names both). When the world
+    size changes, every rank's RNGs are re-seeded from ``seed``, the rank and the step (dropout
+    masks then differ from an uninterrupted run; without dropout the results agree to rounding).
 
     Parameters
     ----------
@@ -514,7 +545,8 @@ def distill_stages(
     ValueError
         On an empty or inconsistent schedule, a student sharing parameters with the teacher,
         blocks longer than the model's positions or token ids outside its vocabulary, a
-        checkpoint written by a different schedule or world size, or bf16 without CUDA.
+        checkpoint written by a different schedule or global batch, a ``global_batch_size`` that
+        ``world_size * batch_size`` does not divide, or bf16 without CUDA.
     """
     if not isinstance(config, DistillConfig):
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
@@ -547,11 +579,12 @@ def distill_stages(
             )
 
     ctx, device = setup(config)
-    tokens_per_step = ctx.world_size * config.batch_size * config.grad_accum * block_size
-    budgets = [_stage_steps(stage, config, tokens_per_step) for stage in stages]
     student_training, teacher_training = student.training, teacher.training
     teacher_flags = [(p, p.requires_grad) for p in teacher.parameters()]
-    try:
+    try:  # from here on, a process group created by setup() is destroyed whatever happens
+        accum = grad_accum_for(config, ctx.world_size)
+        tokens_per_step = ctx.world_size * config.batch_size * accum * block_size
+        budgets = [_stage_steps(stage, config, tokens_per_step) for stage in stages]
         run = run_stages(student, teacher, blocks, stages, budgets, config, ctx, device)
         return DistillResult(
             history=run.history,

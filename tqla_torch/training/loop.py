@@ -33,7 +33,7 @@ from tqla_torch.training.optim import (
     set_rng_state,
 )
 
-__all__ = ["DistContext", "RunState", "run_stages", "setup"]
+__all__ = ["DistContext", "RunState", "grad_accum_for", "run_stages", "setup"]
 
 logger = logging.getLogger("tqla_torch.training.distill")
 
@@ -93,6 +93,34 @@ def setup(config: Any) -> tuple[DistContext, torch.device]:
     return ctx, device
 
 
+def grad_accum_for(config: Any, world_size: int) -> int:
+    """Micro-batches per optimizer step on ``world_size`` ranks: ``config.grad_accum``, or
+    ``global_batch_size / (world_size * batch_size)`` when ``global_batch_size`` is set.
+
+    Raises
+    ------
+    ValueError
+        If ``global_batch_size`` is not a multiple of ``world_size * batch_size``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> grad_accum_for(SimpleNamespace(global_batch_size=8, batch_size=2, grad_accum=1), 2)
+    2
+    """
+    total = getattr(config, "global_batch_size", None)
+    if total is None:
+        return int(config.grad_accum)
+    per_micro = world_size * config.batch_size
+    if total % per_micro:
+        raise ValueError(
+            f"global_batch_size ({total}) must be a multiple of world_size * batch_size "
+            f"({world_size} * {config.batch_size} = {per_micro}); change batch_size or the "
+            "number of processes"
+        )
+    return total // per_micro
+
+
 # --------------------------------------------------------------------------------------------
 # Run state and resumption
 # --------------------------------------------------------------------------------------------
@@ -136,7 +164,7 @@ def resume(
     run.global_step, run.tokens_seen = int(state["global_step"]), int(state["tokens_seen"])
     if state["stage_done"]:
         run.start_stage, run.start_step = state["stage"] + 1, 0
-        set_rng_state(state["rng"][ctx.rank], device)
+        restore_rng(state, ctx, checkpointer.config.seed, run.global_step, device)
     else:
         run.start_stage, run.start_step = state["stage"], int(state["stage_step"])
         run.pending = state
@@ -148,6 +176,17 @@ def resume(
             state["stage_step"],
         )
     return run
+
+
+def restore_rng(
+    state: dict[str, Any], ctx: DistContext, seed: int, global_step: int, device: torch.device
+) -> None:
+    """This rank's RNG states from the checkpoint, or, when it was written by another number
+    of processes (an elastic resume), fresh ones seeded from the seed, rank and step."""
+    if int(state["world_size"]) == ctx.world_size:
+        set_rng_state(state["rng"][ctx.rank], device)
+    else:
+        seed_everything(seed + ctx.rank + 1_000_003 * global_step)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +204,7 @@ class _Setting:
     order: BlockOrder
     checkpointer: Checkpointer
     tokens_per_step: int
+    grad_accum: int
 
 
 def run_stages(
@@ -179,7 +219,9 @@ def run_stages(
 ) -> RunState:
     """Freeze the teacher, seed, resume if a checkpoint exists, then train every stage."""
     block_size = int(blocks.shape[1])
-    tokens_per_step = ctx.world_size * config.batch_size * config.grad_accum * block_size
+    accum = grad_accum_for(config, ctx.world_size)
+    global_batch = ctx.world_size * config.batch_size * accum
+    tokens_per_step = global_batch * block_size
     fingerprint = [
         {"name": s.name, "steps": n, "compress": s.descriptor()} for s, n in zip(stages, budgets)
     ]
@@ -194,10 +236,15 @@ def run_stages(
         seed=config.seed,
         world_size=ctx.world_size,
         rank=ctx.rank,
+        grad_accum=accum,
     )
-    checkpointer = Checkpointer(config.checkpoint_dir, ctx, fingerprint, config, device)
+    checkpointer = Checkpointer(
+        config.checkpoint_dir, ctx, fingerprint, config, device, global_batch=global_batch
+    )
     run = resume(checkpointer, stages, student, order, ctx, device)
-    setting = _Setting(teacher, blocks, config, ctx, device, order, checkpointer, tokens_per_step)
+    setting = _Setting(
+        teacher, blocks, config, ctx, device, order, checkpointer, tokens_per_step, accum
+    )
     for stage_index in range(run.start_stage, len(stages)):
         train_stage(student, stages[stage_index], stage_index, budgets[stage_index], run, setting)
     return run
@@ -237,9 +284,9 @@ def train_stage(
     if pending is not None:
         optimizer.load_state_dict(pending["optimizer"])
         scheduler.load_state_dict(pending["scheduler"])
-        set_rng_state(pending["rng"][ctx.rank], s.device)
+        restore_rng(pending, ctx, config.seed, run.global_step, s.device)
         step = run.start_step
-        window.load_state_dict((pending.get("log_window") or [None] * ctx.world_size)[ctx.rank])
+        window.restore(pending, ctx, config.batch_size)
         run.pending = None
     student.train()
     bar = tqdm(
@@ -286,33 +333,47 @@ def train_stage(
 # --------------------------------------------------------------------------------------------
 @dataclass
 class _Window:
-    """Loss terms summed since the last log record (loss, ce, kl, hidden_mse)."""
+    """Loss terms (loss, ce, kl, hidden_mse) times blocks, summed since the last log record,
+    and the number of blocks (the fifth entry): the record is the block-weighted mean, which
+    does not depend on how the blocks were split over ranks and micro-batches."""
 
     metrics: torch.Tensor
-    micro: int
     t0: float
     tokens0: int
 
     @classmethod
     def start(cls, run: RunState, device: torch.device) -> _Window:
-        metrics = torch.zeros(4, dtype=torch.float64, device=device)
-        return cls(metrics, 0, time.perf_counter(), run.tokens_seen)
+        metrics = torch.zeros(5, dtype=torch.float64, device=device)
+        return cls(metrics, time.perf_counter(), run.tokens_seen)
 
     def state_dict(self) -> dict[str, Any]:
-        """The sums and micro-batch count (saved in checkpoints)."""
-        return {"metrics": self.metrics.tolist(), "micro": self.micro}
+        """The sums (saved in checkpoints)."""
+        return {"metrics": self.metrics.tolist()}
 
-    def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        """Continue the window an interruption cut (None: a checkpoint without one)."""
-        if state is not None:
-            self.metrics += torch.tensor(
-                state["metrics"], dtype=self.metrics.dtype, device=self.metrics.device
-            )
-            self.micro = int(state["micro"])
+    def load_state_dict(self, state: dict[str, Any] | None, batch_size: int = 1) -> None:
+        """Continue the window an interruption cut (None: a checkpoint without one; a window
+        of an older checkpoint holds per-micro-batch means and a count, scaled by
+        ``batch_size``)."""
+        if state is None:
+            return
+        values = [float(x) for x in state["metrics"]]
+        if "micro" in state:  # older checkpoints: sums of means over `micro` micro-batches
+            values = [x * batch_size for x in values] + [float(state["micro"]) * batch_size]
+        self.metrics += torch.tensor(values, dtype=self.metrics.dtype, device=self.metrics.device)
+
+    def restore(self, pending: dict[str, Any], ctx: DistContext, batch_size: int) -> None:
+        """This rank's window of a checkpoint; after an elastic resume rank 0 takes the sum of
+        all saved windows (the record all-reduces them anyway)."""
+        windows = pending.get("log_window") or [None]
+        if int(pending["world_size"]) == ctx.world_size:
+            self.load_state_dict(windows[ctx.rank], batch_size)
+        elif ctx.is_main:
+            for saved in windows:
+                self.load_state_dict(saved, batch_size)
 
 
 def accumulate(model: nn.Module, s: _Setting, window: _Window) -> None:
-    """Forward and backward ``grad_accum`` micro-batches, adding their terms to ``window``."""
+    """Forward and backward ``s.grad_accum`` micro-batches, adding their terms to ``window``."""
     config, ctx, device = s.config, s.ctx, s.device
     want_hidden = config.hidden_mse > 0
     amp = (
@@ -320,23 +381,24 @@ def accumulate(model: nn.Module, s: _Setting, window: _Window) -> None:
         if config.mixed_precision == "bf16"
         else contextlib.nullcontext()
     )
-    for micro in range(config.grad_accum):
+    accum = s.grad_accum
+    for micro in range(accum):
         batch = s.blocks[s.order.next_indices()].to(device, non_blocking=True)
         # next-token labels; the last position has none (full logits avoid a copy)
         labels = torch.full_like(batch, -100)
         labels[:, :-1] = batch[:, 1:]
         sync = (
             model.no_sync()
-            if ctx.enabled and micro < config.grad_accum - 1
+            if ctx.enabled and micro < accum - 1
             else contextlib.nullcontext()
         )
+        # The teacher runs first, once per micro-batch, in inference mode (no autograd graph,
+        # no saved activations), so its intermediates are gone before the student's forward.
+        with torch.inference_mode(), amp:
+            t_logits, t_hidden = lm_forward(s.teacher, batch, output_hidden_states=want_hidden)
         with sync:
             with amp:
                 s_logits, s_hidden = lm_forward(model, batch, output_hidden_states=want_hidden)
-                with torch.no_grad():
-                    t_logits, t_hidden = lm_forward(
-                        s.teacher, batch, output_hidden_states=want_hidden
-                    )
             terms = distillation_loss(s_logits, t_logits, labels, config.alpha, config.temperature)
             loss = terms.loss
             if want_hidden:
@@ -345,11 +407,11 @@ def accumulate(model: nn.Module, s: _Setting, window: _Window) -> None:
                 loss = loss + config.hidden_mse * h_mse
             else:
                 h_mse = torch.zeros((), device=device)
-            (loss / config.grad_accum).backward()
-        window.metrics += torch.stack(
-            [loss.detach(), terms.ce.detach(), terms.kl.detach(), h_mse.detach()]
-        ).double()
-        window.micro += 1
+            (loss / accum).backward()
+        terms_now = [loss.detach(), terms.ce.detach(), terms.kl.detach(), h_mse.detach()]
+        n_blocks = batch.shape[0]
+        window.metrics[:4] += torch.stack(terms_now).double() * n_blocks
+        window.metrics[4] += n_blocks
 
 
 def log_window(
@@ -366,7 +428,8 @@ def log_window(
         import torch.distributed as dist
 
         dist.all_reduce(window.metrics)
-    avg = (window.metrics / (window.micro * s.ctx.world_size)).tolist()
+    sums = window.metrics.tolist()
+    avg = [x / sums[4] for x in sums[:4]]
     elapsed = time.perf_counter() - window.t0
     record = {
         "stage": stage.name,
@@ -396,6 +459,5 @@ def log_window(
             record["tokens_per_s"],
         )
     window.metrics.zero_()
-    window.micro = 0
     window.t0, window.tokens0 = time.perf_counter(), run.tokens_seen
     return record
