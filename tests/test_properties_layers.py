@@ -98,3 +98,61 @@ def test_from_dense_logs_its_error_at_debug_level(caplog):
     with caplog.at_level(logging.DEBUG, logger="tqla_torch.nn.kronecker"):
         KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, method="kron")
     assert "relative error" in caplog.text
+
+
+def _spy_permuted_kron(monkeypatch) -> list[dict]:
+    """Record the keyword arguments every ``tqla.permuted.permuted_kron`` call receives."""
+    import tqla.permuted
+
+    calls: list[dict] = []
+    real = tqla.permuted.permuted_kron
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tqla.permuted, "permuted_kron", spy)
+    return calls
+
+
+def test_from_dense_passes_restarts_and_tolerance_to_the_solver(monkeypatch):
+    calls = _spy_permuted_kron(monkeypatch)
+    W = torch.randn(6, 8, dtype=torch.float64)
+    KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, n_restarts=2, tol=0.25, n_iter=2)
+    assert len(calls) == 1
+    assert calls[0]["n_restarts"] == 2 and calls[0]["tol"] == 0.25 and calls[0]["n_iter"] == 2
+
+
+def test_from_module_passes_the_settings_to_the_solver(monkeypatch):
+    from tqla_torch.compression import CompressionConfig
+
+    calls = _spy_permuted_kron(monkeypatch)
+    lin = torch.nn.Linear(8, 6, bias=False).double()
+    cfg = CompressionConfig(target_modules=["m"], method="permuted_kron", shape=[[3, 4], [2, 2]],
+                            rank=1, n_restarts=3, tol=0.125, n_iter=2)  # fmt: skip
+    KroneckerLinear.from_module(lin, cfg.settings_for("m"), name="m")
+    assert len(calls) == 1
+    assert calls[0]["n_restarts"] == 3 and calls[0]["tol"] == 0.125 and calls[0]["n_iter"] == 2
+
+
+def test_plan_states_both_feature_counts_and_names_the_module():
+    from tqla_torch.compression import CompressionConfig
+
+    lin = torch.nn.Linear(8, 6)
+    settings = CompressionConfig(target_modules=["m"], method="kron", shape=[[3, 4], [2, 2]],
+                                 rank=1).settings_for("m")  # fmt: skip
+    plan = KroneckerLinear.plan(lin, settings)
+    assert (plan.in_features, plan.out_features) == (8, 6)
+    assert plan.params_after == 3 * 4 + 2 * 2 + 6
+    # without a name, the errors of from_module still name "the module"
+    too_big = CompressionConfig(target_modules=["m"], method="kron", shape=[[3, 4], [2, 2]],
+                                rank=5).settings_for("m")  # fmt: skip
+    with pytest.raises(ValueError, match=r"^module 'module': rank 5 exceeds"):
+        KroneckerLinear.from_module(lin, too_big)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_from_dense_puts_both_factors_on_the_weight_device():
+    W = torch.randn(6, 8, dtype=torch.float64, device="cuda")
+    layer = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, n_iter=2)
+    assert layer.A.device == W.device and layer.B.device == W.device
