@@ -152,7 +152,63 @@ def test_plan_states_both_feature_counts_and_names_the_module():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_from_dense_puts_both_factors_on_the_weight_device():
+def test_from_dense_puts_both_factors_on_the_weight_device(monkeypatch):
+    import numpy as np
+
+    calls = _spy_permuted_kron(monkeypatch)  # the non-CPU route of kron_decompose
     W = torch.randn(6, 8, dtype=torch.float64, device="cuda")
-    layer = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, n_iter=2)
+    layer = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, n_iter=2, seed=0)
     assert layer.A.device == W.device and layer.B.device == W.device
+    assert layer.kshape.a == (3, 4) and isinstance(calls[0]["rng"], np.random.Generator)
+
+
+def test_kron_decompose_seeds_the_solver_and_names_a_bad_method(monkeypatch):
+    import numpy as np
+
+    from tqla.shapes import KroneckerShape
+    from tqla_torch.nn.kronecker import kron_decompose
+
+    calls = _spy_permuted_kron(monkeypatch)
+    W = torch.randn(6, 8, dtype=torch.float64)
+    s = KroneckerShape((3, 4), (2, 2))
+    kron_decompose(W, s, 1, method="permuted_kron", permute="both", n_iter=1, seed=0)
+    kron_decompose(W, s, 1, method="permuted_kron", permute="both", n_iter=1, seed=None)
+    assert isinstance(calls[0]["rng"], np.random.Generator) and calls[1]["rng"] is None
+    with pytest.raises(ValueError, match=r"^method must be one of .*got 'svd'"):
+        kron_decompose(W, s, 1, method="svd", permute="none")
+
+
+def test_activation_aware_kron_fit_uses_the_damping_it_is_given():
+    from tqla.shapes import KroneckerShape
+    from tqla.whiten import whitened_kron_svd
+    from tqla_torch.nn.kronecker import kron_decompose
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(6, 8, dtype=torch.float64, generator=g)
+    X = torch.randn(40, 8, dtype=torch.float64, generator=g) * torch.linspace(0.1, 3, 8)
+    C = X.T @ X / 40
+    s = KroneckerShape((3, 4), (2, 2))
+    for damp in (0.0, 0.5):
+        want = whitened_kron_svd(W, C, s, 1, damp=damp).to_dense()
+        kw = {} if damp == 0.0 else {"damp": damp}  # 0.0 is kron_decompose's default
+        A, B, _, _, _ = kron_decompose(W, s, 1, method="kron", permute="none", moment=C, **kw)
+        torch.testing.assert_close(torch.kron(A[0], B[0]), want, rtol=1e-10, atol=1e-12)
+        layer = KroneckerLinear.from_dense(W, None, s, 1, method="kron", moment=C, damp=damp)
+        torch.testing.assert_close(layer.to_dense(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_defaults_and_the_arguments_its_constructors_pass_on():
+    from tqla_torch.compression import CompressionConfig
+
+    assert KroneckerLinear(8, 6, ((3, 4), (2, 2))).rank == 1
+    lin = torch.nn.Linear(8, 6).double()
+    layer = KroneckerLinear.from_linear(lin, ((3, 4), (2, 2)), 1, method="kron",
+                                        implementation="reconstructed")  # fmt: skip
+    assert layer.implementation == "reconstructed"
+    cfg = CompressionConfig(target_modules=["m"], method="permuted_kron", shape=[[3, 4], [2, 2]],
+                            rank=1, permute="cols", n_iter=1)  # fmt: skip
+    layer = KroneckerLinear.from_module(lin, cfg.settings_for("m"), name="m")
+    assert layer.permute == "cols" and layer.output_perm is None and layer.input_perm is not None
+    A, B = layer.A.detach(), layer.B.detach()
+    with pytest.raises(ValueError, match=r"^bias must have shape \(6,\), got \(5,\)"):
+        KroneckerLinear.from_factors(A, B, bias=torch.zeros(5, dtype=A.dtype))
