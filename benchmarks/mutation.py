@@ -55,7 +55,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/shapes.py": (
         ["tests/test_kron.py", "tests/test_core_api.py"],
-        ["tests/test_properties_kron.py"],
+        ["tests/test_properties_kron.py", "tests/test_properties_shapes.py"],
     ),
     "tqla/svd.py": (
         ["tests/test_kron.py", "tests/test_core_api.py"],
