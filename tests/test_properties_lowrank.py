@@ -1,0 +1,79 @@
+"""LowRankLinear / LowRankEmbedding: fits, plans and messages (found by mutation testing).
+
+Each test states one fact the layers promise and fails on a small bug that the round-trip
+tests of test_layers.py / test_nn_registry.py let through (listed in
+benchmarks/results/mutation_2026-11-30.md).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tqla import truncated_svd, whitened_svd  # noqa: E402
+from tqla_torch.nn import LowRankEmbedding, LowRankLinear  # noqa: E402
+
+
+def _settings(**kw):
+    base = {"rank": None, "n_params": None, "repeat": 1, "implementation": "factorized",
+            "method": "svd"}  # fmt: skip
+    return SimpleNamespace(**{**base, **kw})
+
+
+def _moment(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(4 * n, n, dtype=torch.float64, generator=g) * torch.linspace(0.1, 3, n)
+    return X.T @ X / (4 * n)
+
+
+def test_activation_aware_fit_is_the_whitened_svd_with_its_plain_error():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 6).double()
+    W = lin.weight.detach()
+    C = _moment(8, 1)
+    U, s, Vh = whitened_svd(W, C, 2, damp=0.25)
+    want = (U * s) @ Vh
+    for layer in (
+        LowRankLinear.from_dense(W, None, 2, moment=C, damp=0.25),
+        LowRankLinear.from_module(lin, _settings(rank=2), moment=C, damp=0.25),
+    ):
+        torch.testing.assert_close(layer.to_dense(), want, rtol=1e-10, atol=1e-12)
+        err = float(torch.linalg.norm(W - want) / torch.linalg.norm(W))
+        assert layer.approximation_error == pytest.approx(err, rel=1e-9)
+    # without a moment: the plain truncated SVD
+    U, s, Vh = truncated_svd(W, 2)
+    layer = LowRankLinear.from_module(lin, _settings(rank=2))
+    torch.testing.assert_close(layer.to_dense(), (U * s) @ Vh, rtol=1e-10, atol=1e-12)
+
+
+def test_plans_count_features_and_parameters():
+    lin = torch.nn.Linear(8, 6)
+    p = LowRankLinear.plan(lin, _settings(rank=2))
+    assert (p.in_features, p.out_features, p.rank) == (8, 6, 2)
+    assert p.params_after == 2 * (8 + 6) + 6
+    p = LowRankLinear.plan(torch.nn.Linear(8, 6, bias=False), _settings(rank=2))
+    assert p.params_after == 2 * (8 + 6)
+    emb = torch.nn.Embedding(10, 8)
+    p = LowRankEmbedding.plan(emb, _settings(rank=3))
+    assert (p.in_features, p.out_features, p.params_after) == (10, 8, 3 * (10 + 8))
+    with pytest.raises(ValueError, match=r"^module 'e': repeat=2 applies to Kronecker methods$"):
+        LowRankEmbedding.plan(emb, _settings(rank=3, repeat=2), name="e")
+
+
+def test_constructors_validate_the_rank_with_its_name():
+    with pytest.raises(ValueError, match=r"^rank must be a positive integer, got 0$"):
+        LowRankLinear(8, 6, 0)
+    with pytest.raises(ValueError, match=r"^rank must be <= min\(in_features, out_features\) "
+                                         r"= 6, got 7$"):  # fmt: skip
+        LowRankLinear(8, 6, 7)
+    with pytest.raises(ValueError, match=r"^rank must be <= min\(num_embeddings, "
+                                         r"embedding_dim\) = 8, got 9$"):  # fmt: skip
+        LowRankEmbedding(10, 8, 9)
+    assert LowRankEmbedding(10, 8, 2).implementation == "factorized"
+    with pytest.raises(ValueError, match=r"^n_params must be a positive integer, got 0$"):
+        LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8), n_params=0)
+    with pytest.raises(ValueError, match=r"^n_params must be a positive integer, got -3$"):
+        LowRankLinear.from_dense(torch.zeros(6, 8), None, n_params=-3)
