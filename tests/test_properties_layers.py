@@ -160,6 +160,7 @@ def test_from_dense_puts_both_factors_on_the_weight_device(monkeypatch):
     layer = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, n_iter=2, seed=0)
     assert layer.A.device == W.device and layer.B.device == W.device
     assert layer.kshape.a == (3, 4) and isinstance(calls[0]["rng"], np.random.Generator)
+    assert layer.output_perm.device == W.device and layer.input_perm.device == W.device
 
 
 def test_kron_decompose_seeds_the_solver_and_names_a_bad_method(monkeypatch):
