@@ -189,7 +189,9 @@ def _mutmut_stage(work: Path, module: str, tests: list[str], names: list[str] | 
 
 def _mutmut(work: Path, module: str, scope: tuple[list[str], list[str]], args) -> list[dict]:
     old, new = scope
-    names = _select(list(_mutmut_stage(work, module, old, None)), args)
+    everything = list(_mutmut_stage(work, module, old, None))
+    args.total = len(everything)
+    names = _select(everything, args)
     print(f"{module}: {len(names)} mutants to run", flush=True)
     before = _mutmut_stage(work, module, old, names)
     again = [n for n in names if before[n] not in KILLED]
@@ -313,6 +315,7 @@ def _compiled(work: Path, module: str, scope: tuple[list[str], list[str]], args)
     mutants = _compiled_mutants(path)
     by_name = {n: (render, line) for n, render, line in mutants}
     names = _select(list(by_name), args)
+    args.total = len(by_name)
     print(f"{module}: {len(mutants)} mutants, {len(names)} to run", flush=True)
     (work / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     cache = work / ".nb"
@@ -410,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample": args.sample,
         "seed": args.seed,
         "n_run": len(runs),
+        "total": getattr(args, "total", None),
         "counts": counts,
         "kill_rate": rate,
         "seconds": round(time.perf_counter() - t0),
