@@ -3,13 +3,19 @@ argument (found by mutation testing; listed in benchmarks/results/mutation_2026-
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from hypothesis import assume, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
 from tqla_torch.nn import TTConv2d  # noqa: E402
+from tqla_torch.nn._tt_forward import _costs, tt_forward  # noqa: E402
 
 
 def _settings(**kw):
@@ -63,3 +69,34 @@ def test_constructors_name_the_bad_argument():
 def test_to_conv2d_stays_on_the_layer_device():
     layer = TTConv2d(4, 8, 3, (2, 4), (2, 2), [2, 3], device="cuda")
     assert layer.to_conv2d().weight.device == layer.cores[0].device
+
+
+def _flops(cores, x, order=None) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        tt_forward(cores, x, order)
+    return int(counter.get_total_flops())
+
+
+@given(
+    modes=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=2, max_size=3),
+    rank=st.integers(1, 3),
+    b=st.integers(1, 6),
+)
+@example(modes=[(1, 6), (6, 1)], rank=2, b=3)  # left first far cheaper
+@example(modes=[(6, 1), (1, 6)], rank=2, b=3)  # right first far cheaper
+@example(modes=[(2, 3), (4, 2), (3, 5)], rank=3, b=4)
+@settings(max_examples=10)  # FlopCounterMode is slow to enter; the examples decide the order
+def test_tt_forward_runs_the_cheaper_order_and_its_cost_is_the_counted_one(modes, rank, b):
+    """Both orders compute x·Wᵀ; only the multiply-adds tell them apart (counted)."""
+    rm, cm = tuple(m for m, _ in modes), tuple(n for _, n in modes)
+    d = len(modes)
+    ranks = (1, *[rank] * (d - 1), 1)
+    g = torch.Generator().manual_seed(0)
+    cores = [torch.randn(ranks[t], rm[t], cm[t], ranks[t + 1], dtype=torch.float64, generator=g)
+             for t in range(d)]  # fmt: skip
+    x = torch.randn(b, math.prod(cm), dtype=torch.float64, generator=g)
+    left, right = _costs(rm, cm, ranks, b)
+    assert _flops(cores, x, "left_first") == 2 * left
+    assert _flops(cores, x, "right_first") == 2 * right
+    assume(left != right)
+    assert _flops(cores, x) == 2 * min(left, right)
