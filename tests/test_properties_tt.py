@@ -24,3 +24,13 @@ def test_tt_svd_names_a_non_array_input():
         tt_svd(np.float64(2.0), ranks=1)
     with pytest.raises(TypeError, match=r"^X must be an array .* got list$"):
         tt_svd([[1.0, 2.0]], ranks=1)
+
+
+def test_tt_matrix_shapes_names_a_bad_rank():
+    from tqla import tt_matrix_shapes
+
+    with pytest.raises(TypeError, match=r"^rank must be an int or a sequence of ints, "
+                                        r"got float$"):  # fmt: skip
+        tt_matrix_shapes(16, 16, 2.5, d=2)
+    with pytest.raises(TypeError, match=r"^rank must hold integers, got \[1\.5\]$"):
+        tt_matrix_shapes(16, 16, [1.5], d=2)
