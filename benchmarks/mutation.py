@@ -85,15 +85,27 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_spectral.py"]),
     "tqla_torch/nn/tt.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_layers.py"],
+        ["tests/test_properties_tt_layers.py"],
     ),
     "tqla_torch/nn/_tt_forward.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_layers.py"],
+        ["tests/test_properties_tt_layers.py"],
     ),
     "tqla_torch/nn/spectral.py": (
         ["tests/test_torch_spectral.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_layers.py"],
+        ["tests/test_properties_hetero_layer.py"],
+    ),
+    "tqla_torch/nn/lowrank.py": (
+        ["tests/test_layers.py", "tests/test_nn_registry.py"],
+        ["tests/test_properties_lowrank.py"],
+    ),
+    "tqla_torch/nn/embedding.py": (
+        ["tests/test_layers.py", "tests/test_nn_registry.py"],
+        ["tests/test_properties_embedding.py"],
+    ),
+    "tqla_torch/nn/base.py": (
+        ["tests/test_layers.py", "tests/test_nn_registry.py"],
+        ["tests/test_properties_base.py"],
     ),
 }
 _LAYER_TESTS = (
