@@ -82,7 +82,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/tt.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
     "tqla/tt_matrix.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
     "tqla/spectral.py": (["tests/test_spectral.py"], ["tests/test_properties_spectral.py"]),
-    "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_spectral.py"]),
+    "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_whiten.py"]),
     "tqla_torch/nn/tt.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
         ["tests/test_properties_tt_layers.py"],
