@@ -161,6 +161,10 @@ def test_from_dense_puts_both_factors_on_the_weight_device(monkeypatch):
     assert layer.A.device == W.device and layer.B.device == W.device
     assert layer.kshape.a == (3, 4) and isinstance(calls[0]["rng"], np.random.Generator)
     assert layer.output_perm.device == W.device and layer.input_perm.device == W.device
+    plain = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, method="kron")
+    Wc = W.cpu()
+    ref = KroneckerLinear.from_dense(Wc, None, ((3, 4), (2, 2)), 1, method="kron")
+    assert abs(plain.approximation_error - ref.approximation_error) < 1e-9
 
 
 def test_kron_decompose_seeds_the_solver_and_names_a_bad_method(monkeypatch):
@@ -213,3 +217,66 @@ def test_layer_defaults_and_the_arguments_its_constructors_pass_on():
     A, B = layer.A.detach(), layer.B.detach()
     with pytest.raises(ValueError, match=r"^bias must have shape \(6,\), got \(5,\)"):
         KroneckerLinear.from_factors(A, B, bias=torch.zeros(5, dtype=A.dtype))
+
+
+# Found by a fresh sample (seed 2) of tqla_torch/nn/kronecker.py's mutants
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+def test_forward_runs_the_route_its_implementation_names(implementation, monkeypatch):
+    import tqla_torch.nn.kronecker as kmod
+
+    calls: list[int] = []
+    real = kmod.factorized_forward
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kmod, "factorized_forward", spy)
+    layer = KroneckerLinear(8, 6, ((3, 4), (2, 2)), 2, permute="both",
+                            implementation=implementation).double()  # fmt: skip
+    x = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        y = layer(x)
+        torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias)
+    assert len(calls) == (1 if implementation == "factorized" else 0)
+
+
+def test_activation_aware_permuted_fit_gets_the_rank_and_the_options(monkeypatch):
+    import numpy as np
+
+    import tqla.whiten
+    from tqla.shapes import KroneckerShape
+    from tqla_torch.nn.kronecker import kron_decompose
+
+    seen: list[tuple] = []
+    real = tqla.whiten.whitened_permuted_kron
+
+    def spy(W, C, shape, rank=1, **kwargs):
+        seen.append((rank, kwargs))
+        return real(W, C, shape, rank, **kwargs)
+
+    monkeypatch.setattr(tqla.whiten, "whitened_permuted_kron", spy)
+    calls = _spy_permuted_kron(monkeypatch)
+    W = torch.randn(6, 8, dtype=torch.float64)
+    X = torch.randn(40, 8, dtype=torch.float64)
+    s = KroneckerShape((3, 4), (2, 2))
+    A, B, rp, cp, _ = kron_decompose(W, s, 2, method="permuted_kron", permute="rows",
+                                     n_iter=1, seed=0, moment=X.T @ X / 40, damp=0.1)  # fmt: skip
+    assert A.shape == (2, 3, 4) and rp is not None and cp is None
+    rank, kw = seen[0]
+    assert rank == 2 and kw["damp"] == 0.1 and kw["permute"] == "rows" and kw["n_iter"] == 1
+    assert isinstance(kw["rng"], np.random.Generator) and kw["n_restarts"] == 1
+    kron_decompose(W, s, 1, method="permuted_kron", permute="both", n_iter=1)
+    assert calls[-1]["n_restarts"] == 1  # kron_decompose's default: one start
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weight_gives_factors_of_its_dtype(dtype):
+    W = torch.randn(6, 8).to(dtype)
+    layer = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, method="kron")
+    assert layer.A.dtype == dtype and layer.B.dtype == dtype
+
+
+def test_from_linear_names_what_it_got():
+    with pytest.raises(TypeError, match=r"^linear must be a torch\.nn\.Linear, got Conv2d$"):
+        KroneckerLinear.from_linear(torch.nn.Conv2d(2, 2, 1), ((1, 1), (2, 2)))
