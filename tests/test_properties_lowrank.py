@@ -77,3 +77,39 @@ def test_constructors_validate_the_rank_with_its_name():
         LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8), n_params=0)
     with pytest.raises(ValueError, match=r"^n_params must be a positive integer, got -3$"):
         LowRankLinear.from_dense(torch.zeros(6, 8), None, n_params=-3)
+
+
+# Found by a fresh sample (seed 1) of tqla_torch/nn/lowrank.py's mutants
+def test_error_of_a_small_weight_and_budgeted_ranks():
+    torch.manual_seed(0)
+    W = 0.01 * torch.randn(6, 8, dtype=torch.float64)  # ‖W‖² < 1
+    layer = LowRankLinear.from_dense(W, None, 2)
+    want = float(torch.linalg.norm(W - layer.to_dense().detach()) / torch.linalg.norm(W))
+    assert want > 0.1 and layer.approximation_error == pytest.approx(want, rel=1e-9)
+    # budgets: r·(8 + 6) + 6 nearest 40 → r = 2; the embedding r·(10 + 8) nearest 37 → r = 2
+    p = LowRankLinear.plan(torch.nn.Linear(8, 6), _settings(n_params=40))
+    assert p.rank == 2 and p.repeat == 1
+    emb = LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8).double(), n_params=37)
+    assert emb.rank == 2
+    with pytest.raises(TypeError, match=r"^use LowRankEmbedding\.from_embedding for embeddings$"):
+        LowRankLinear.from_linear(torch.nn.Embedding(10, 8), 2)
+
+
+def test_embedding_init_has_unit_variance_and_padding_gets_no_gradient():
+    torch.manual_seed(0)
+    emb = LowRankEmbedding(50, 40, 4, padding_idx=3).double()
+    total = 0.0
+    with torch.no_grad():
+        for _ in range(20):
+            emb.reset_parameters()
+            total += float((emb.to_dense() ** 2).mean())
+    assert 0.85 < total / 20 < 1.15  # like torch.nn.Embedding's N(0, 1)
+    emb(torch.tensor([3, 3, 5])).sum().backward()
+    assert torch.all(emb.U.grad[3] == 0) and torch.any(emb.U.grad[5] != 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fits_stay_on_the_weight_device():
+    lin = LowRankLinear.from_dense(torch.randn(6, 8, device="cuda"), None, 2)
+    emb = LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8, device="cuda"), 2)
+    assert lin.U.device.type == "cuda" and emb.U.device.type == "cuda"
