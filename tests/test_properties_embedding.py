@@ -42,7 +42,8 @@ def test_plan_takes_the_stated_shape_and_counts_exactly():
     assert p.params_after == 10 * 4 + 2
     p = KroneckerEmbedding.plan(emb, _settings(b_shape=[2, 1], repeat=2))
     assert p.params_after == 10 * 2 + 2 + 2 and p.factors == "2×10 ⊗ 2×1 ⊗ 2×1"
-    with pytest.raises(ValueError, match=r"^module 'module': factoring the table 10×2 by 1×4 needs 4"):
+    msg = r"^module 'module': factoring the table 10×2 by 1×4 needs 4"
+    with pytest.raises(ValueError, match=msg):
         KroneckerEmbedding.plan(emb, _settings(b_shape=[4, 1], repeat=2))
 
 
