@@ -86,3 +86,19 @@ def test_whitened_spectrum_is_that_of_w_times_the_root():
         np.testing.assert_allclose(sig, np.linalg.svd(W @ S, compute_uv=False), rtol=1e-12)
         Creg = C + damp * np.trace(C) / 6 * np.eye(6)
         assert np.sum(sig**2) == pytest.approx(np.trace(W @ Creg @ W.T), rel=1e-12)
+
+
+# Found by a fresh sample (seed 1) of tqla/whiten.py's mutants
+def test_results_keep_the_input_dtype_and_errors_name_the_argument():
+    from tqla.whiten import whitened_svd
+
+    rng = np.random.default_rng(6)
+    W, C = rng.standard_normal((5, 6)).astype(np.float32), _moment(6, 7)
+    U, s, Vh = whitened_svd(W, C, 2)
+    assert U.dtype == s.dtype == Vh.dtype == np.float32
+    with pytest.raises(ValueError, match=r"^approx must have W's shape \(5, 6\), got \(6, 5\)$"):
+        whitened_error(W, W.T, C)
+    with pytest.raises(ValueError, match=r"^n_als must be >= 0, got -1$"):
+        whitened_kron_svd(np.eye(4), np.eye(4), ((2, 2), (2, 2)), n_als=-1)
+    with pytest.raises(ValueError, match=r"^W must be 2-D, got 1-D"):
+        whitened_kron_svd(np.zeros(4), np.eye(4), ((2, 2), (1, 1)))
