@@ -68,3 +68,15 @@ def test_tied_head_adds_its_bias():
     h = torch.randn(5, 8, dtype=torch.float64)
     torch.testing.assert_close(head(h), h @ emb.to_dense().T + bias)
     torch.testing.assert_close(TiedEmbeddingHead(emb)(h), h @ emb.to_dense().T)
+
+
+# Found by a fresh sample (seed 1) of tqla_torch/nn/embedding.py's mutants
+def test_embedding_messages_and_the_head_spec():
+    with pytest.raises(ValueError, match=r"^factors\[i\] must be a positive integer, got 0$"):
+        KroneckerEmbedding(10, 8, [0])
+    emb = torch.nn.Embedding(10, 8)
+    with pytest.raises(ValueError, match=r"^module 'e': embeddings take B factors of shape "
+                                         r"\[k, 1\] .* got B \(2, 2\)$"):  # fmt: skip
+        KroneckerEmbedding.plan(emb, _settings(b_shape=[2, 2]), name="e")
+    low = LowRankEmbedding(10, 8, 2)
+    assert TiedEmbeddingHead(low).spec() == {"type": "TiedEmbeddingHead", "bias": False}
