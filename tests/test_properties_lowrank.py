@@ -113,3 +113,17 @@ def test_fits_stay_on_the_weight_device():
     lin = LowRankLinear.from_dense(torch.randn(6, 8, device="cuda"), None, 2)
     emb = LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8, device="cuda"), 2)
     assert lin.U.device.type == "cuda" and emb.U.device.type == "cuda"
+
+
+# Found by a third sample (seed 2)
+def test_linear_init_variance_and_the_default_module_name():
+    torch.manual_seed(0)
+    layer = LowRankLinear(48, 32, 4).double()
+    total = 0.0
+    with torch.no_grad():
+        for _ in range(20):
+            layer.reset_parameters()
+            total += float((layer.to_dense() ** 2).mean())
+    assert 0.85 < total / 20 * 3 * 48 < 1.15  # torch.nn.Linear's 1/(3·in)
+    with pytest.raises(ValueError, match=r"^module 'module': svd rank 9 exceeds"):
+        LowRankLinear.from_module(torch.nn.Linear(8, 6), _settings(rank=9))
