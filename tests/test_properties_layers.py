@@ -280,3 +280,11 @@ def test_half_precision_weight_gives_factors_of_its_dtype(dtype):
 def test_from_linear_names_what_it_got():
     with pytest.raises(TypeError, match=r"^linear must be a torch\.nn\.Linear, got Conv2d$"):
         KroneckerLinear.from_linear(torch.nn.Conv2d(2, 2, 1), ((1, 1), (2, 2)))
+
+
+def test_constructors_name_their_bad_arguments():  # found by a fourth sample (seed 3)
+    with pytest.raises(ValueError, match=r"^in_features must be a positive integer, got 0$"):
+        KroneckerLinear(0, 6, ((3, 4), (2, 2)))
+    with pytest.raises(TypeError, match=r"^conv1d must be a transformers\.pytorch_utils\.Conv1D, "
+                                        r"got Linear$"):  # fmt: skip
+        KroneckerLinear.from_conv1d(torch.nn.Linear(8, 6), ((3, 4), (2, 2)))
