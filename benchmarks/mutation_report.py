@@ -2,11 +2,16 @@
 
 Usage::
 
-    python benchmarks/mutation_report.py RESULT.json [...] [--equivalent TRIAGE.json]
+    python benchmarks/mutation_report.py RESULT.json [...] [--equivalent EQUIV.json]
+                                         [--triage TRIAGE.json]
 
 ``--equivalent`` names a JSON object {mutant name: reason} of surviving mutants judged
-equivalent (no test can tell them apart from the original); they are left out of the
-kill rate "of non-equivalent mutants" and listed with their reason.
+equivalent (no test can tell them apart from the original).  ``--triage`` names a JSON
+object with up to three such objects: ``"equivalent"`` (the same), ``"killed_by"``
+{mutant: test that fails on it, checked by planting the mutant's diff and running the
+test file} and ``"needs_device"`` {mutant: why, and the GPU test that kills it; such a
+mutant cannot be told apart on a CPU-only machine, and counts as *not killed* here}.
+Equivalent mutants are left out of the kill rate "of non-equivalent mutants".
 """
 
 from __future__ import annotations
@@ -45,12 +50,21 @@ def _ci(k: int, n: int) -> str:
     return f"{100 * max(0.0, c - h):.0f}–{100 * min(1.0, c + h):.0f}%"
 
 
+def _pct(k: int, n: int) -> str:
+    return f"{k} / {n} ({100 * k / max(n, 1):.0f}%)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("results", nargs="+", type=Path)
     ap.add_argument("--equivalent", type=Path)
+    ap.add_argument("--triage", type=Path)
     args = ap.parse_args()
     equivalent = json.loads(args.equivalent.read_text()) if args.equivalent else {}
+    triage = json.loads(args.triage.read_text()) if args.triage else {}
+    equivalent = {**equivalent, **triage.get("equivalent", {})}
+    killed_by = triage.get("killed_by", {})
+    device = triage.get("needs_device", {})
     rows, survivors = [], []
     for path in args.results:
         d = json.loads(path.read_text())
@@ -60,22 +74,34 @@ def main() -> None:
         ne = n - len(eq)
         kb = sum(m["before"] in KILLED for m in muts)
         ka = sum(m["after"] in KILLED for m in muts)
+        kt = ka + sum(m["after"] not in KILLED and m["name"] in killed_by for m in muts)
+        nd = sum(m["after"] not in KILLED and m["name"] in device for m in muts)
+        of = f" of {d['total']}" if d.get("total") else ""
+        sample = f"{n}{of}" + (f" (seed {d['seed']})" if d.get("sample") else " (all)")
         rows.append(
-            f"| `{d['module']}` | {d['engine']} | {n} | {kb} ({100 * kb / max(ne, 1):.0f}%) | "
-            f"{ka} ({100 * ka / max(ne, 1):.0f}%) | {_ci(ka, ne)} | {len(eq)} | "
-            f"{ne - ka} | {d['seconds']} |"
+            f"| `{d['module']}` | {d['engine']} | {sample} | {_pct(kb, ne)} | {_pct(ka, ne)} | "
+            f"{_pct(kt, ne)} | {_ci(kt, ne)} | {len(eq)} | {nd} | {ne - kt - nd} |"
         )
         for m in muts:
-            if m["after"] not in KILLED:
-                why = equivalent.get(m["name"], "**not killed**")
-                survivors.append(f"- `{m['name']}` ({d['module']}): {why}")
+            if m["after"] in KILLED:
+                continue
+            name = m["name"]
+            if name in killed_by:
+                why = f"killed by `{killed_by[name]}`"
+            elif name in equivalent:
+                why = f"equivalent: {equivalent[name]}"
+            elif name in device:
+                why = f"needs a GPU: {device[name]}"
+            else:
+                why = "**not killed**"
+            survivors.append(f"- `{name}` ({d['module']}): {why}")
     print(f"Date: {date.today()}; machine: {_machine()}; Python {platform.python_version()}, "
           f"mutmut {version('mutmut')}, numba {version('numba')}, torch {version('torch')}.\n")  # fmt: skip
-    print("| module | engine | mutants run | killed before | killed after | 95% CI after | "
-          "equivalent | surviving | seconds |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| module | engine | mutants run | killed before | killed by the tool after | "
+          "killed after triage | 95% CI | equivalent | needs GPU | not killed |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print("\nKill rates are of the non-equivalent mutants run. Surviving mutants:\n")
+    print("\nKill rates are of the non-equivalent mutants run. Mutants not killed by the tool:\n")
     print("\n".join(survivors) if survivors else "- none")
 
 

@@ -248,3 +248,11 @@ def test_kron_singular_values_of_half_precision_torch_input(dtype):
     assert sv.dtype == W.dtype
     ref = kron_singular_values(W.to(torch.float64), s)
     torch.testing.assert_close(sv.to(torch.float64), ref, rtol=1e-2, atol=1e-2 * float(ref[0]))
+
+
+def test_truncated_svd_lists_its_methods_in_the_error():
+    from tqla import truncated_svd
+
+    with pytest.raises(ValueError, match=r"^method must be one of 'auto', 'gram', 'full', "
+                                         r"'randomized', got 'qr'$"):  # fmt: skip
+        truncated_svd(np.eye(3), 1, method="qr")

@@ -98,3 +98,193 @@ def test_from_dense_logs_its_error_at_debug_level(caplog):
     with caplog.at_level(logging.DEBUG, logger="tqla_torch.nn.kronecker"):
         KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, method="kron")
     assert "relative error" in caplog.text
+
+
+def _spy_permuted_kron(monkeypatch) -> list[dict]:
+    """Record the keyword arguments every ``tqla.permuted.permuted_kron`` call receives."""
+    import tqla.permuted
+
+    calls: list[dict] = []
+    real = tqla.permuted.permuted_kron
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tqla.permuted, "permuted_kron", spy)
+    return calls
+
+
+def test_from_dense_passes_restarts_and_tolerance_to_the_solver(monkeypatch):
+    calls = _spy_permuted_kron(monkeypatch)
+    W = torch.randn(6, 8, dtype=torch.float64)
+    KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, n_restarts=2, tol=0.25, n_iter=2)
+    assert len(calls) == 1
+    assert calls[0]["n_restarts"] == 2 and calls[0]["tol"] == 0.25 and calls[0]["n_iter"] == 2
+
+
+def test_from_module_passes_the_settings_to_the_solver(monkeypatch):
+    from tqla_torch.compression import CompressionConfig
+
+    calls = _spy_permuted_kron(monkeypatch)
+    lin = torch.nn.Linear(8, 6, bias=False).double()
+    cfg = CompressionConfig(target_modules=["m"], method="permuted_kron", shape=[[3, 4], [2, 2]],
+                            rank=1, n_restarts=3, tol=0.125, n_iter=2)  # fmt: skip
+    KroneckerLinear.from_module(lin, cfg.settings_for("m"), name="m")
+    assert len(calls) == 1
+    assert calls[0]["n_restarts"] == 3 and calls[0]["tol"] == 0.125 and calls[0]["n_iter"] == 2
+
+
+def test_plan_states_both_feature_counts_and_names_the_module():
+    from tqla_torch.compression import CompressionConfig
+
+    lin = torch.nn.Linear(8, 6)
+    settings = CompressionConfig(target_modules=["m"], method="kron", shape=[[3, 4], [2, 2]],
+                                 rank=1).settings_for("m")  # fmt: skip
+    plan = KroneckerLinear.plan(lin, settings)
+    assert (plan.in_features, plan.out_features) == (8, 6)
+    assert plan.params_after == 3 * 4 + 2 * 2 + 6
+    # without a name, the errors of from_module still name "the module"
+    too_big = CompressionConfig(target_modules=["m"], method="kron", shape=[[3, 4], [2, 2]],
+                                rank=5).settings_for("m")  # fmt: skip
+    with pytest.raises(ValueError, match=r"^module 'module': rank 5 exceeds"):
+        KroneckerLinear.from_module(lin, too_big)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_from_dense_puts_both_factors_on_the_weight_device(monkeypatch):
+    import numpy as np
+
+    calls = _spy_permuted_kron(monkeypatch)  # the non-CPU route of kron_decompose
+    W = torch.randn(6, 8, dtype=torch.float64, device="cuda")
+    layer = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, n_iter=2, seed=0)
+    assert layer.A.device == W.device and layer.B.device == W.device
+    assert layer.kshape.a == (3, 4) and isinstance(calls[0]["rng"], np.random.Generator)
+    assert layer.output_perm.device == W.device and layer.input_perm.device == W.device
+    plain = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, method="kron")
+    Wc = W.cpu()
+    ref = KroneckerLinear.from_dense(Wc, None, ((3, 4), (2, 2)), 1, method="kron")
+    assert abs(plain.approximation_error - ref.approximation_error) < 1e-9
+
+
+def test_kron_decompose_seeds_the_solver_and_names_a_bad_method(monkeypatch):
+    import numpy as np
+
+    from tqla.shapes import KroneckerShape
+    from tqla_torch.nn.kronecker import kron_decompose
+
+    calls = _spy_permuted_kron(monkeypatch)
+    W = torch.randn(6, 8, dtype=torch.float64)
+    s = KroneckerShape((3, 4), (2, 2))
+    kron_decompose(W, s, 1, method="permuted_kron", permute="both", n_iter=1, seed=0)
+    kron_decompose(W, s, 1, method="permuted_kron", permute="both", n_iter=1, seed=None)
+    assert isinstance(calls[0]["rng"], np.random.Generator) and calls[1]["rng"] is None
+    with pytest.raises(ValueError, match=r"^method must be one of .*got 'svd'"):
+        kron_decompose(W, s, 1, method="svd", permute="none")
+
+
+def test_activation_aware_kron_fit_uses_the_damping_it_is_given():
+    from tqla.shapes import KroneckerShape
+    from tqla.whiten import whitened_kron_svd
+    from tqla_torch.nn.kronecker import kron_decompose
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(6, 8, dtype=torch.float64, generator=g)
+    X = torch.randn(40, 8, dtype=torch.float64, generator=g) * torch.linspace(0.1, 3, 8)
+    C = X.T @ X / 40
+    s = KroneckerShape((3, 4), (2, 2))
+    for damp in (0.0, 0.5):
+        want = whitened_kron_svd(W, C, s, 1, damp=damp).to_dense()
+        kw = {} if damp == 0.0 else {"damp": damp}  # 0.0 is kron_decompose's default
+        A, B, _, _, _ = kron_decompose(W, s, 1, method="kron", permute="none", moment=C, **kw)
+        torch.testing.assert_close(torch.kron(A[0], B[0]), want, rtol=1e-10, atol=1e-12)
+        layer = KroneckerLinear.from_dense(W, None, s, 1, method="kron", moment=C, damp=damp)
+        torch.testing.assert_close(layer.to_dense(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_defaults_and_the_arguments_its_constructors_pass_on():
+    from tqla_torch.compression import CompressionConfig
+
+    assert KroneckerLinear(8, 6, ((3, 4), (2, 2))).rank == 1
+    lin = torch.nn.Linear(8, 6).double()
+    layer = KroneckerLinear.from_linear(lin, ((3, 4), (2, 2)), 1, method="kron",
+                                        implementation="reconstructed")  # fmt: skip
+    assert layer.implementation == "reconstructed"
+    cfg = CompressionConfig(target_modules=["m"], method="permuted_kron", shape=[[3, 4], [2, 2]],
+                            rank=1, permute="cols", n_iter=1)  # fmt: skip
+    layer = KroneckerLinear.from_module(lin, cfg.settings_for("m"), name="m")
+    assert layer.permute == "cols" and layer.output_perm is None and layer.input_perm is not None
+    A, B = layer.A.detach(), layer.B.detach()
+    with pytest.raises(ValueError, match=r"^bias must have shape \(6,\), got \(5,\)"):
+        KroneckerLinear.from_factors(A, B, bias=torch.zeros(5, dtype=A.dtype))
+
+
+# Found by a fresh sample (seed 2) of tqla_torch/nn/kronecker.py's mutants
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+def test_forward_runs_the_route_its_implementation_names(implementation, monkeypatch):
+    import tqla_torch.nn.kronecker as kmod
+
+    calls: list[int] = []
+    real = kmod.factorized_forward
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kmod, "factorized_forward", spy)
+    layer = KroneckerLinear(8, 6, ((3, 4), (2, 2)), 2, permute="both",
+                            implementation=implementation).double()  # fmt: skip
+    x = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        y = layer(x)
+        torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias)
+    assert len(calls) == (1 if implementation == "factorized" else 0)
+
+
+def test_activation_aware_permuted_fit_gets_the_rank_and_the_options(monkeypatch):
+    import numpy as np
+
+    import tqla.whiten
+    from tqla.shapes import KroneckerShape
+    from tqla_torch.nn.kronecker import kron_decompose
+
+    seen: list[tuple] = []
+    real = tqla.whiten.whitened_permuted_kron
+
+    def spy(W, C, shape, rank=1, **kwargs):
+        seen.append((rank, kwargs))
+        return real(W, C, shape, rank, **kwargs)
+
+    monkeypatch.setattr(tqla.whiten, "whitened_permuted_kron", spy)
+    calls = _spy_permuted_kron(monkeypatch)
+    W = torch.randn(6, 8, dtype=torch.float64)
+    X = torch.randn(40, 8, dtype=torch.float64)
+    s = KroneckerShape((3, 4), (2, 2))
+    A, B, rp, cp, _ = kron_decompose(W, s, 2, method="permuted_kron", permute="rows",
+                                     n_iter=1, seed=0, moment=X.T @ X / 40, damp=0.1)  # fmt: skip
+    assert A.shape == (2, 3, 4) and rp is not None and cp is None
+    rank, kw = seen[0]
+    assert rank == 2 and kw["damp"] == 0.1 and kw["permute"] == "rows" and kw["n_iter"] == 1
+    assert isinstance(kw["rng"], np.random.Generator) and kw["n_restarts"] == 1
+    kron_decompose(W, s, 1, method="permuted_kron", permute="both", n_iter=1)
+    assert calls[-1]["n_restarts"] == 1  # kron_decompose's default: one start
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weight_gives_factors_of_its_dtype(dtype):
+    W = torch.randn(6, 8).to(dtype)
+    layer = KroneckerLinear.from_dense(W, None, ((3, 4), (2, 2)), 1, method="kron")
+    assert layer.A.dtype == dtype and layer.B.dtype == dtype
+
+
+def test_from_linear_names_what_it_got():
+    with pytest.raises(TypeError, match=r"^linear must be a torch\.nn\.Linear, got Conv2d$"):
+        KroneckerLinear.from_linear(torch.nn.Conv2d(2, 2, 1), ((1, 1), (2, 2)))
+
+
+def test_constructors_name_their_bad_arguments():  # found by a fourth sample (seed 3)
+    with pytest.raises(ValueError, match=r"^in_features must be a positive integer, got 0$"):
+        KroneckerLinear(0, 6, ((3, 4), (2, 2)))
+    with pytest.raises(TypeError, match=r"^conv1d must be a transformers\.pytorch_utils\.Conv1D, "
+                                        r"got Linear$"):  # fmt: skip
+        KroneckerLinear.from_conv1d(torch.nn.Linear(8, 6), ((3, 4), (2, 2)))

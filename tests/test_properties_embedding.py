@@ -1,0 +1,82 @@
+"""KroneckerEmbedding and TiedEmbeddingHead: settings reach the fit, plans count exactly
+(found by mutation testing; listed in benchmarks/results/mutation_2026-11-30.md)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tqla_torch.nn import KroneckerEmbedding, LowRankEmbedding  # noqa: E402
+from tqla_torch.nn.embedding import TiedEmbeddingHead  # noqa: E402
+
+
+def _settings(**kw):
+    base = {"shape": None, "b_shape": [2, 1], "rank": 1, "permute": "rows", "repeat": 1,
+            "method": "permuted_kron", "implementation": "factorized", "rule": None,
+            "n_iter": 2, "tol": None, "n_restarts": 1, "seed": 0}  # fmt: skip
+    return SimpleNamespace(**{**base, **kw})
+
+
+def _spy(monkeypatch) -> list[dict]:
+    import tqla.permuted
+
+    calls: list[dict] = []
+    real = tqla.permuted.permuted_kron
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tqla.permuted, "permuted_kron", spy)
+    return calls
+
+
+def test_plan_takes_the_stated_shape_and_counts_exactly():
+    emb = torch.nn.Embedding(10, 8)
+    # the d×V table (8×10) as (4×10) ⊗ (2×1), stated by the full shape instead of b_shape
+    p = KroneckerEmbedding.plan(emb, _settings(shape=[[4, 10], [2, 1]], b_shape=None))
+    assert p.shape == [[4, 10], [2, 1]] and p.out_features == 8
+    assert p.params_after == 10 * 4 + 2
+    p = KroneckerEmbedding.plan(emb, _settings(b_shape=[2, 1], repeat=2))
+    assert p.params_after == 10 * 2 + 2 + 2 and p.factors == "2×10 ⊗ 2×1 ⊗ 2×1"
+    msg = r"^module 'module': factoring the table 10×2 by 1×4 needs 4"
+    with pytest.raises(ValueError, match=msg):
+        KroneckerEmbedding.plan(emb, _settings(b_shape=[4, 1], repeat=2))
+
+
+def test_the_method_and_the_default_permutation_reach_the_solver(monkeypatch):
+    calls = _spy(monkeypatch)
+    emb = torch.nn.Embedding(10, 8).double()
+    KroneckerEmbedding.from_embedding(emb, 2, n_iter=2)  # permuted_kron: columns by default
+    assert [c["permute"] for c in calls] == ["cols"]
+    KroneckerEmbedding.from_module(emb, _settings(method="kron", permute="none"))
+    assert len(calls) == 1  # method="kron" never runs the permutation solver
+    KroneckerEmbedding.from_module(emb, _settings())
+    assert [c["permute"] for c in calls] == ["cols", "cols"]
+    with pytest.raises(ValueError, match=r"^k must be a positive integer, got 0$"):
+        KroneckerEmbedding.from_embedding(emb, 0)
+
+
+def test_tied_head_adds_its_bias():
+    torch.manual_seed(0)
+    emb = LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8).double(), 3)
+    bias = torch.randn(10, dtype=torch.float64)
+    head = TiedEmbeddingHead(emb, bias)
+    h = torch.randn(5, 8, dtype=torch.float64)
+    torch.testing.assert_close(head(h), h @ emb.to_dense().T + bias)
+    torch.testing.assert_close(TiedEmbeddingHead(emb)(h), h @ emb.to_dense().T)
+
+
+# Found by a fresh sample (seed 1) of tqla_torch/nn/embedding.py's mutants
+def test_embedding_messages_and_the_head_spec():
+    with pytest.raises(ValueError, match=r"^factors\[i\] must be a positive integer, got 0$"):
+        KroneckerEmbedding(10, 8, [0])
+    emb = torch.nn.Embedding(10, 8)
+    with pytest.raises(ValueError, match=r"^module 'e': embeddings take B factors of shape "
+                                         r"\[k, 1\] .* got B \(2, 2\)$"):  # fmt: skip
+        KroneckerEmbedding.plan(emb, _settings(b_shape=[2, 2]), name="e")
+    low = LowRankEmbedding(10, 8, 2)
+    assert TiedEmbeddingHead(low).spec() == {"type": "TiedEmbeddingHead", "bias": False}

@@ -1,0 +1,129 @@
+"""LowRankLinear / LowRankEmbedding: fits, plans and messages (found by mutation testing).
+
+Each test states one fact the layers promise and fails on a small bug that the round-trip
+tests of test_layers.py / test_nn_registry.py let through (listed in
+benchmarks/results/mutation_2026-11-30.md).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tqla import truncated_svd, whitened_svd  # noqa: E402
+from tqla_torch.nn import LowRankEmbedding, LowRankLinear  # noqa: E402
+
+
+def _settings(**kw):
+    base = {"rank": None, "n_params": None, "repeat": 1, "implementation": "factorized",
+            "method": "svd"}  # fmt: skip
+    return SimpleNamespace(**{**base, **kw})
+
+
+def _moment(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(4 * n, n, dtype=torch.float64, generator=g) * torch.linspace(0.1, 3, n)
+    return X.T @ X / (4 * n)
+
+
+def test_activation_aware_fit_is_the_whitened_svd_with_its_plain_error():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 6).double()
+    W = lin.weight.detach()
+    C = _moment(8, 1)
+    U, s, Vh = whitened_svd(W, C, 2, damp=0.25)
+    want = (U * s) @ Vh
+    for layer in (
+        LowRankLinear.from_dense(W, None, 2, moment=C, damp=0.25),
+        LowRankLinear.from_module(lin, _settings(rank=2), moment=C, damp=0.25),
+    ):
+        torch.testing.assert_close(layer.to_dense(), want, rtol=1e-10, atol=1e-12)
+        err = float(torch.linalg.norm(W - want) / torch.linalg.norm(W))
+        assert layer.approximation_error == pytest.approx(err, rel=1e-9)
+    # without a moment: the plain truncated SVD
+    U, s, Vh = truncated_svd(W, 2)
+    layer = LowRankLinear.from_module(lin, _settings(rank=2))
+    torch.testing.assert_close(layer.to_dense(), (U * s) @ Vh, rtol=1e-10, atol=1e-12)
+
+
+def test_plans_count_features_and_parameters():
+    lin = torch.nn.Linear(8, 6)
+    p = LowRankLinear.plan(lin, _settings(rank=2))
+    assert (p.in_features, p.out_features, p.rank) == (8, 6, 2)
+    assert p.params_after == 2 * (8 + 6) + 6
+    p = LowRankLinear.plan(torch.nn.Linear(8, 6, bias=False), _settings(rank=2))
+    assert p.params_after == 2 * (8 + 6)
+    emb = torch.nn.Embedding(10, 8)
+    p = LowRankEmbedding.plan(emb, _settings(rank=3))
+    assert (p.in_features, p.out_features, p.params_after) == (10, 8, 3 * (10 + 8))
+    with pytest.raises(ValueError, match=r"^module 'e': repeat=2 applies to Kronecker methods$"):
+        LowRankEmbedding.plan(emb, _settings(rank=3, repeat=2), name="e")
+
+
+def test_constructors_validate_the_rank_with_its_name():
+    with pytest.raises(ValueError, match=r"^rank must be a positive integer, got 0$"):
+        LowRankLinear(8, 6, 0)
+    with pytest.raises(ValueError, match=r"^rank must be <= min\(in_features, out_features\) "
+                                         r"= 6, got 7$"):  # fmt: skip
+        LowRankLinear(8, 6, 7)
+    with pytest.raises(ValueError, match=r"^rank must be <= min\(num_embeddings, "
+                                         r"embedding_dim\) = 8, got 9$"):  # fmt: skip
+        LowRankEmbedding(10, 8, 9)
+    assert LowRankEmbedding(10, 8, 2).implementation == "factorized"
+    with pytest.raises(ValueError, match=r"^n_params must be a positive integer, got 0$"):
+        LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8), n_params=0)
+    with pytest.raises(ValueError, match=r"^n_params must be a positive integer, got -3$"):
+        LowRankLinear.from_dense(torch.zeros(6, 8), None, n_params=-3)
+
+
+# Found by a fresh sample (seed 1) of tqla_torch/nn/lowrank.py's mutants
+def test_error_of_a_small_weight_and_budgeted_ranks():
+    torch.manual_seed(0)
+    W = 0.01 * torch.randn(6, 8, dtype=torch.float64)  # ‖W‖² < 1
+    layer = LowRankLinear.from_dense(W, None, 2)
+    want = float(torch.linalg.norm(W - layer.to_dense().detach()) / torch.linalg.norm(W))
+    assert want > 0.1 and layer.approximation_error == pytest.approx(want, rel=1e-9)
+    # budgets: r·(8 + 6) + 6 nearest 40 → r = 2; the embedding r·(10 + 8) nearest 37 → r = 2
+    p = LowRankLinear.plan(torch.nn.Linear(8, 6), _settings(n_params=40))
+    assert p.rank == 2 and p.repeat == 1
+    emb = LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8).double(), n_params=37)
+    assert emb.rank == 2
+    with pytest.raises(TypeError, match=r"^use LowRankEmbedding\.from_embedding for embeddings$"):
+        LowRankLinear.from_linear(torch.nn.Embedding(10, 8), 2)
+
+
+def test_embedding_init_has_unit_variance_and_padding_gets_no_gradient():
+    torch.manual_seed(0)
+    emb = LowRankEmbedding(50, 40, 4, padding_idx=3).double()
+    total = 0.0
+    with torch.no_grad():
+        for _ in range(20):
+            emb.reset_parameters()
+            total += float((emb.to_dense() ** 2).mean())
+    assert 0.85 < total / 20 < 1.15  # like torch.nn.Embedding's N(0, 1)
+    emb(torch.tensor([3, 3, 5])).sum().backward()
+    assert torch.all(emb.U.grad[3] == 0) and torch.any(emb.U.grad[5] != 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fits_stay_on_the_weight_device():
+    lin = LowRankLinear.from_dense(torch.randn(6, 8, device="cuda"), None, 2)
+    emb = LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8, device="cuda"), 2)
+    assert lin.U.device.type == "cuda" and emb.U.device.type == "cuda"
+
+
+# Found by a third sample (seed 2)
+def test_linear_init_variance_and_the_default_module_name():
+    torch.manual_seed(0)
+    layer = LowRankLinear(48, 32, 4).double()
+    total = 0.0
+    with torch.no_grad():
+        for _ in range(20):
+            layer.reset_parameters()
+            total += float((layer.to_dense() ** 2).mean())
+    assert 0.85 < total / 20 * 3 * 48 < 1.15  # torch.nn.Linear's 1/(3·in)
+    with pytest.raises(ValueError, match=r"^module 'module': svd rank 9 exceeds"):
+        LowRankLinear.from_module(torch.nn.Linear(8, 6), _settings(rank=9))

@@ -1,0 +1,102 @@
+"""TTConv2d: settings reach the fit, the forward runs the route it names, messages name the
+argument (found by mutation testing; listed in benchmarks/results/mutation_2026-11-30.md)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hypothesis import assume, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from tqla_torch.nn import TTConv2d  # noqa: E402
+from tqla_torch.nn._tt_forward import _costs, tt_forward  # noqa: E402
+
+
+def _settings(**kw):
+    base = {"tt_cores": None, "tt_modes": None, "eps": None, "tt_ranks": None, "rank": None,
+            "n_params": None}  # fmt: skip
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_plan_takes_the_stated_tt_ranks_and_default_mode_count():
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+    p = TTConv2d.plan(conv, _settings(tt_ranks=[2, 3]))
+    assert p.rank == 3 and p.factors == "TT 2·4 × 2·2 × window 3×3, ranks 1-2-3-1"
+    # cores (1,2,2,2), (2,4,2,3), (3,1,9,1) and the bias
+    assert p.params_after == 8 + 2 * 4 * 2 * 3 + 3 * 9 + 8
+    layer = TTConv2d.from_conv2d(conv.double(), ranks=[2, 3])
+    assert (layer.row_modes, layer.col_modes) == ((2, 4), (2, 2))  # d = 2 by default
+
+
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+def test_forward_runs_the_route_it_names(implementation, monkeypatch):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1).double()
+    layer = TTConv2d.from_conv2d(conv, ranks=[2, 3], implementation=implementation)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    want = torch.nn.functional.conv2d(x, layer.to_dense(), layer.bias, 1, 1)
+    groups: list[int] = []
+    real = torch.nn.functional.conv2d
+
+    def spy(*args, **kwargs):
+        groups.append(kwargs.get("groups", args[6] if len(args) > 6 else 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+    y = layer(x)
+    # reconstructed: one dense convolution; factorized: the depthwise window convolution
+    assert groups == ([1] if implementation == "reconstructed" else [4])
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+
+
+def test_constructors_name_the_bad_argument():
+    with pytest.raises(ValueError, match=r"^padding must be an int or a pair of ints, got "
+                                         r"\(1, 2, 3\)$"):  # fmt: skip
+        TTConv2d(4, 8, 3, (2, 4), (2, 2), [2, 3], padding=(1, 2, 3))
+    conv = torch.nn.Conv2d(4, 8, 3, groups=2)
+    with pytest.raises(ValueError, match=r"^TTConv2d supports groups=1, padding_mode='zeros' "
+                                         r"and numeric padding, got groups=2"):  # fmt: skip
+        TTConv2d.from_conv2d(conv, ranks=[2, 3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_conv2d_stays_on_the_layer_device():
+    layer = TTConv2d(4, 8, 3, (2, 4), (2, 2), [2, 3], device="cuda")
+    assert layer.to_conv2d().weight.device == layer.cores[0].device
+
+
+def _flops(cores, x, order=None) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        tt_forward(cores, x, order)
+    return int(counter.get_total_flops())
+
+
+@given(
+    modes=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=2, max_size=3),
+    rank=st.integers(1, 3),
+    b=st.integers(1, 6),
+)
+@example(modes=[(1, 6), (6, 1)], rank=2, b=3)  # left first far cheaper
+@example(modes=[(6, 1), (1, 6)], rank=2, b=3)  # right first far cheaper
+@example(modes=[(2, 3), (4, 2), (3, 5)], rank=3, b=4)
+@settings(max_examples=10)  # FlopCounterMode is slow to enter; the examples decide the order
+def test_tt_forward_runs_the_cheaper_order_and_its_cost_is_the_counted_one(modes, rank, b):
+    """Both orders compute x·Wᵀ; only the multiply-adds tell them apart (counted)."""
+    rm, cm = tuple(m for m, _ in modes), tuple(n for _, n in modes)
+    d = len(modes)
+    ranks = (1, *[rank] * (d - 1), 1)
+    g = torch.Generator().manual_seed(0)
+    cores = [torch.randn(ranks[t], rm[t], cm[t], ranks[t + 1], dtype=torch.float64, generator=g)
+             for t in range(d)]  # fmt: skip
+    x = torch.randn(b, math.prod(cm), dtype=torch.float64, generator=g)
+    left, right = _costs(rm, cm, ranks, b)
+    assert _flops(cores, x, "left_first") == 2 * left
+    assert _flops(cores, x, "right_first") == 2 * right
+    assume(left != right)
+    assert _flops(cores, x) == 2 * min(left, right)
