@@ -23,7 +23,7 @@ from tqla_torch.compression.apply import (
     count_parameters,
     inspect,
 )
-from tqla_torch.compression.budget_plan import AutoPlan, plan_for_budget
+from tqla_torch.compression.budget_plan import AutoPlan, auto_gpt2_steps, plan_for_budget
 from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
 from tqla_torch.compression.config import METHODS, CompressionConfig, ModuleSettings
 from tqla_torch.compression.importance import LWIQResult, lwiq
@@ -48,6 +48,7 @@ from tqla_torch.compression.report import CompressionReport, ModuleReport
 
 __all__ = [
     "AutoPlan",
+    "auto_gpt2_steps",
     "CalibrationStats",
     "collect_statistics",
     "plan_for_budget",

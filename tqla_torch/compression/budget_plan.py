@@ -28,7 +28,14 @@ from tqla_torch.compression.calibrate import CalibrationStats, collect_statistic
 from tqla_torch.compression.config import CompressionConfig
 from tqla_torch.nn.weights import is_conv1d, weight_view
 
-__all__ = ["AutoPlan", "Candidate", "PlanRow", "layer_curves", "plan_for_budget"]
+__all__ = [
+    "AutoPlan",
+    "Candidate",
+    "PlanRow",
+    "auto_gpt2_steps",
+    "layer_curves",
+    "plan_for_budget",
+]
 
 AUTO_METHODS = ("svd", "kron")
 SENSITIVITIES = ("fisher", "uniform")
@@ -487,3 +494,70 @@ def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> Compressi
         orientation="out_in",
     )
     return CompressionConfig(**values)
+
+
+def auto_gpt2_steps(
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    budget: int | float | None = None,
+    target_modules: str | list[str] | None = r"transformer\.h\..*",
+    **plan_kwargs: Any,
+) -> list[CompressionConfig]:
+    """The automatic plan as the three stages of :func:`~tqla_torch.compression.tq_gpt2_steps`.
+
+    Stage 1 and 3 are tq_gpt2's embedding steps (the token table halved twice with column
+    permutations); stage 2 is :func:`plan_for_budget` over the blocks' Linear/Conv1D layers,
+    measured on a copy of ``model`` with both embedding steps applied.  Its ``auto_plan``
+    carries the input moments, so ``compress`` fits stage 2 activation-aware.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A GPT-2 (not modified).
+    data : iterable of batches
+        Calibration data (see :func:`plan_for_budget`).
+    budget : int or float, optional
+        Whole-model parameters after all three stages; default: the :func:`tq_gpt2` plan's
+        count on ``model`` (its Kronecker twin has the same count and is measured).
+    target_modules : optional
+        Candidates of stage 2 (default: every Linear/Conv1D of the blocks).
+    **plan_kwargs
+        Passed to :func:`plan_for_budget` (``methods``, ``sensitivity``, ``damp``, ...).
+
+    Returns
+    -------
+    list of CompressionConfig
+        ``[embedding, automatic plan, embedding again]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> _ = torch.manual_seed(0)
+    >>> gpt = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=16,
+    ...                                  vocab_size=64)).eval()
+    >>> steps = auto_gpt2_steps(gpt, [torch.randint(0, 64, (2, 16))], b_shapes=[(2, 2)])
+    >>> [len(s.overrides) > 0 for s in steps]
+    [True, True, True]
+    """
+    import copy
+
+    from tqla_torch.compression.apply import compress, count_parameters
+    from tqla_torch.compression.presets import kron_gpt2_steps, tq_gpt2_steps
+
+    data = list(data)
+    if budget is None:
+        twin = copy.deepcopy(model)
+        for cfg in kron_gpt2_steps():
+            compress(twin, cfg)
+        budget = count_parameters(twin)
+        del twin
+    emb1, _, emb2 = tq_gpt2_steps()
+    base = copy.deepcopy(model)
+    compress(base, emb1)
+    compress(base, emb2)
+    if isinstance(budget, (float, np.floating)) and not isinstance(budget, bool):
+        budget = _check_budget(budget, count_parameters(model))
+    plan = plan_for_budget(base, budget, data, target_modules=target_modules, **plan_kwargs)
+    return [emb1, plan, emb2]
