@@ -124,6 +124,29 @@ def gpt2_part(args, lines):
         m = copy.deepcopy(base)
         compress(m, cfg, moments=None if aware else {})
         models[("auto", aware)] = m
+    extra_plans = {}
+    for variant in args.variants:
+        kw = dict(target_modules=r"transformer\.h\..*", seed=0, sensitivity=args.sensitivity)
+        src = base
+        if variant in ("fisher", "lwiq", "uniform"):
+            if variant == args.sensitivity:
+                continue
+            kw["sensitivity"] = variant
+        elif variant == "permuted":
+            kw["methods"] = ("svd", "kron", "permuted_kron")
+        elif variant == "emb":  # the plan also sizes the token embedding (no tq_gpt2 steps)
+            src = teacher
+            kw.update(target_modules=r"transformer\.(h\..*|wte)", embeddings=True)
+        t0 = time.perf_counter()
+        vcfg = plan_for_budget(src, budget, calib, **kw)
+        vt = time.perf_counter() - t0
+        m = copy.deepcopy(src)
+        compress(m, vcfg)
+        name = f"auto-{variant}"
+        models[(name, True)] = m
+        extra_plans[name] = (vcfg.auto_plan, vt)
+        print(name, f"{vt:.1f} s", flush=True)
+        print(vcfg.auto_plan.table(), flush=True)
     for (name, aware), m in models.items():
         one = ppl(m)
         student = m
@@ -154,7 +177,11 @@ def gpt2_part(args, lines):
     for name, aware, p, one, after in rows:
         lines.append(f"| {name} | {'activation-aware' if aware else 'plain'} | {p:,} | "
                      f"{one:.2f} | {after:.2f} |")
-    lines += ["", "Chosen per-layer plan (automatic):", "", "```", plan.table(), "```", ""]
+    lines += ["", f"Chosen per-layer plan (automatic, sensitivity {args.sensitivity}):", "",
+              "```", plan.table(), "```", ""]
+    for name, (p_, vt) in extra_plans.items():
+        lines += [f"Plan `{name}` ({p_.n_candidates:,} candidates, {vt:.1f} s):", "", "```",
+                  p_.table(), "```", ""]
     return rows, plan
 
 
@@ -273,7 +300,7 @@ def plot_plan(plan, path: str, title: str) -> None:
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names)), 4))
     ax.bar(x, [r.params_before for r in plan.rows], color="#cccccc", label="dense")
-    colors = {"svd": "#1f77b4", "kron": "#d62728", "dense": "#7f7f7f"}
+    colors = {"svd": "#1f77b4", "kron": "#d62728", "permuted_kron": "#ff7f0e", "dense": "#7f7f7f"}
     ax.bar(x, [r.params_after for r in plan.rows], width=0.6,
            color=[colors[r.method] for r in plan.rows], label="chosen (blue svd, red kron)")
     ax.set_xticks(x, names, rotation=70, ha="right", fontsize=7)
@@ -319,7 +346,11 @@ def main() -> None:
     p.add_argument("--n-iter", type=int, default=3)
     p.add_argument("--skip-minilm", action="store_true")
     p.add_argument("--skip-gpt2", action="store_true")
-    p.add_argument("--sensitivity", default="fisher", choices=["fisher", "uniform"])
+    p.add_argument("--sensitivity", default="fisher", choices=["fisher", "lwiq", "uniform"])
+    p.add_argument("--variants", default="", type=lambda v: [x for x in v.split(",") if x],
+                   help="GPT-2: extra activation-aware automatic plans, comma-separated from "
+                        "fisher,lwiq,uniform (sensitivity), permuted (permuted_kron candidates), "
+                        "emb (the plan also sizes the token embedding)")
     p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
     p.add_argument("--minilm-ffn-only", action="store_true",
                    help="MiniLM: plan over the FFN matrices only, 4 B shapes")

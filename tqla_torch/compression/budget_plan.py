@@ -37,16 +37,19 @@ __all__ = [
     "plan_for_budget",
 ]
 
-AUTO_METHODS = ("svd", "kron")
-SENSITIVITIES = ("fisher", "uniform")
+AUTO_METHODS = ("svd", "kron", "permuted_kron")
+DEFAULT_METHODS = ("svd", "kron")
+SENSITIVITIES = ("fisher", "lwiq", "uniform")
+PERMUTED_B_SHAPES = ((2, 4), (4, 2))
+"""Default B shapes of ``permuted_kron`` candidates (one permutation search each)."""
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One point of a module's error curve."""
 
-    method: str  # "svd", "kron" or "dense"
-    shape: tuple | None  # ((p, q), (s, t)) out×in for kron
+    method: str  # "svd", "kron", "permuted_kron" or "dense"
+    shape: tuple | None  # ((p, q), (s, t)) out×in for (permuted) kron
     rank: int
     params: int  # of the module after compression (factors + bias)
     error2: float  # whitened squared error tr(ΔW·C·ΔWᵀ)
@@ -82,7 +85,7 @@ class AutoPlan:
 
     def table(self) -> str:
         head = (
-            f"{'module':<34} {'method':<6} {'shape':<16} {'rank':>5} {'params':>9} "
+            f"{'module':<34} {'method':<13} {'shape':<16} {'rank':>5} {'params':>9} "
             f"{'pred. err':>9}"
         )
         lines = [head, "-" * len(head)]
@@ -92,7 +95,7 @@ class AutoPlan:
                 (p, q), (s, t) = r.shape
                 shp = f"{p}×{q} ⊗ {s}×{t}"
             lines.append(
-                f"{r.name:<34} {r.method:<6} {shp:<16} {r.rank:>5} {r.params_after:>9,} "
+                f"{r.name:<34} {r.method:<13} {shp:<16} {r.rank:>5} {r.params_after:>9,} "
                 f"{r.predicted_error:>9.4f}"
             )
         lines.append(
@@ -126,18 +129,28 @@ def layer_curves(
     C: torch.Tensor,
     *,
     bias: int,
-    methods: Sequence[str] = AUTO_METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     b_shapes: Sequence[tuple[int, int]] | None = None,
     damp: float = 0.01,
     allow_dense: bool = True,
+    permuted_b_shapes: Sequence[tuple[int, int]] | None = None,
+    cache: dict | None = None,
+    key: str = "",
 ) -> list[Candidate]:
     """Every candidate (method × shape × rank) of one module with its whitened error.
 
     SVD: one spectrum of W·S gives every rank (the squared error of rank r is the tail
-    Σ_{k>r} σ_k²).  Kronecker: per B shape, one closed-form fit (kron_svd of W·(S₁⊗S₂),
+    Σ_{k>r} σ_k²; a 1-D ``C`` is a diagonal moment, e.g. an embedding's token
+    frequencies).  Kronecker: per B shape, one closed-form fit (kron_svd of W·(S₁⊗S₂),
     C ≈ C₁⊗C₂) at the largest useful rank gives every rank (its prefixes), each error
-    measured exactly in the (damped) C.  Only candidates smaller than
-    the dense module are kept; ``allow_dense`` adds the dense module itself (error 0).
+    measured exactly in the (damped) C.  Permuted Kronecker: per B shape (default
+    :data:`PERMUTED_B_SHAPES`), one permutation search (:func:`tqla.permuted_kron`,
+    plain, at rank min(4, top), 3 iterations) — by far the most expensive step, so its
+    permutations are kept in ``cache`` under (``key``, shape) — then the Kronecker curve
+    of the permuted W with the moment permuted like the columns.  The other ranks reuse
+    that search's permutations (the compression itself searches again at its rank).
+    Only candidates smaller than the dense module are kept; ``allow_dense`` adds the dense
+    module itself (error 0).
     """
     from tqla import whitened_spectrum
 
@@ -166,6 +179,12 @@ def layer_curves(
                 continue
             for r, err2 in enumerate(_kron_errors(Wd, Cd, shape, top, damp, roots), start=1):
                 cands.append(Candidate("kron", shape, r, r * per + bias, err2))
+    if "permuted_kron" in methods:
+        shapes = PERMUTED_B_SHAPES if permuted_b_shapes is None else permuted_b_shapes
+        for s, t in shapes:
+            if out_f % s or in_f % t:
+                continue  # the defaults need not divide every module
+            cands += _permuted_curve(Wd, Cd, (s, t), bias, dense, damp, cache, key)
     if allow_dense:
         cands.append(Candidate("dense", None, 0, dense, 0.0))
     return cands
@@ -201,6 +220,43 @@ def _kron_errors(
         P -= T @ Creg
         out.append(max(float(np.sum(E * P)), 0.0))
     return out
+
+
+def _permuted_curve(
+    Wd: np.ndarray,
+    Cd: np.ndarray,
+    b: tuple[int, int],
+    bias: int,
+    dense: int,
+    damp: float,
+    cache: dict | None,
+    key: str,
+) -> list[Candidate]:
+    """The permuted Kronecker candidates of one B shape (see :func:`layer_curves`)."""
+    from tqla.permuted import permuted_kron
+
+    out_f, in_f = Wd.shape
+    s, t = b
+    shape = ((out_f // s, in_f // t), (s, t))
+    per = shape[0][0] * shape[0][1] + s * t
+    top = min((dense - 1 - bias) // per, min(shape[0][0] * shape[0][1], s * t))
+    if top < 1:
+        return []
+    ckey = (key, shape)
+    if cache is not None and ckey in cache:
+        rp, cp = cache[ckey]
+    else:
+        P = permuted_kron(Wd, shape, min(4, top), n_iter=3, rng=0)
+        rp, cp = np.asarray(P.row_perm), np.asarray(P.col_perm)
+        if cache is not None:
+            cache[ckey] = (rp, cp)
+    inv_r, inv_c = np.argsort(rp), np.argsort(cp)
+    Wk, Ck = Wd[inv_r][:, inv_c], Cd[inv_c][:, inv_c]
+    errs = _kron_errors(np.ascontiguousarray(Wk), np.ascontiguousarray(Ck), shape, top, damp, {})
+    return [
+        Candidate("permuted_kron", shape, r, r * per + bias, e)
+        for r, e in enumerate(errs, start=1)
+    ]
 
 
 def _tails(sig: np.ndarray) -> np.ndarray:
@@ -274,7 +330,9 @@ def allocate(
 # --------------------------------------------------------------------------------------
 # The plan
 # --------------------------------------------------------------------------------------
-def _linear_targets(model: nn.Module, target_modules: Any, exclude: Any) -> dict[str, nn.Module]:
+def _linear_targets(
+    model: nn.Module, target_modules: Any, exclude: Any, embeddings: bool = False
+) -> dict[str, nn.Module]:
     probe = CompressionConfig(
         target_modules=target_modules if target_modules is not None else r".*",
         exclude_modules=exclude,
@@ -282,18 +340,19 @@ def _linear_targets(model: nn.Module, target_modules: Any, exclude: Any) -> dict
         rank=1,
     )
     out: dict[str, nn.Module] = {}
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for name, m in model.named_modules():
         if not name or not probe.matches(name):
             continue
         if isinstance(m, nn.Linear) or is_conv1d(m):
-            if isinstance(m, nn.Linear) and id(m.weight) in embeddings:
+            if isinstance(m, nn.Linear) and id(m.weight) in tables:
                 continue  # an LM head tied to an embedding: it follows the embedding
             out[name] = m
+        elif embeddings and type(m) is nn.Embedding:
+            out[name] = m
     if not out:
-        raise ValueError(
-            f"target_modules {target_modules!r} matched no Linear or Conv1D module of the model"
-        )
+        kinds = "Linear, Conv1D or Embedding" if embeddings else "Linear or Conv1D"
+        raise ValueError(f"target_modules {target_modules!r} matched no {kinds} module of the model")
     return out
 
 
@@ -325,7 +384,7 @@ def plan_for_budget(
     *,
     target_modules: str | list[str] | None = None,
     exclude_modules: str | list[str] | None = None,
-    methods: Sequence[str] = AUTO_METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     b_shapes: Sequence[tuple[int, int]] | None = None,
     sensitivity: str | Mapping[str, float] = "fisher",
     damp: float = 0.01,
@@ -333,6 +392,9 @@ def plan_for_budget(
     max_batches: int | None = None,
     seed: int = 0,
     base: CompressionConfig | None = None,
+    embeddings: bool = False,
+    permuted_b_shapes: Sequence[tuple[int, int]] | None = None,
+    cache: dict | None = None,
 ) -> CompressionConfig:
     """A :class:`CompressionConfig` with per-module overrides that meets a parameter budget.
 
@@ -348,14 +410,16 @@ def plan_for_budget(
     target_modules, exclude_modules : optional
         Candidate modules, with :class:`CompressionConfig`'s matching rules (default: every
         ``Linear``/``Conv1D``; an LM head tied to an embedding is never a candidate).
-    methods : sequence of {"svd", "kron"}
-        Methods to choose from.
+    methods : sequence of {"svd", "kron", "permuted_kron"}, default ("svd", "kron")
+        Methods to choose from (embeddings: "svd" only).  ``permuted_kron`` costs one
+        permutation search per module and B shape (see :func:`layer_curves`).
     b_shapes : sequence of (s, t), optional
         Kronecker B shapes (out×in) to try; default :func:`default_b_shapes` per module.
-    sensitivity : {"fisher", "uniform"} or dict of str to float
+    sensitivity : {"fisher", "lwiq", "uniform"} or dict of str to float
         Weight of each module's error: measured Fisher-style score (see
-        :mod:`~tqla_torch.compression.calibrate`), 1 for all, or given per module name
-        (e.g. LWIQ importances).
+        :mod:`~tqla_torch.compression.calibrate`), the LWIQ importance
+        (:func:`~tqla_torch.compression.lwiq`; embeddings get the mean of the others), 1
+        for all, or given per module name.
     damp : float, default 0.01
         Relative damping of the input moments (:func:`tqla.moment_root`).
     allow_dense : bool, default True
@@ -366,6 +430,16 @@ def plan_for_budget(
         Seed of the random projection of the sensitivity (models without logits).
     base : CompressionConfig, optional
         Settings the plan starts from (implementation, ...); its targets are replaced.
+    embeddings : bool, default False
+        Also plan the ``nn.Embedding`` modules matched by ``target_modules``: a low-rank
+        table fitted to the token frequencies of the calibration data (the diagonal moment
+        of one-hot inputs; an LM head tied to it follows it, and its own error as the
+        output layer is not measured).
+    permuted_b_shapes : sequence of (s, t), optional
+        B shapes of the ``permuted_kron`` candidates (default :data:`PERMUTED_B_SHAPES`).
+    cache : dict, optional
+        Keeps the permutation searches of ``permuted_kron`` candidates (by module name and
+        shape) between calls, e.g. plans for several budgets of one model.
 
     Returns
     -------
@@ -394,7 +468,9 @@ def plan_for_budget(
         )
     total = count_parameters(model)
     budget = _check_budget(budget, total)
-    modules = _linear_targets(model, target_modules, exclude_modules)
+    modules = _linear_targets(model, target_modules, exclude_modules, embeddings)
+    if sensitivity == "lwiq":
+        data = list(data)  # LWIQ reads the data twice
     if isinstance(sensitivity, Mapping):
         missing = sorted(set(modules) - set(sensitivity))
         if missing:
@@ -409,25 +485,11 @@ def plan_for_budget(
         seed=seed,
     )
     t1 = time.perf_counter()
-    curves, dense, refs = {}, {}, {}
-    for name, m in modules.items():
-        v = weight_view(m)
-        bias = 0 if v.bias is None else v.bias.numel()
-        dense[name] = v.in_features * v.out_features + bias
-        W = v.weight_out_in.detach()
-        curves[name] = layer_curves(
-            W, stats.moments[name], bias=bias, methods=methods, b_shapes=b_shapes, damp=damp,
-            allow_dense=allow_dense,
-        )
-        Wd = W.to(torch.float64).cpu()
-        refs[name] = float((Wd * (Wd @ stats.moments[name].cpu())).sum())
+    curves, dense, refs = _all_curves(
+        modules, stats, methods, b_shapes, damp, allow_dense, permuted_b_shapes, cache
+    )
     t2 = time.perf_counter()
-    if sensitivity == "fisher":
-        weights = dict(stats.sensitivity)
-    elif sensitivity == "uniform":
-        weights = dict.fromkeys(modules, 1.0)
-    else:
-        weights = {n: float(sensitivity[n]) for n in modules}
+    weights = _weights(model, data, modules, stats, sensitivity, seed)
     fixed = total - sum(dense.values())
     try:
         chosen = allocate(curves, weights, budget - fixed)
@@ -467,6 +529,59 @@ def plan_for_budget(
     return config
 
 
+def _all_curves(
+    modules: dict[str, nn.Module],
+    stats: CalibrationStats,
+    methods: Sequence[str],
+    b_shapes: Any,
+    damp: float,
+    allow_dense: bool,
+    permuted_b_shapes: Any,
+    cache: dict | None,
+) -> tuple[dict[str, list[Candidate]], dict[str, int], dict[str, float]]:
+    """Every module's candidates, dense size and reference tr(W·C·Wᵀ)."""
+    curves, dense, refs = {}, {}, {}
+    cache = {} if cache is None else cache
+    for name, m in modules.items():
+        C = stats.moments[name]
+        if isinstance(m, nn.Embedding):  # out×in = d×V, diagonal moment, low rank only
+            W, bias, kinds = m.weight.detach().T, 0, ("svd",)
+        else:
+            v = weight_view(m)
+            W, bias, kinds = v.weight_out_in.detach(), (0 if v.bias is None else v.bias.numel()), methods
+        dense[name] = W.numel() + bias
+        curves[name] = layer_curves(
+            W, C, bias=bias, methods=kinds, b_shapes=b_shapes, damp=damp,
+            allow_dense=allow_dense, permuted_b_shapes=permuted_b_shapes, cache=cache, key=name,
+        )
+        Wd, Cd = W.to(torch.float64).cpu(), C.cpu()
+        refs[name] = float((Wd * Wd * Cd).sum() if Cd.dim() == 1 else (Wd * (Wd @ Cd)).sum())
+    return curves, dense, refs
+
+
+def _weights(
+    model: nn.Module,
+    data: Any,
+    modules: dict[str, nn.Module],
+    stats: CalibrationStats,
+    sensitivity: Any,
+    seed: int,
+) -> dict[str, float]:
+    """The per-module weight of the allocation (see ``sensitivity`` of plan_for_budget)."""
+    if sensitivity == "fisher":
+        return dict(stats.sensitivity)
+    if sensitivity == "uniform":
+        return dict.fromkeys(modules, 1.0)
+    if sensitivity == "lwiq":
+        from tqla_torch.compression.importance import lwiq
+
+        layers = [n for n, m in modules.items() if not isinstance(m, nn.Embedding)]
+        scores = lwiq(model, data, layers, seed=seed).weights if layers else {}
+        mean = float(np.mean(list(scores.values()))) if scores else 1.0
+        return {n: float(scores.get(n, mean)) for n in modules}
+    return {n: float(sensitivity[n]) for n in modules}
+
+
 def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> CompressionConfig:
     compressed = [r for r in rows if r.method != "dense"]
     if not compressed:
@@ -477,7 +592,7 @@ def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> Compressi
     overrides: dict[str, dict[str, Any]] = {}
     for r in compressed:
         over: dict[str, Any] = {"method": r.method, "rank": r.rank}
-        if r.method == "kron":
+        if r.method in ("kron", "permuted_kron"):
             over["shape"] = r.shape
         overrides[re.escape(r.name)] = over
     values = {} if base is None else base.to_dict()
