@@ -108,11 +108,12 @@ def gpt2_part(args, lines):
     }
     rows = []
     models = {}
+    fits = (True,) if args.aware_only else (False, True)
     for name, steps in fixed.items():
-        for aware in (False, True):
+        for aware in fits:
             m = apply_steps(copy.deepcopy(teacher), steps, calib, aware)
             models[(name, aware)] = m
-    budget = count_parameters(models[("tq_gpt2", False)])
+    budget = count_parameters(models[("tq_gpt2", fits[0])])
     emb_steps = [tq_gpt2_steps()[0], tq_gpt2_steps()[2]]
     t0 = time.perf_counter()
     base = apply_steps(copy.deepcopy(teacher), emb_steps, calib, False)
@@ -120,7 +121,7 @@ def gpt2_part(args, lines):
                           seed=0, sensitivity=args.sensitivity)
     t_plan = time.perf_counter() - t0
     plan = cfg.auto_plan
-    for aware in (False, True):
+    for aware in fits:
         m = copy.deepcopy(base)
         compress(m, cfg, moments=None if aware else {})
         models[("auto", aware)] = m
@@ -354,6 +355,8 @@ def main() -> None:
     p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
     p.add_argument("--minilm-ffn-only", action="store_true",
                    help="MiniLM: plan over the FFN matrices only, 4 B shapes")
+    p.add_argument("--aware-only", action="store_true",
+                   help="GPT-2: only activation-aware fits (skip the plainly fitted rows)")
     p.add_argument("--plot", default=None, help="PNG of the GPT-2 plan's per-layer parameters")
     args = p.parse_args()
     torch.set_num_threads(1)
