@@ -427,7 +427,7 @@ def run_demo(
 
     # 2-4. compress, distil, evaluate each method -------------------------------------------
     run = _MethodRun(teacher, tokenizer, train, val_ids, block_size, config, device, out)
-    plans = method_plans(teacher, config.methods, _calibration(train, config.seed))
+    plans = method_plans(teacher, config.methods, _auto_calibration(train, config.seed))
     n_stages = max(len(stages) for stages in plans.values())
     stage_tokens = max(run.tokens_per_step, config.distill_tokens // n_stages)
     methods_report = []
@@ -477,7 +477,7 @@ def run_demo(
     return DemoResult(rows=rows, report=report, output_dir=out, files=files)
 
 
-def _calibration(train: Any, seed: int) -> list[torch.Tensor]:
+def _auto_calibration(train: Any, seed: int) -> list[torch.Tensor]:
     """Training blocks for the ``auto`` row's plan: AUTO_CALIB_BATCHES batches of 4, seeded."""
     blocks = train.blocks
     g = torch.Generator().manual_seed(seed)
