@@ -109,11 +109,16 @@ def gpt2_part(args, lines):
     rows = []
     models = {}
     fits = (True,) if args.aware_only else (False, True)
+    if args.variants_only:  # the preset and auto rows of an earlier run with the same settings
+        fixed = {}
+        budget = count_parameters(apply_steps(copy.deepcopy(teacher), kron_gpt2_steps(), calib,
+                                              False))  # kron_gpt2 has tq_gpt2's count
     for name, steps in fixed.items():
         for aware in fits:
             m = apply_steps(copy.deepcopy(teacher), steps, calib, aware)
             models[(name, aware)] = m
-    budget = count_parameters(models[("tq_gpt2", fits[0])])
+    if fixed:
+        budget = count_parameters(models[("tq_gpt2", fits[0])])
     emb_steps = [tq_gpt2_steps()[0], tq_gpt2_steps()[2]]
     t0 = time.perf_counter()
     base = apply_steps(copy.deepcopy(teacher), emb_steps, calib, False)
@@ -121,7 +126,7 @@ def gpt2_part(args, lines):
                           seed=0, sensitivity=args.sensitivity)
     t_plan = time.perf_counter() - t0
     plan = cfg.auto_plan
-    for aware in fits:
+    for aware in fits if not args.variants_only else ():
         m = copy.deepcopy(base)
         compress(m, cfg, moments=None if aware else {})
         models[("auto", aware)] = m
@@ -357,6 +362,10 @@ def main() -> None:
                    help="MiniLM: plan over the FFN matrices only, 4 B shapes")
     p.add_argument("--aware-only", action="store_true",
                    help="GPT-2: only activation-aware fits (skip the plainly fitted rows)")
+    p.add_argument("--variants-only", action="store_true",
+                   help="GPT-2: distil only the --variants rows (the presets and the main "
+                        "automatic plan are deterministic: take them from a run with the same "
+                        "settings; the teacher perplexity shows it is the same teacher)")
     p.add_argument("--plot", default=None, help="PNG of the GPT-2 plan's per-layer parameters")
     args = p.parse_args()
     torch.set_num_threads(1)
