@@ -1,12 +1,14 @@
-"""The built-in demo: train, compress three ways, distil, evaluate, report — no downloads.
+"""The built-in demo: train, compress four ways, distil, evaluate, report — no downloads.
 
 :func:`run_demo` is what ``tqla demo`` runs:
 
 1. trains a small GPT-2 teacher on the built-in corpus (:func:`tqla_torch.training.builtin_corpus`)
    with the built-in byte-level BPE tokenizer, or loads a local GPT-2 folder (``model=``);
-2. compresses copies of it three ways at (near-)equal parameter count — permuted Kronecker
+2. compresses copies of it four ways at (near-)equal parameter count — permuted Kronecker
    (the TQCompressedGPT-2 plan adapted to the small model), plain Kronecker with the same
-   shapes, and low-rank SVD with ranks matched to the same parameter count;
+   shapes, low-rank SVD with ranks matched to the same parameter count, and the automatic
+   activation-aware plan (:func:`tqla_torch.compression.auto_gpt2_steps`: method, shape and
+   rank per block layer from 8 calibration batches, at most the permuted plan's count);
 3. distils each with the same token budget through the three-stage recipe (embedding, MLPs,
    embedding again; :func:`tqla_torch.training.distill_stages`);
 4. evaluates perplexity on the built-in validation split for the teacher and for every
@@ -385,7 +387,7 @@ def run_demo(
     >>> result = run_demo(DemoConfig.quick(progress=False, plot=False), tempfile.mkdtemp())
     ... # doctest: +SKIP
     >>> [row["method"] for row in result.rows]  # doctest: +SKIP
-    ['teacher', 'permuted_kron', 'kron', 'svd']
+    ['teacher', 'permuted_kron', 'kron', 'svd', 'auto']
     """
     from tqla_torch._models import count_parameters, resolve_device
     from tqla_torch.training.data import PackedDataset, builtin_documents, tokenize_texts
@@ -442,7 +444,10 @@ def run_demo(
     # 5. report -----------------------------------------------------------------------------
     wall_s = time.perf_counter() - started
     report: dict[str, Any] = {
-        "title": "tqla demo: permuted Kronecker vs Kronecker vs low-rank SVD on a small GPT-2",
+        "title": (
+            "tqla demo: permuted Kronecker vs Kronecker vs low-rank SVD vs the automatic plan "
+            "on a small GPT-2"
+        ),
         **env,
         "config": config.to_dict(),
         "data": {
