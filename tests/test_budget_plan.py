@@ -233,7 +233,12 @@ def test_permuted_curve_is_the_exact_error_of_the_permuted_fit():
     import tqla
     from tqla.whiten import whitened_error
 
-    W, C = _wc()
+    _, C = _wc()
+    # a Kronecker product with shuffled rows and columns: the search finds permutations
+    g = torch.Generator().manual_seed(7)
+    K = torch.kron(torch.randn(4, 4, generator=g, dtype=torch.float64),
+                   torch.randn(2, 3, generator=g, dtype=torch.float64))
+    W = K[torch.randperm(8, generator=g)][:, torch.randperm(12, generator=g)]
     damp = 0.01
     cache = {}
     curves = layer_curves(W, C, bias=0, methods=["permuted_kron"], permuted_b_shapes=[(2, 3)],
@@ -241,6 +246,7 @@ def test_permuted_curve_is_the_exact_error_of_the_permuted_fit():
     assert curves and all(c.method == "permuted_kron" for c in curves)
     ((key, shape), (rp, cp)), = cache.items()
     assert key == "m" and shape == ((4, 4), (2, 3))
+    assert not np.array_equal(cp, np.arange(12))  # so the moment must follow the columns
     inv_r, inv_c = np.argsort(rp), np.argsort(cp)
     Wk, Ck = W.numpy()[inv_r][:, inv_c], C.numpy()[inv_c][:, inv_c]
     Creg = Ck + damp * np.trace(Ck) / 12 * np.eye(12)
