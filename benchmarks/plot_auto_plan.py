@@ -65,9 +65,12 @@ def plot(plans: dict, dense: dict, path: str, title: str) -> None:
     x = np.arange(len(names))
     for ax, (plan, rows) in zip(axes[:, 0], plans.items()):
         chosen = {n: (m, p) for n, m, p in rows}
-        ax.bar(x, [dense.get(n, 0) for n in names], color="#dddddd", label="dense size")
+        ax.bar(x, [dense.get(n, 0) if n in chosen else 0 for n in names], color="#dddddd")
         ax.bar(x, [chosen.get(n, ("dense", 0))[1] for n in names], width=0.6,
                color=[COLORS[chosen.get(n, ("dense", 0))[0]] for n in names])
+        for i, n in enumerate(names):
+            if n not in chosen:  # a module this plan did not size (e.g. compressed by a preset)
+                ax.text(i, 0, "not\nplanned", ha="center", va="bottom", fontsize=6)
         total = sum(p for _, _, p in rows)
         ax.set_title(f"{plan}: {total:,} parameters in the planned modules", fontsize=8)
         ax.set_ylabel("parameters", fontsize=7)
