@@ -143,6 +143,13 @@ def gpt2_part(args, lines):
         elif variant == "emb":  # the plan also sizes the token embedding (no tq_gpt2 steps)
             src = teacher
             kw.update(target_modules=r"transformer\.(h\..*|wte)", embeddings=True)
+        elif variant == "mlp":  # tq_gpt2's candidates: the MLPs only (of every block)
+            kw.update(target_modules=r"transformer\.h\.\d+\.mlp\..*")
+        elif variant == "emb-mlp":  # the embedding and the MLPs
+            src = teacher
+            kw.update(target_modules=r"transformer\.(h\.\d+\.mlp\..*|wte)", embeddings=True)
+        else:
+            raise SystemExit(f"unknown variant {variant!r}")
         t0 = time.perf_counter()
         vcfg = plan_for_budget(src, budget, calib, **kw)
         vt = time.perf_counter() - t0
@@ -356,7 +363,8 @@ def main() -> None:
     p.add_argument("--variants", default="", type=lambda v: [x for x in v.split(",") if x],
                    help="GPT-2: extra activation-aware automatic plans, comma-separated from "
                         "fisher,lwiq,uniform (sensitivity), permuted (permuted_kron candidates), "
-                        "emb (the plan also sizes the token embedding)")
+                        "emb (the plan also sizes the token embedding), mlp (MLP layers only), "
+                        "emb-mlp (embedding and MLP layers)")
     p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
     p.add_argument("--minilm-ffn-only", action="store_true",
                    help="MiniLM: plan over the FFN matrices only, 4 B shapes")
