@@ -10,7 +10,8 @@
 * :mod:`~tqla_torch.compression.ranks` — per-layer ranks for a whole-model parameter budget
   (κ rule, uniform, Frobenius-error curves),
 * :mod:`~tqla_torch.compression.calibrate` — input moments and sensitivities on
-  calibration data, and :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
+  calibration data, :mod:`~tqla_torch.compression.curves` — per-module error curves of
+  every candidate, and :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
   the automatic per-layer plan for a parameter budget.
 
 Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
