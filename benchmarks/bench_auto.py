@@ -108,11 +108,17 @@ def gpt2_part(args, lines):
     }
     rows = []
     models = {}
+    fits = (True,) if args.aware_only else (False, True)
+    if args.variants_only:  # the preset and auto rows of an earlier run with the same settings
+        fixed = {}
+        budget = count_parameters(apply_steps(copy.deepcopy(teacher), kron_gpt2_steps(), calib,
+                                              False))  # kron_gpt2 has tq_gpt2's count
     for name, steps in fixed.items():
-        for aware in (False, True):
+        for aware in fits:
             m = apply_steps(copy.deepcopy(teacher), steps, calib, aware)
             models[(name, aware)] = m
-    budget = count_parameters(models[("tq_gpt2", False)])
+    if fixed:
+        budget = count_parameters(models[("tq_gpt2", fits[0])])
     emb_steps = [tq_gpt2_steps()[0], tq_gpt2_steps()[2]]
     t0 = time.perf_counter()
     base = apply_steps(copy.deepcopy(teacher), emb_steps, calib, False)
@@ -120,10 +126,40 @@ def gpt2_part(args, lines):
                           seed=0, sensitivity=args.sensitivity)
     t_plan = time.perf_counter() - t0
     plan = cfg.auto_plan
-    for aware in (False, True):
+    for aware in fits if not args.variants_only else ():
         m = copy.deepcopy(base)
         compress(m, cfg, moments=None if aware else {})
         models[("auto", aware)] = m
+    extra_plans = {}
+    for variant in args.variants:
+        kw = dict(target_modules=r"transformer\.h\..*", seed=0, sensitivity=args.sensitivity)
+        src = base
+        if variant in ("fisher", "lwiq", "uniform"):
+            if variant == args.sensitivity:
+                continue
+            kw["sensitivity"] = variant
+        elif variant == "permuted":
+            kw["methods"] = ("svd", "kron", "permuted_kron")
+        elif variant == "emb":  # the plan also sizes the token embedding (no tq_gpt2 steps)
+            src = teacher
+            kw.update(target_modules=r"transformer\.(h\..*|wte)", embeddings=True)
+        elif variant == "mlp":  # tq_gpt2's candidates: the MLPs only (of every block)
+            kw.update(target_modules=r"transformer\.h\.\d+\.mlp\..*")
+        elif variant == "emb-mlp":  # the embedding and the MLPs
+            src = teacher
+            kw.update(target_modules=r"transformer\.(h\.\d+\.mlp\..*|wte)", embeddings=True)
+        else:
+            raise SystemExit(f"unknown variant {variant!r}")
+        t0 = time.perf_counter()
+        vcfg = plan_for_budget(src, budget, calib, **kw)
+        vt = time.perf_counter() - t0
+        m = copy.deepcopy(src)
+        compress(m, vcfg)
+        name = f"auto-{variant}"
+        models[(name, True)] = m
+        extra_plans[name] = (vcfg.auto_plan, vt)
+        print(name, f"{vt:.1f} s", flush=True)
+        print(vcfg.auto_plan.table(), flush=True)
     for (name, aware), m in models.items():
         one = ppl(m)
         student = m
@@ -154,7 +190,11 @@ def gpt2_part(args, lines):
     for name, aware, p, one, after in rows:
         lines.append(f"| {name} | {'activation-aware' if aware else 'plain'} | {p:,} | "
                      f"{one:.2f} | {after:.2f} |")
-    lines += ["", "Chosen per-layer plan (automatic):", "", "```", plan.table(), "```", ""]
+    lines += ["", f"Chosen per-layer plan (automatic, sensitivity {args.sensitivity}):", "",
+              "```", plan.table(), "```", ""]
+    for name, (p_, vt) in extra_plans.items():
+        lines += [f"Plan `{name}` ({p_.n_candidates:,} candidates, {vt:.1f} s):", "", "```",
+                  p_.table(), "```", ""]
     return rows, plan
 
 
@@ -273,7 +313,7 @@ def plot_plan(plan, path: str, title: str) -> None:
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names)), 4))
     ax.bar(x, [r.params_before for r in plan.rows], color="#cccccc", label="dense")
-    colors = {"svd": "#1f77b4", "kron": "#d62728", "dense": "#7f7f7f"}
+    colors = {"svd": "#1f77b4", "kron": "#d62728", "permuted_kron": "#ff7f0e", "dense": "#7f7f7f"}
     ax.bar(x, [r.params_after for r in plan.rows], width=0.6,
            color=[colors[r.method] for r in plan.rows], label="chosen (blue svd, red kron)")
     ax.set_xticks(x, names, rotation=70, ha="right", fontsize=7)
@@ -319,10 +359,21 @@ def main() -> None:
     p.add_argument("--n-iter", type=int, default=3)
     p.add_argument("--skip-minilm", action="store_true")
     p.add_argument("--skip-gpt2", action="store_true")
-    p.add_argument("--sensitivity", default="fisher", choices=["fisher", "uniform"])
+    p.add_argument("--sensitivity", default="fisher", choices=["fisher", "lwiq", "uniform"])
+    p.add_argument("--variants", default="", type=lambda v: [x for x in v.split(",") if x],
+                   help="GPT-2: extra activation-aware automatic plans, comma-separated from "
+                        "fisher,lwiq,uniform (sensitivity), permuted (permuted_kron candidates), "
+                        "emb (the plan also sizes the token embedding), mlp (MLP layers only), "
+                        "emb-mlp (embedding and MLP layers)")
     p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
     p.add_argument("--minilm-ffn-only", action="store_true",
                    help="MiniLM: plan over the FFN matrices only, 4 B shapes")
+    p.add_argument("--aware-only", action="store_true",
+                   help="GPT-2: only activation-aware fits (skip the plainly fitted rows)")
+    p.add_argument("--variants-only", action="store_true",
+                   help="GPT-2: distil only the --variants rows (the presets and the main "
+                        "automatic plan are deterministic: take them from a run with the same "
+                        "settings; the teacher perplexity shows it is the same teacher)")
     p.add_argument("--plot", default=None, help="PNG of the GPT-2 plan's per-layer parameters")
     args = p.parse_args()
     torch.set_num_threads(1)

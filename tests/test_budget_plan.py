@@ -217,3 +217,147 @@ def test_curve_errors_are_the_exact_errors_of_the_fits(method):
             approx = tqla.whitened_kron_svd(W.numpy(), C.numpy(), c.shape, c.rank, damp=damp).to_dense()
         err = whitened_error(W.numpy(), approx, Creg, relative=False) ** 2
         assert c.error2 == pytest.approx(err, rel=1e-7, abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# permuted Kronecker candidates
+# --------------------------------------------------------------------------------------
+def _wc(seed=3, m=8, n=12):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(m, n, generator=g, dtype=torch.float64)
+    X = torch.randn(60, n, generator=g, dtype=torch.float64) * torch.linspace(0.1, 2, n)
+    return W, X.T @ X / 60
+
+
+def test_permuted_curve_is_the_exact_error_of_the_permuted_fit():
+    import tqla
+    from tqla.whiten import whitened_error
+
+    _, C = _wc()
+    # a Kronecker product with shuffled rows and columns: the search finds permutations
+    g = torch.Generator().manual_seed(7)
+    K = torch.kron(torch.randn(4, 4, generator=g, dtype=torch.float64),
+                   torch.randn(2, 3, generator=g, dtype=torch.float64))
+    W = K[torch.randperm(8, generator=g)][:, torch.randperm(12, generator=g)]
+    damp = 0.01
+    cache = {}
+    curves = layer_curves(W, C, bias=0, methods=["permuted_kron"], permuted_b_shapes=[(2, 3)],
+                          damp=damp, allow_dense=False, cache=cache, key="m")
+    assert curves and all(c.method == "permuted_kron" for c in curves)
+    ((key, shape), (rp, cp)), = cache.items()
+    assert key == "m" and shape == ((4, 4), (2, 3))
+    assert not np.array_equal(cp, np.arange(12))  # so the moment must follow the columns
+    inv_r, inv_c = np.argsort(rp), np.argsort(cp)
+    Wk, Ck = W.numpy()[inv_r][:, inv_c], C.numpy()[inv_c][:, inv_c]
+    Creg = Ck + damp * np.trace(Ck) / 12 * np.eye(12)
+    for c in curves:
+        approx = tqla.whitened_kron_svd(Wk, Ck, shape, c.rank, damp=damp).to_dense()
+        err = whitened_error(Wk, approx, Creg, relative=False) ** 2
+        assert c.error2 == pytest.approx(err, rel=1e-7, abs=1e-9)
+        assert c.params == c.rank * (16 + 6)
+
+
+def test_permuted_search_runs_once_per_module_and_shape(monkeypatch):
+    import tqla.permuted
+
+    W, C = _wc()
+    cache = {}
+    kw = dict(bias=0, methods=["permuted_kron"], permuted_b_shapes=[(2, 3), (2, 2)], cache=cache)
+    first = layer_curves(W, C, key="m", **kw)
+    assert len(cache) == 2
+
+    def boom(*a, **k):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(tqla.permuted, "permuted_kron", boom)
+    assert layer_curves(W, C, key="m", **kw) == first  # served from the cache
+    with pytest.raises(AssertionError, match="searched again"):
+        layer_curves(W, C, key="other", **kw)  # another module: a new search
+
+
+def test_plan_with_permuted_candidates_compresses_to_its_count():
+    model = _gpt2()
+    cfg = plan_for_budget(model, 0.6, _data(), methods=("permuted_kron",), allow_dense=False,
+                          permuted_b_shapes=[(2, 2)], sensitivity="uniform")
+    assert {r.method for r in cfg.auto_plan.rows} == {"permuted_kron"}
+    rep = tqla_torch.compress(model, cfg)
+    assert rep.params_after == cfg.auto_plan.params_after
+
+
+# --------------------------------------------------------------------------------------
+# activation-aware embeddings (one-hot inputs: C = diag(token frequencies))
+# --------------------------------------------------------------------------------------
+def test_statistics_of_an_embedding_are_the_token_frequencies():
+    model = _gpt2()
+    data = _data()
+    st = collect_statistics(model, data, {"transformer.wte": model.transformer.wte})
+    ids = torch.cat([b.reshape(-1) for b in data])
+    f = torch.bincount(ids, minlength=64).double() / ids.numel()
+    torch.testing.assert_close(st.moments["transformer.wte"], f, rtol=0, atol=0)
+    assert st.sensitivity["transformer.wte"] > 0
+
+
+def test_embedding_fit_is_the_frequency_weighted_closed_form():
+    from tqla_torch.nn.lowrank import LowRankEmbedding
+
+    emb = _gpt2().transformer.wte
+    g = torch.Generator().manual_seed(5)
+    f = torch.rand(64, generator=g, dtype=torch.float64) + 0.05
+    got = LowRankEmbedding.from_embedding(emb, 3, moment=f).to_dense().double()
+    # closed form by hand: rows of the table weighted by √f, truncated, unweighted
+    E = emb.weight.detach().double()
+    u, s, vh = torch.linalg.svd(f.sqrt()[:, None] * E, full_matrices=False)
+    ref = ((u[:, :3] * s[:3]) @ vh[:3]) / f.sqrt()[:, None]
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    # equal frequencies (S = I up to scale): the plain fit
+    plain = LowRankEmbedding.from_embedding(emb, 3).to_dense()
+    same = LowRankEmbedding.from_embedding(emb, 3, moment=torch.ones(64)).to_dense()
+    torch.testing.assert_close(same, plain, atol=1e-6, rtol=1e-5)
+
+
+def test_plan_with_embeddings_sizes_the_table_and_compress_fits_it():
+    model = _gpt2()
+    cfg = plan_for_budget(model, 0.55, _data(), embeddings=True, allow_dense=False,
+                          target_modules=r"transformer\.(wte|h\..*)", b_shapes=B_SHAPES)
+    rows = {r.name: r for r in cfg.auto_plan.rows}
+    assert rows["transformer.wte"].method == "svd"
+    assert cfg.auto_plan.moments["transformer.wte"].shape == (64,)
+    rep = tqla_torch.compress(model, cfg)
+    assert rep.params_after == cfg.auto_plan.params_after
+    assert type(model.transformer.wte).__name__ == "LowRankEmbedding"
+    # embeddings are planned only when asked
+    plain = plan_for_budget(_gpt2(), 0.55, _data(), target_modules=r"transformer\.(wte|h\..*)",
+                            b_shapes=B_SHAPES)
+    assert "transformer.wte" not in {r.name for r in plain.auto_plan.rows}
+
+
+def test_embedding_moments_are_checked():
+    f = torch.ones(64, dtype=torch.float64)
+    svd = tqla_torch.CompressionConfig(target_modules=["wte"], method="svd", rank=2)
+    with pytest.raises(ValueError, match=r"must be the \(64,\) vector of token frequencies"):
+        tqla_torch.compress(_gpt2(), svd, moments={"transformer.wte": torch.ones(5)})
+    kron = tqla_torch.CompressionConfig(target_modules=["wte"], method="kron", b_shape=[2, 1])
+    with pytest.raises(ValueError, match="method 'svd' only"):
+        tqla_torch.compress(_gpt2(), kron, moments={"transformer.wte": f})
+
+
+# --------------------------------------------------------------------------------------
+# sensitivities
+# --------------------------------------------------------------------------------------
+def test_lwiq_sensitivity_is_the_lwiq_importance():
+    from tqla_torch.compression.budget_plan import _weights
+    from tqla_torch.compression.importance import lwiq
+
+    model, data = _gpt2(), _data(4)
+    cfg = plan_for_budget(model, 0.7, data, sensitivity="lwiq", b_shapes=B_SHAPES)
+    names = [r.name for r in cfg.auto_plan.rows]
+    ref = lwiq(model, data, names, seed=0).weights
+    assert {r.name: r.sensitivity for r in cfg.auto_plan.rows} == pytest.approx(ref)
+    assert _weights(model, data, {n: None for n in names}, None, "uniform", 0) == dict.fromkeys(names, 1.0)
+
+
+def test_bad_methods_and_sensitivity_are_named():
+    with pytest.raises(ValueError, match="methods must be a non-empty subset"):
+        plan_for_budget(_gpt2(), 0.7, _data(), methods=("tucker",))
+    with pytest.raises(ValueError, match="sensitivity must be one of"):
+        plan_for_budget(_gpt2(), 0.7, _data(), sensitivity="hessian")

@@ -43,3 +43,18 @@ def test_budget_errors_are_clean(tiny_gpt2, small_text, tmp_path, capsys):
         capsys,
     )
     _assert_clean_error(code, err, "below the smallest possible plan")
+
+
+def test_budget_with_embeddings_and_a_sensitivity(tiny_gpt2, small_text, capsys):
+    code, out, err = run(
+        ["inspect", str(tiny_gpt2), "--budget", "0.6", "--data", str(small_text),
+         "--calib-batches", "2", "--calib-block-size", "32", "--embeddings",
+         "--sensitivity", "uniform"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "wte" in out  # the token embedding is planned too
+    code, _, err = run(
+        ["inspect", str(tiny_gpt2), "--budget", "0.6", "--sensitivity", "hessian"], capsys
+    )
+    assert code != 0 and "--sensitivity" in err

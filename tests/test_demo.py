@@ -39,7 +39,13 @@ def test_quick_demo_cli_prints_table(quick_run):
     code, stdout, _ = quick_run
     assert code == 0
     assert "| method | parameters | ppl before distillation | ppl after distillation |" in stdout
-    for label in ("teacher (dense)", "permuted Kronecker", "Kronecker", "low-rank SVD"):
+    for label in (
+        "teacher (dense)",
+        "permuted Kronecker",
+        "Kronecker",
+        "low-rank SVD",
+        "automatic plan (activation-aware)",
+    ):
         assert f"| {label} |" in stdout
     assert "total wall time" in stdout
 
@@ -73,6 +79,8 @@ def test_equal_parameter_budget(quick_run):
     }
     assert params["permuted_kron"] == params["kron"]
     assert abs(params["svd"] - params["kron"]) / params["kron"] < 0.03
+    # the automatic plan: at most the permuted plan's count, and within one small step of it
+    assert params["kron"] * 0.97 < params["auto"] <= params["kron"]
 
 
 def test_distillation_helps(quick_run):
@@ -213,13 +221,20 @@ def test_method_plans_are_three_stages():
     model = GPT2LMHeadModel(
         GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=16, vocab_size=300)
     )
-    plans = method_plans(model)
+    data = [torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))]
+    plans = method_plans(model, data=data)
     assert set(plans) == set(METHODS)
     for stages in plans.values():
         assert [name for name, _ in stages] == ["embedding", "mlp", "embedding-2"]
     assert plans["permuted_kron"][1][1].method == "permuted_kron"
     assert plans["kron"][1][1].method == "kron"
     assert plans["svd"][1][1].method == "svd"
+    # auto: tq_gpt2's embedding steps around an automatic, activation-aware plan
+    assert plans["auto"][0][1].to_dict() == plans["permuted_kron"][0][1].to_dict()
+    assert plans["auto"][2][1].to_dict() == plans["permuted_kron"][2][1].to_dict()
+    assert plans["auto"][1][1].auto_plan.moments
+    with pytest.raises(ValueError, match="'auto' needs calibration data"):
+        method_plans(model, ("auto",))
 
 
 def test_format_table():

@@ -92,6 +92,7 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch.nn.spectral",
         "tqla_torch.nn._tt_forward",
         "tqla.whiten",
+        "tqla_torch.compression.budget_plan",
     ],
 )
 def test_docstring_examples(module):

@@ -198,3 +198,62 @@ def test_permuted_moment_follows_the_columns():
     Q = tqla.whitened_permuted_kron(W, C, s, 1, permute="cols", n_restarts=8, rng=0)
     assert Q.error < 1e-8
     assert whitened_error(W, Q.to_dense(), C) < 1e-8
+
+
+# --------------------------------------------------------------------------------------
+# Diagonal moments (embeddings: one-hot inputs, C = diag(token frequencies))
+# --------------------------------------------------------------------------------------
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(2, 6), n=st.integers(2, 9))
+def test_diagonal_moment_equals_the_dense_diagonal(seed, m, n):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((m, n))
+    f = rng.uniform(0.05, 3.0, n)
+    r = int(rng.integers(1, min(m, n) + 1))
+    U, s, Vh = tqla.whitened_svd(W, f, r)
+    u, p, vh = tqla.whitened_svd(W, np.diag(f), r)
+    scale = np.linalg.norm(W) * (f.max() / f.min()) ** 0.5
+    np.testing.assert_allclose((U * s) @ Vh, (u * p) @ vh, atol=_tol(m, n) * scale * 10)
+    np.testing.assert_allclose(s, p, rtol=_tol(m, n), atol=_tol(m, n) * p[0])
+    np.testing.assert_allclose(
+        tqla.whitened_spectrum(W, f), tqla.whitened_spectrum(W, np.diag(f)),
+        rtol=_tol(m, n), atol=_tol(m, n) * p[0],
+    )
+    assert whitened_error(W, (U * s) @ Vh, f) == pytest.approx(
+        whitened_error(W, (U * s) @ Vh, np.diag(f)), rel=1e-9, abs=1e-12
+    )
+
+
+def test_unit_diagonal_moment_gives_exactly_the_plain_svd(backend):
+    # S = I as a diagonal: W·1 is W bit for bit, so the answer is the plain one of the same
+    # (float64 host) code path exactly, and the plain one of W's library to rounding
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((5, 7))
+    Wb = backend.asarray(W)
+    U, s, Vh = tqla.whitened_svd(Wb, backend.asarray(np.ones(7)), 3)
+    for a, b in zip((U, s, Vh), tqla.truncated_svd(W, 3)):
+        assert np.array_equal(backend.to_numpy(a), b)
+    u, p, vh = tqla.truncated_svd(Wb, 3)
+    for a, b in ((U, u), (s, p), (Vh, vh)):
+        np.testing.assert_allclose(
+            backend.to_numpy(a), backend.to_numpy(b), atol=_tol(5, 7) * np.linalg.norm(W)
+        )
+    assert type(U) is type(Wb)
+
+
+def test_unseen_tokens_are_zero_without_damping_and_fitted_with_it():
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((4, 6))
+    f = np.array([3.0, 1.0, 0.0, 2.0, 0.0, 1.0])  # tokens 2 and 4 never seen
+    U, s, Vh = tqla.whitened_svd(W, f, 2)
+    approx = (U * s) @ Vh
+    assert np.all(approx[:, [2, 4]] == 0)
+    U, s, Vh = tqla.whitened_svd(W, f, 2, damp=0.1)
+    assert np.all(np.abs(((U * s) @ Vh)[:, [2, 4]]).sum(axis=0) > 0)
+
+
+def test_bad_diagonal_moment_names_the_rule():
+    W = np.ones((3, 4))
+    with pytest.raises(ValueError, match="one entry per column"):
+        tqla.whitened_svd(W, np.ones(3), 1)
+    with pytest.raises(ValueError, match="finite"):
+        tqla.whitened_svd(W, np.array([1.0, np.nan, 1.0, 1.0]), 1)

@@ -83,6 +83,31 @@ def _root64(C: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
     return Q * root[None, :], inv[:, None] * Q.T
 
 
+def _is_diag(C: Any) -> bool:
+    """A 1-D moment: the diagonal of a diagonal C (e.g. token frequencies of an embedding)."""
+    return len(getattr(C, "shape", ())) == 1
+
+
+def _diag_root(C: Any, n: int, damp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(√d, √d⁺) for the diagonal moment d = clip(C, 0) + damp·mean(C) (float64 vectors):
+    S = diag(√d), and the pseudo-inverse threshold of :func:`_root64`."""
+    xp = array_namespace(C)
+    if tuple(int(v) for v in C.shape) != (n,):
+        raise ValueError(
+            f"C: a diagonal moment must have one entry per column of W ({n}), got shape "
+            f"{tuple(C.shape)}"
+        )
+    if not xp.isdtype(C.dtype, ("real floating", "integral")):
+        raise TypeError(f"C must be a real array, got dtype {C.dtype}")
+    d = np.clip(to_numpy(C, np.float64), 0.0, None)
+    if not np.all(np.isfinite(d)):
+        raise ValueError("C must be finite")
+    d = d + damp * (float(d.mean()) if n else 0.0)
+    cut = n * np.finfo(np.float64).eps * (float(d.max()) if n else 0.0)
+    root = np.sqrt(d)
+    return root, np.where(d > cut, 1.0 / np.where(d > cut, root, 1.0), 0.0)
+
+
 def moment_root(C: Any, *, damp: float = 0.0) -> tuple[Any, Any]:
     """A factor S with S·Sᵀ = C + damp·mean(diag C)·I, and its pseudo-inverse S⁺.
 
@@ -159,7 +184,8 @@ def _psd(C: np.ndarray) -> np.ndarray:
 def whitened_error(W: Any, approx: Any, C: Any, *, relative: bool = True) -> float:
     """‖(W − Ŵ)·S‖_F (relative: divided by ‖W·S‖_F) with S·Sᵀ = C, in float64.
 
-    Computed as √tr(E·C·Eᵀ), E = W − Ŵ; a zero ‖W·S‖ gives relative error 0.
+    Computed as √tr(E·C·Eᵀ), E = W − Ŵ; a zero ‖W·S‖ gives relative error 0.  A 1-D C is
+    the diagonal of a diagonal moment.
 
     Examples
     --------
@@ -173,7 +199,11 @@ def whitened_error(W: Any, approx: Any, C: Any, *, relative: bool = True) -> flo
     if tuple(W.shape) != tuple(A.shape):
         raise ValueError(f"approx must have W's shape {tuple(W.shape)}, got {tuple(A.shape)}")
     Wd, Ad = to_numpy(W, np.float64), to_numpy(A, np.float64)
-    Cd = _moment64(C, Wd.shape[1])
+    if _is_diag(C):
+        root, _ = _diag_root(C, Wd.shape[1], 0.0)
+        Cd = np.diag(root**2)
+    else:
+        Cd = _moment64(C, Wd.shape[1])
     E = Wd - Ad
     err2 = max(float(np.sum(E * (E @ Cd))), 0.0)
     if not relative:
@@ -198,8 +228,10 @@ def whitened_svd(
     ----------
     W : array of shape (m, n)
         The weight, out×in.
-    C : array of shape (n, n)
-        Second moment of the inputs (symmetric PSD), e.g. XᵀX / n_samples.
+    C : array of shape (n, n) or (n,)
+        Second moment of the inputs (symmetric PSD), e.g. XᵀX / n_samples; a 1-D array is
+        the diagonal of a diagonal moment (one-hot inputs: the token frequencies of an
+        embedding's table, which is then W's columns), applied without forming it.
     rank : int
         1 <= rank <= min(m, n).
     damp : float, default 0
@@ -224,8 +256,13 @@ def whitened_svd(
     """
     _, Wx = as_float_matrix(W, "W")
     m, n = (int(v) for v in Wx.shape)
-    S, Sp = _root64(_moment64(C, n), _check_damp(damp))
     Wd = to_numpy(Wx, np.float64)
+    if _is_diag(C):  # diagonal moment: scale the columns, O(m·n) instead of O(n³)
+        root, inv = _diag_root(C, n, _check_damp(damp))
+        U, s, Vh = truncated_svd(Wd * root[None, :], rank, method=method)
+        Vh = Vh * inv[None, :]
+        return _back(U, Wx), _back(s, Wx), _back(Vh, Wx)
+    S, Sp = _root64(_moment64(C, n), _check_damp(damp))
     U, s, Vh = truncated_svd(Wd @ S, rank, method=method)
     Vh = Vh @ Sp
     return _back(U, Wx), _back(s, Wx), _back(Vh, Wx)
@@ -235,6 +272,9 @@ def whitened_spectrum(W: Any, C: Any, *, damp: float = 0.0) -> np.ndarray:
     """All singular values of W·S (descending, float64 NumPy): the whitened squared error
     of the best rank-r approximation is the sum of the squares of all but the first r."""
     _, Wx = as_float_matrix(W, "W")
+    if _is_diag(C):
+        root, _ = _diag_root(C, int(Wx.shape[1]), _check_damp(damp))
+        return np.linalg.svd(to_numpy(Wx, np.float64) * root[None, :], compute_uv=False)
     S, _ = _root64(_moment64(C, int(Wx.shape[1])), _check_damp(damp))
     return np.linalg.svd(to_numpy(Wx, np.float64) @ S, compute_uv=False)
 

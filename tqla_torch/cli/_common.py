@@ -106,7 +106,20 @@ def add_plan_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
         "--calib-block-size", type=int, default=128, metavar="T", help="--budget: tokens per row"
     )
     parser.add_argument(
-        "--methods", default="svd,kron", help="--budget: methods to choose from (svd,kron)"
+        "--methods",
+        default="svd,kron",
+        help="--budget: methods to choose from (svd,kron,permuted_kron; default svd,kron)",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        default="fisher",
+        choices=("fisher", "lwiq", "uniform"),
+        help="--budget: per-module weight of the error (fisher)",
+    )
+    parser.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="--budget: also size the token embeddings (low rank, fitted to token frequencies)",
     )
 
 
@@ -302,7 +315,14 @@ def budget_config(args: argparse.Namespace, model: Any) -> Any:
     ids = ids[: 4 * args.calib_batches]
     batches = [ids[i : i + 4] for i in range(0, len(ids), 4)]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    config = plan_for_budget(model, args.budget, batches, methods=methods)
+    config = plan_for_budget(
+        model,
+        args.budget,
+        batches,
+        methods=methods,
+        sensitivity=args.sensitivity,
+        embeddings=args.embeddings,
+    )
     print(config.auto_plan.table())
     return config
 

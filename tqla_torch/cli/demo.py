@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="DIR", help="local GPT-2 folder to use as the teacher")
     p.add_argument("--tokenizer", help="tokenizer for --model (default: the model folder's)")
     p.add_argument(
-        "--methods", help="comma-separated subset of permuted_kron,kron,svd (default: all)"
+        "--methods", help="comma-separated subset of permuted_kron,kron,svd,auto (default: all)"
     )
     p.add_argument("--teacher-steps", type=int, help="teacher training steps")
     p.add_argument(

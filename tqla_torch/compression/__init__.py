@@ -10,7 +10,8 @@
 * :mod:`~tqla_torch.compression.ranks` — per-layer ranks for a whole-model parameter budget
   (κ rule, uniform, Frobenius-error curves),
 * :mod:`~tqla_torch.compression.calibrate` — input moments and sensitivities on
-  calibration data, and :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
+  calibration data, :mod:`~tqla_torch.compression.curves` — per-module error curves of
+  every candidate, and :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
   the automatic per-layer plan for a parameter budget.
 
 Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
@@ -23,7 +24,7 @@ from tqla_torch.compression.apply import (
     count_parameters,
     inspect,
 )
-from tqla_torch.compression.budget_plan import AutoPlan, plan_for_budget
+from tqla_torch.compression.budget_plan import AutoPlan, auto_gpt2_steps, plan_for_budget
 from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
 from tqla_torch.compression.config import METHODS, CompressionConfig, ModuleSettings
 from tqla_torch.compression.importance import LWIQResult, lwiq
@@ -48,6 +49,7 @@ from tqla_torch.compression.report import CompressionReport, ModuleReport
 
 __all__ = [
     "AutoPlan",
+    "auto_gpt2_steps",
     "CalibrationStats",
     "collect_statistics",
     "plan_for_budget",

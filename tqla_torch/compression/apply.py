@@ -525,14 +525,22 @@ def _check_moments(items: list[_Item], moments: Any) -> dict[str, torch.Tensor]:
     for name, C in moments.items():
         it = names[name]
         n = it.report.in_features
+        if _is_embedding(it.module):
+            if it.report.layer != "LowRankEmbedding":
+                raise ValueError(
+                    f"moments[{name!r}]: activation-aware embeddings (token frequencies) are "
+                    f"fitted by method 'svd' only, not by {it.report.layer}"
+                )
+            if not torch.is_tensor(C) or tuple(C.shape) != (n,):
+                raise ValueError(
+                    f"moments[{name!r}] of an embedding must be the ({n},) vector of token "
+                    f"frequencies, got {getattr(C, 'shape', type(C).__name__)}"
+                )
+            continue
         if not torch.is_tensor(C) or tuple(C.shape) != (n, n):
             raise ValueError(
                 f"moments[{name!r}] must be the ({n}, {n}) second moment of the module's inputs, "
                 f"got {getattr(C, 'shape', type(C).__name__)}"
-            )
-        if _is_embedding(it.module):
-            raise ValueError(
-                f"moments[{name!r}]: activation-aware fitting applies to Linear/Conv1D"
             )
     return dict(moments)
 

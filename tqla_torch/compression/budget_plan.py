@@ -23,26 +23,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from tqla.shapes import KroneckerShape
 from tqla_torch.compression.calibrate import CalibrationStats, collect_statistics
 from tqla_torch.compression.config import CompressionConfig
+from tqla_torch.compression.curves import (
+    DEFAULT_METHODS,
+    PERMUTED_B_SHAPES,
+    Candidate,
+    default_b_shapes,
+    layer_curves,
+)
 from tqla_torch.nn.weights import is_conv1d, weight_view
 
-__all__ = ["AutoPlan", "Candidate", "PlanRow", "layer_curves", "plan_for_budget"]
+__all__ = [  # Candidate, default_b_shapes, layer_curves, PERMUTED_B_SHAPES: from .curves
+    "PERMUTED_B_SHAPES",
+    "AutoPlan",
+    "Candidate",
+    "PlanRow",
+    "auto_gpt2_steps",
+    "default_b_shapes",
+    "layer_curves",
+    "plan_for_budget",
+]
 
-AUTO_METHODS = ("svd", "kron")
-SENSITIVITIES = ("fisher", "uniform")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One point of a module's error curve."""
-
-    method: str  # "svd", "kron" or "dense"
-    shape: tuple | None  # ((p, q), (s, t)) out×in for kron
-    rank: int
-    params: int  # of the module after compression (factors + bias)
-    error2: float  # whitened squared error tr(ΔW·C·ΔWᵀ)
+AUTO_METHODS = ("svd", "kron", "permuted_kron")
+SENSITIVITIES = ("fisher", "lwiq", "uniform")
 
 
 @dataclass
@@ -75,7 +79,7 @@ class AutoPlan:
 
     def table(self) -> str:
         head = (
-            f"{'module':<34} {'method':<6} {'shape':<16} {'rank':>5} {'params':>9} "
+            f"{'module':<34} {'method':<13} {'shape':<16} {'rank':>5} {'params':>9} "
             f"{'pred. err':>9}"
         )
         lines = [head, "-" * len(head)]
@@ -85,7 +89,7 @@ class AutoPlan:
                 (p, q), (s, t) = r.shape
                 shp = f"{p}×{q} ⊗ {s}×{t}"
             lines.append(
-                f"{r.name:<34} {r.method:<6} {shp:<16} {r.rank:>5} {r.params_after:>9,} "
+                f"{r.name:<34} {r.method:<13} {shp:<16} {r.rank:>5} {r.params_after:>9,} "
                 f"{r.predicted_error:>9.4f}"
             )
         lines.append(
@@ -93,114 +97,6 @@ class AutoPlan:
             f"(budget {self.budget:,})"
         )
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------
-# Curves
-# --------------------------------------------------------------------------------------
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def default_b_shapes(out_f: int, in_f: int) -> list[tuple[int, int]]:
-    """B shapes (s, t), out×in, tried by default: s, t ∈ {1, 2, 4, 8} dividing out and in,
-    2 <= s·t <= 32."""
-    small = (1, 2, 4, 8)
-    return [
-        (s, t)
-        for s in small
-        for t in small
-        if out_f % s == 0 and in_f % t == 0 and 2 <= s * t <= 32
-    ]
-
-
-def layer_curves(
-    W: torch.Tensor,
-    C: torch.Tensor,
-    *,
-    bias: int,
-    methods: Sequence[str] = AUTO_METHODS,
-    b_shapes: Sequence[tuple[int, int]] | None = None,
-    damp: float = 0.01,
-    allow_dense: bool = True,
-) -> list[Candidate]:
-    """Every candidate (method × shape × rank) of one module with its whitened error.
-
-    SVD: one spectrum of W·S gives every rank (the squared error of rank r is the tail
-    Σ_{k>r} σ_k²).  Kronecker: per B shape, one closed-form fit (kron_svd of W·(S₁⊗S₂),
-    C ≈ C₁⊗C₂) at the largest useful rank gives every rank (its prefixes), each error
-    measured exactly in the (damped) C.  Only candidates smaller than
-    the dense module are kept; ``allow_dense`` adds the dense module itself (error 0).
-    """
-    from tqla import whitened_spectrum
-
-    out_f, in_f = (int(v) for v in W.shape)
-    dense = out_f * in_f + bias
-    Wd = W.detach().to(torch.float64).cpu().numpy()
-    Cd = C.detach().to(torch.float64).cpu().numpy()
-    cands: list[Candidate] = []
-    if "svd" in methods:
-        sig = whitened_spectrum(Wd, Cd, damp=damp)
-        tails = _tails(sig)
-        for r in range(1, min(out_f, in_f) + 1):
-            p = r * (out_f + in_f) + bias
-            if p >= dense:
-                break
-            cands.append(Candidate("svd", None, r, p, float(tails[r])))
-    if "kron" in methods:
-        roots: dict = {}  # C₁, C₂ and their roots depend on the column factors only
-        for s, t in b_shapes if b_shapes is not None else default_b_shapes(out_f, in_f):
-            if out_f % s or in_f % t:
-                raise ValueError(f"b_shape ({s}, {t}) does not divide the module's {out_f}×{in_f}")
-            shape = ((out_f // s, in_f // t), (s, t))
-            per = shape[0][0] * shape[0][1] + s * t
-            top = min((dense - 1 - bias) // per, min(shape[0][0] * shape[0][1], s * t))
-            if top < 1:
-                continue
-            for r, err2 in enumerate(_kron_errors(Wd, Cd, shape, top, damp, roots), start=1):
-                cands.append(Candidate("kron", shape, r, r * per + bias, err2))
-    if allow_dense:
-        cands.append(Candidate("dense", None, 0, dense, 0.0))
-    return cands
-
-
-def _kron_errors(
-    Wd: np.ndarray, Cd: np.ndarray, shape: tuple, top: int, damp: float, roots: dict
-) -> list[float]:
-    """Exact whitened squared errors (in the damped C, the norm of the SVD curves) of the
-    closed-form Kronecker fits of ranks 1..top: the rank-r fit is the first r terms of the
-    rank-top one (a truncated SVD of W·(S₁⊗S₂)), so one decomposition serves every rank;
-    each rank adds one M×N·N product."""
-    from tqla.kron import kron_svd
-    from tqla.whiten import _kron_roots
-
-    (m1, n1), (m2, n2) = shape
-    key = (n1, n2, damp)
-    if key not in roots:
-        roots[key] = _kron_roots(Cd, KroneckerShape(shape[0], shape[1]), damp)
-    S1, S1p, S2, S2p = roots[key]
-    n3 = Wd.reshape(Wd.shape[0], n1, n2)
-    Ww = np.einsum("mab,ac,bd->mcd", n3, S1, S2, optimize=True).reshape(Wd.shape)
-    K = kron_svd(Ww, shape, top)
-    A = np.einsum("kij,jl->kil", np.asarray(K.A), S1p)
-    B = np.einsum("kij,jl->kil", np.asarray(K.B), S2p)
-    Creg = Cd + damp * float(np.trace(Cd)) / Cd.shape[0] * np.eye(Cd.shape[0])
-    E = Wd.copy()
-    P = E @ Creg
-    out = []
-    for k in range(top):
-        T = np.kron(A[k], B[k])
-        E -= T
-        P -= T @ Creg
-        out.append(max(float(np.sum(E * P)), 0.0))
-    return out
-
-
-def _tails(sig: np.ndarray) -> np.ndarray:
-    """tails[r] = Σ_{k>=r} σ_k² (tails[len] = 0), clipped at 0."""
-    sq = np.asarray(sig, dtype=np.float64) ** 2
-    t = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
-    return np.clip(t, 0.0, None)
 
 
 def _hull(cands: list[Candidate], weight: float) -> list[Candidate]:
@@ -267,7 +163,9 @@ def allocate(
 # --------------------------------------------------------------------------------------
 # The plan
 # --------------------------------------------------------------------------------------
-def _linear_targets(model: nn.Module, target_modules: Any, exclude: Any) -> dict[str, nn.Module]:
+def _linear_targets(
+    model: nn.Module, target_modules: Any, exclude: Any, embeddings: bool = False
+) -> dict[str, nn.Module]:
     probe = CompressionConfig(
         target_modules=target_modules if target_modules is not None else r".*",
         exclude_modules=exclude,
@@ -275,18 +173,19 @@ def _linear_targets(model: nn.Module, target_modules: Any, exclude: Any) -> dict
         rank=1,
     )
     out: dict[str, nn.Module] = {}
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for name, m in model.named_modules():
         if not name or not probe.matches(name):
             continue
         if isinstance(m, nn.Linear) or is_conv1d(m):
-            if isinstance(m, nn.Linear) and id(m.weight) in embeddings:
+            if isinstance(m, nn.Linear) and id(m.weight) in tables:
                 continue  # an LM head tied to an embedding: it follows the embedding
             out[name] = m
+        elif embeddings and type(m) is nn.Embedding:
+            out[name] = m
     if not out:
-        raise ValueError(
-            f"target_modules {target_modules!r} matched no Linear or Conv1D module of the model"
-        )
+        kinds = "Linear, Conv1D or Embedding" if embeddings else "Linear or Conv1D"
+        raise ValueError(f"target_modules {target_modules!r} matched no {kinds} module of the model")
     return out
 
 
@@ -318,7 +217,7 @@ def plan_for_budget(
     *,
     target_modules: str | list[str] | None = None,
     exclude_modules: str | list[str] | None = None,
-    methods: Sequence[str] = AUTO_METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     b_shapes: Sequence[tuple[int, int]] | None = None,
     sensitivity: str | Mapping[str, float] = "fisher",
     damp: float = 0.01,
@@ -326,6 +225,9 @@ def plan_for_budget(
     max_batches: int | None = None,
     seed: int = 0,
     base: CompressionConfig | None = None,
+    embeddings: bool = False,
+    permuted_b_shapes: Sequence[tuple[int, int]] | None = None,
+    cache: dict | None = None,
 ) -> CompressionConfig:
     """A :class:`CompressionConfig` with per-module overrides that meets a parameter budget.
 
@@ -341,14 +243,16 @@ def plan_for_budget(
     target_modules, exclude_modules : optional
         Candidate modules, with :class:`CompressionConfig`'s matching rules (default: every
         ``Linear``/``Conv1D``; an LM head tied to an embedding is never a candidate).
-    methods : sequence of {"svd", "kron"}
-        Methods to choose from.
+    methods : sequence of {"svd", "kron", "permuted_kron"}, default ("svd", "kron")
+        Methods to choose from (embeddings: "svd" only).  ``permuted_kron`` costs one
+        permutation search per module and B shape (see :func:`layer_curves`).
     b_shapes : sequence of (s, t), optional
         Kronecker B shapes (out×in) to try; default :func:`default_b_shapes` per module.
-    sensitivity : {"fisher", "uniform"} or dict of str to float
+    sensitivity : {"fisher", "lwiq", "uniform"} or dict of str to float
         Weight of each module's error: measured Fisher-style score (see
-        :mod:`~tqla_torch.compression.calibrate`), 1 for all, or given per module name
-        (e.g. LWIQ importances).
+        :mod:`~tqla_torch.compression.calibrate`), the LWIQ importance
+        (:func:`~tqla_torch.compression.lwiq`; embeddings get the mean of the others), 1
+        for all, or given per module name.
     damp : float, default 0.01
         Relative damping of the input moments (:func:`tqla.moment_root`).
     allow_dense : bool, default True
@@ -359,6 +263,16 @@ def plan_for_budget(
         Seed of the random projection of the sensitivity (models without logits).
     base : CompressionConfig, optional
         Settings the plan starts from (implementation, ...); its targets are replaced.
+    embeddings : bool, default False
+        Also plan the ``nn.Embedding`` modules matched by ``target_modules``: a low-rank
+        table fitted to the token frequencies of the calibration data (the diagonal moment
+        of one-hot inputs; an LM head tied to it follows it, and its own error as the
+        output layer is not measured).
+    permuted_b_shapes : sequence of (s, t), optional
+        B shapes of the ``permuted_kron`` candidates (default :data:`PERMUTED_B_SHAPES`).
+    cache : dict, optional
+        Keeps the permutation searches of ``permuted_kron`` candidates (by module name and
+        shape) between calls, e.g. plans for several budgets of one model.
 
     Returns
     -------
@@ -387,7 +301,9 @@ def plan_for_budget(
         )
     total = count_parameters(model)
     budget = _check_budget(budget, total)
-    modules = _linear_targets(model, target_modules, exclude_modules)
+    modules = _linear_targets(model, target_modules, exclude_modules, embeddings)
+    if sensitivity == "lwiq":
+        data = list(data)  # LWIQ reads the data twice
     if isinstance(sensitivity, Mapping):
         missing = sorted(set(modules) - set(sensitivity))
         if missing:
@@ -402,25 +318,11 @@ def plan_for_budget(
         seed=seed,
     )
     t1 = time.perf_counter()
-    curves, dense, refs = {}, {}, {}
-    for name, m in modules.items():
-        v = weight_view(m)
-        bias = 0 if v.bias is None else v.bias.numel()
-        dense[name] = v.in_features * v.out_features + bias
-        W = v.weight_out_in.detach()
-        curves[name] = layer_curves(
-            W, stats.moments[name], bias=bias, methods=methods, b_shapes=b_shapes, damp=damp,
-            allow_dense=allow_dense,
-        )
-        Wd = W.to(torch.float64).cpu()
-        refs[name] = float((Wd * (Wd @ stats.moments[name].cpu())).sum())
+    curves, dense, refs = _all_curves(
+        modules, stats, methods, b_shapes, damp, allow_dense, permuted_b_shapes, cache
+    )
     t2 = time.perf_counter()
-    if sensitivity == "fisher":
-        weights = dict(stats.sensitivity)
-    elif sensitivity == "uniform":
-        weights = dict.fromkeys(modules, 1.0)
-    else:
-        weights = {n: float(sensitivity[n]) for n in modules}
+    weights = _weights(model, data, modules, stats, sensitivity, seed)
     fixed = total - sum(dense.values())
     try:
         chosen = allocate(curves, weights, budget - fixed)
@@ -460,6 +362,59 @@ def plan_for_budget(
     return config
 
 
+def _all_curves(
+    modules: dict[str, nn.Module],
+    stats: CalibrationStats,
+    methods: Sequence[str],
+    b_shapes: Any,
+    damp: float,
+    allow_dense: bool,
+    permuted_b_shapes: Any,
+    cache: dict | None,
+) -> tuple[dict[str, list[Candidate]], dict[str, int], dict[str, float]]:
+    """Every module's candidates, dense size and reference tr(W·C·Wᵀ)."""
+    curves, dense, refs = {}, {}, {}
+    cache = {} if cache is None else cache
+    for name, m in modules.items():
+        C = stats.moments[name]
+        if isinstance(m, nn.Embedding):  # out×in = d×V, diagonal moment, low rank only
+            W, bias, kinds = m.weight.detach().T, 0, ("svd",)
+        else:
+            v = weight_view(m)
+            W, bias, kinds = v.weight_out_in.detach(), (0 if v.bias is None else v.bias.numel()), methods
+        dense[name] = W.numel() + bias
+        curves[name] = layer_curves(
+            W, C, bias=bias, methods=kinds, b_shapes=b_shapes, damp=damp,
+            allow_dense=allow_dense, permuted_b_shapes=permuted_b_shapes, cache=cache, key=name,
+        )
+        Wd, Cd = W.to(torch.float64).cpu(), C.cpu()
+        refs[name] = float((Wd * Wd * Cd).sum() if Cd.dim() == 1 else (Wd * (Wd @ Cd)).sum())
+    return curves, dense, refs
+
+
+def _weights(
+    model: nn.Module,
+    data: Any,
+    modules: dict[str, nn.Module],
+    stats: CalibrationStats,
+    sensitivity: Any,
+    seed: int,
+) -> dict[str, float]:
+    """The per-module weight of the allocation (see ``sensitivity`` of plan_for_budget)."""
+    if sensitivity == "fisher":
+        return dict(stats.sensitivity)
+    if sensitivity == "uniform":
+        return dict.fromkeys(modules, 1.0)
+    if sensitivity == "lwiq":
+        from tqla_torch.compression.importance import lwiq
+
+        layers = [n for n, m in modules.items() if not isinstance(m, nn.Embedding)]
+        scores = lwiq(model, data, layers, seed=seed).weights if layers else {}
+        mean = float(np.mean(list(scores.values()))) if scores else 1.0
+        return {n: float(scores.get(n, mean)) for n in modules}
+    return {n: float(sensitivity[n]) for n in modules}
+
+
 def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> CompressionConfig:
     compressed = [r for r in rows if r.method != "dense"]
     if not compressed:
@@ -470,7 +425,7 @@ def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> Compressi
     overrides: dict[str, dict[str, Any]] = {}
     for r in compressed:
         over: dict[str, Any] = {"method": r.method, "rank": r.rank}
-        if r.method == "kron":
+        if r.method in ("kron", "permuted_kron"):
             over["shape"] = r.shape
         overrides[re.escape(r.name)] = over
     values = {} if base is None else base.to_dict()
@@ -487,3 +442,70 @@ def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> Compressi
         orientation="out_in",
     )
     return CompressionConfig(**values)
+
+
+def auto_gpt2_steps(
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    budget: int | float | None = None,
+    target_modules: str | list[str] | None = r"transformer\.h\..*",
+    **plan_kwargs: Any,
+) -> list[CompressionConfig]:
+    """The automatic plan as the three stages of :func:`~tqla_torch.compression.tq_gpt2_steps`.
+
+    Stage 1 and 3 are tq_gpt2's embedding steps (the token table halved twice with column
+    permutations); stage 2 is :func:`plan_for_budget` over the blocks' Linear/Conv1D layers,
+    measured on a copy of ``model`` with both embedding steps applied.  Its ``auto_plan``
+    carries the input moments, so ``compress`` fits stage 2 activation-aware.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A GPT-2 (not modified).
+    data : iterable of batches
+        Calibration data (see :func:`plan_for_budget`).
+    budget : int or float, optional
+        Whole-model parameters after all three stages; default: the :func:`tq_gpt2` plan's
+        count on ``model`` (its Kronecker twin has the same count and is measured).
+    target_modules : optional
+        Candidates of stage 2 (default: every Linear/Conv1D of the blocks).
+    **plan_kwargs
+        Passed to :func:`plan_for_budget` (``methods``, ``sensitivity``, ``damp``, ...).
+
+    Returns
+    -------
+    list of CompressionConfig
+        ``[embedding, automatic plan, embedding again]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> _ = torch.manual_seed(0)
+    >>> gpt = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=16,
+    ...                                  vocab_size=64)).eval()
+    >>> steps = auto_gpt2_steps(gpt, [torch.randint(0, 64, (2, 16))], b_shapes=[(2, 2)])
+    >>> [len(s.overrides) > 0 for s in steps]
+    [True, True, True]
+    """
+    import copy
+
+    from tqla_torch.compression.apply import compress, count_parameters
+    from tqla_torch.compression.presets import kron_gpt2_steps, tq_gpt2_steps
+
+    data = list(data)
+    if budget is None:
+        twin = copy.deepcopy(model)
+        for cfg in kron_gpt2_steps():
+            compress(twin, cfg)
+        budget = count_parameters(twin)
+        del twin
+    emb1, _, emb2 = tq_gpt2_steps()
+    base = copy.deepcopy(model)
+    compress(base, emb1)
+    compress(base, emb2)
+    if isinstance(budget, (float, np.floating)) and not isinstance(budget, bool):
+        budget = _check_budget(budget, count_parameters(model))
+    plan = plan_for_budget(base, budget, data, target_modules=target_modules, **plan_kwargs)
+    return [emb1, plan, emb2]

@@ -40,7 +40,8 @@ class CalibrationStats:
     Attributes
     ----------
     moments : dict of str to torch.Tensor
-        C = XᵀX / n (float64, in×in, on the model's device).
+        C = XᵀX / n (float64, in×in, on the model's device); for an ``nn.Embedding`` the
+        diagonal of C for its one-hot inputs: the token frequencies (float64, length V).
     tokens : dict of str to int
         n, the number of input vectors each module saw.
     sensitivity : dict of str to float
@@ -117,7 +118,8 @@ def collect_statistics(
     data : iterable of batches
         Dicts of tensors, tensors of input ids, or a DataLoader of either.
     modules : dict of str to module
-        The modules to watch (``torch.nn.Linear`` or transformers ``Conv1D``), by name.
+        The modules to watch (``torch.nn.Linear``, transformers ``Conv1D`` or
+        ``torch.nn.Embedding``), by name.
     sensitivity : bool, default True
         Also measure the Fisher-style sensitivity (one backward pass per batch).
     max_batches : int, optional
@@ -143,12 +145,22 @@ def collect_statistics(
     acc: dict[str, torch.Tensor] = {}
     tokens = dict.fromkeys(modules, 0)
     grads = dict.fromkeys(modules, 0.0)
-    widths = {name: weight_view(m).in_features for name, m in modules.items()}
+    embeds = {name for name, m in modules.items() if isinstance(m, nn.Embedding)}
+    widths = {
+        name: int(m.num_embeddings) if name in embeds else weight_view(m).in_features
+        for name, m in modules.items()
+    }
 
     def pre_hook(name: str):
         def hook(module: nn.Module, args: tuple) -> None:
             x = args[0] if args else None
             if not torch.is_tensor(x):
+                return
+            if name in embeds:  # one-hot inputs: the moment is diag(token counts) / n
+                ids = x.detach().reshape(-1).to(torch.int64)
+                c = torch.bincount(ids, minlength=widths[name]).to(torch.float64)
+                acc[name] = c if name not in acc else acc[name].add_(c)
+                tokens[name] += int(ids.numel())
                 return
             x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
             if x.shape[1] != widths[name]:
@@ -214,5 +226,6 @@ def collect_statistics(
         stats.moments[name] = acc[name] / n
         stats.tokens[name] = n
         if sensitivity:
-            stats.sensitivity[name] = grads[name] / n / weight_view(m).out_features
+            out_f = int(m.embedding_dim) if name in embeds else weight_view(m).out_features
+            stats.sensitivity[name] = grads[name] / n / out_f
     return stats

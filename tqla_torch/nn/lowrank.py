@@ -359,8 +359,17 @@ class LowRankEmbedding(EmbeddingBase):
         *,
         n_params: int | None = None,
         implementation: str = "factorized",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
     ) -> LowRankEmbedding:
-        """Truncated SVD of the V×d table, by rank or parameter budget (nearest rank)."""
+        """Truncated SVD of the V×d table, by rank or parameter budget (nearest rank).
+
+        With ``moment``, a length-V vector of token frequencies (the diagonal of the second
+        moment of the one-hot inputs), the fit is activation-aware: it minimises
+        Σ_v f_v·‖E_v − Ê_v‖² (:func:`tqla.whitened_svd` with a diagonal moment; ``damp``
+        adds damp·mean(f) to every frequency, so unseen tokens are still fitted a little).
+        All-equal frequencies give the plain fit.
+        """
         if not isinstance(embedding, nn.Embedding):
             raise TypeError(
                 f"embedding must be a torch.nn.Embedding, got {type(embedding).__name__}"
@@ -370,7 +379,13 @@ class LowRankEmbedding(EmbeddingBase):
         check_rank_or_budget(rank, n_params)
         if rank is None:
             rank = low_rank_for_budget(V_, d, check_pos_int(n_params, "n_params"), bias=False)
-        lin = LowRankLinear.from_dense(W.T, None, rank)  # (d, V) orientation: U_lin = Vᵀ
+        if moment is not None and (not torch.is_tensor(moment) or tuple(moment.shape) != (V_,)):
+            raise ValueError(
+                f"moment of an embedding must be the ({V_},) vector of token frequencies, got "
+                f"{getattr(moment, 'shape', type(moment).__name__)}"
+            )
+        # (d, V) orientation: U_lin = Vᵀ; the one-hot inputs' moment is diagonal
+        lin = LowRankLinear.from_dense(W.T, None, rank, moment=moment, damp=damp)
         layer = cls(
             V_,
             d,
@@ -418,10 +433,20 @@ class LowRankEmbedding(EmbeddingBase):
         )
 
     @classmethod
-    def from_module(cls, module: nn.Module, settings: Any, *, name: str = "") -> LowRankEmbedding:
+    def from_module(
+        cls,
+        module: nn.Module,
+        settings: Any,
+        *,
+        name: str = "",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
+    ) -> LowRankEmbedding:
         plan = cls.plan(module, settings, name=name or "module")
         dense = module.to_embedding() if isinstance(module, LowRankEmbedding) else module
-        return cls.from_embedding(dense, plan.rank, implementation=settings.implementation)
+        return cls.from_embedding(
+            dense, plan.rank, implementation=settings.implementation, moment=moment, damp=damp
+        )
 
     @property
     def rank(self) -> int:

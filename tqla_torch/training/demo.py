@@ -1,12 +1,14 @@
-"""The built-in demo: train, compress three ways, distil, evaluate, report — no downloads.
+"""The built-in demo: train, compress four ways, distil, evaluate, report — no downloads.
 
 :func:`run_demo` is what ``tqla demo`` runs:
 
 1. trains a small GPT-2 teacher on the built-in corpus (:func:`tqla_torch.training.builtin_corpus`)
    with the built-in byte-level BPE tokenizer, or loads a local GPT-2 folder (``model=``);
-2. compresses copies of it three ways at (near-)equal parameter count — permuted Kronecker
+2. compresses copies of it four ways at (near-)equal parameter count — permuted Kronecker
    (the TQCompressedGPT-2 plan adapted to the small model), plain Kronecker with the same
-   shapes, and low-rank SVD with ranks matched to the same parameter count;
+   shapes, low-rank SVD with ranks matched to the same parameter count, and the automatic
+   activation-aware plan (:func:`tqla_torch.compression.auto_gpt2_steps`: method, shape and
+   rank per block layer from 8 calibration batches, at most the permuted plan's count);
 3. distils each with the same token budget through the three-stage recipe (embedding, MLPs,
    embedding again; :func:`tqla_torch.training.distill_stages`);
 4. evaluates perplexity on the built-in validation split for the teacher and for every
@@ -67,8 +69,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("permuted_kron", "kron", "svd")
-"""Compression methods the demo compares, in table order."""
+METHODS = ("permuted_kron", "kron", "svd", "auto")
+"""Compression methods the demo compares, in table order (``auto``: the automatic
+activation-aware plan at the permuted plan's parameter count)."""
+
+AUTO_CALIB_BATCHES = 8
+"""Calibration batches (of 4 training blocks) of the ``auto`` row's plan."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +121,8 @@ class DemoConfig:
     alpha: float = field(default=0.5, metadata={"help": "weight of the cross-entropy term"})
     temperature: float = field(default=2.0, metadata={"help": "distillation temperature"})
     methods: tuple[str, ...] = field(
-        default=METHODS, metadata={"help": "compression methods, from permuted_kron, kron, svd"}
+        default=METHODS,
+        metadata={"help": "compression methods, from permuted_kron, kron, svd, auto"},
     )
     eval_batch_size: int = field(default=8, metadata={"help": "windows per evaluation pass"})
     eval_tokens: int | None = field(
@@ -245,7 +252,7 @@ _STAGE_NAMES = ("embedding", "mlp", "embedding-2")
 
 
 def method_plans(
-    model: nn.Module, methods: tuple[str, ...] | list[str] = METHODS
+    model: nn.Module, methods: tuple[str, ...] | list[str] = METHODS, data: Any = None
 ) -> dict[str, list[tuple[str, Any]]]:
     """The three-stage compression recipe of each method, sized for ``model``.
 
@@ -253,7 +260,11 @@ def method_plans(
     with column permutations, MLPs of the odd blocks at Kronecker rank 4 with row and column
     permutations), ``kron`` the same factor shapes without permutations
     (:func:`~tqla_torch.compression.kron_gpt2_steps`) and ``svd`` low-rank factors with ranks
-    matched to the same parameter count (:func:`~tqla_torch.compression.svd_gpt2_steps`).
+    matched to the same parameter count (:func:`~tqla_torch.compression.svd_gpt2_steps`);
+    ``auto`` keeps the permuted embedding steps and lets
+    :func:`~tqla_torch.compression.plan_for_budget` choose method, shape and rank of every
+    Linear/Conv1D layer of the blocks at the same parameter count, fitted activation-aware
+    (:func:`~tqla_torch.compression.auto_gpt2_steps`; needs ``data``).
 
     Parameters
     ----------
@@ -261,6 +272,8 @@ def method_plans(
         A GPT-2 (``n_embd`` and the MLP width divisible by 4).
     methods : sequence of str
         Subset of :data:`METHODS`.
+    data : iterable of batches, optional
+        Calibration batches (token-id tensors) for ``auto``.
 
     Returns
     -------
@@ -268,12 +281,19 @@ def method_plans(
         ``{method: [(stage name, CompressionConfig), ...]}`` with stages ``embedding``,
         ``mlp``, ``embedding-2``.
     """
+    from tqla_torch.compression.budget_plan import auto_gpt2_steps
     from tqla_torch.compression.presets import kron_gpt2_steps, svd_gpt2_steps, tq_gpt2_steps
+
+    def auto() -> list[Any]:
+        if data is None:
+            raise ValueError("method 'auto' needs calibration data (data=)")
+        return auto_gpt2_steps(model, data, seed=0)
 
     makers = {
         "permuted_kron": lambda: tq_gpt2_steps(),
         "kron": lambda: kron_gpt2_steps(),
         "svd": lambda: svd_gpt2_steps(model),
+        "auto": auto,
     }
     plans: dict[str, list[tuple[str, Any]]] = {}
     for method in methods:
@@ -367,7 +387,7 @@ def run_demo(
     >>> result = run_demo(DemoConfig.quick(progress=False, plot=False), tempfile.mkdtemp())
     ... # doctest: +SKIP
     >>> [row["method"] for row in result.rows]  # doctest: +SKIP
-    ['teacher', 'permuted_kron', 'kron', 'svd']
+    ['teacher', 'permuted_kron', 'kron', 'svd', 'auto']
     """
     from tqla_torch._models import count_parameters, resolve_device
     from tqla_torch.training.data import PackedDataset, builtin_documents, tokenize_texts
@@ -409,7 +429,7 @@ def run_demo(
 
     # 2-4. compress, distil, evaluate each method -------------------------------------------
     run = _MethodRun(teacher, tokenizer, train, val_ids, block_size, config, device, out)
-    plans = method_plans(teacher, config.methods)
+    plans = method_plans(teacher, config.methods, _auto_calibration(train, config.seed))
     n_stages = max(len(stages) for stages in plans.values())
     stage_tokens = max(run.tokens_per_step, config.distill_tokens // n_stages)
     methods_report = []
@@ -424,7 +444,10 @@ def run_demo(
     # 5. report -----------------------------------------------------------------------------
     wall_s = time.perf_counter() - started
     report: dict[str, Any] = {
-        "title": "tqla demo: permuted Kronecker vs Kronecker vs low-rank SVD on a small GPT-2",
+        "title": (
+            "tqla demo: permuted Kronecker vs Kronecker vs low-rank SVD vs the automatic plan "
+            "on a small GPT-2"
+        ),
         **env,
         "config": config.to_dict(),
         "data": {
@@ -457,6 +480,14 @@ def run_demo(
     files = _write_results(out, config, rows, report, curves, env)
     logger.info("demo finished in %.1f s; results in %s", wall_s, out)
     return DemoResult(rows=rows, report=report, output_dir=out, files=files)
+
+
+def _auto_calibration(train: Any, seed: int) -> list[torch.Tensor]:
+    """Training blocks for the ``auto`` row's plan: AUTO_CALIB_BATCHES batches of 4, seeded."""
+    blocks = train.blocks
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(blocks), generator=g)[: 4 * AUTO_CALIB_BATCHES]
+    return [blocks[idx[i : i + 4]] for i in range(0, len(idx), 4)]
 
 
 def _row(

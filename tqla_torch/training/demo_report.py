@@ -31,6 +31,7 @@ METHOD_LABELS = {
     "permuted_kron": "permuted Kronecker",
     "kron": "Kronecker",
     "svd": "low-rank SVD",
+    "auto": "automatic plan (activation-aware)",
 }
 
 

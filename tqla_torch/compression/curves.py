@@ -1,0 +1,194 @@
+"""Error curves of the automatic plan: every candidate (method × shape × rank) of one module.
+
+:func:`layer_curves` gives, per module, parameters against the activation-aware squared error
+tr(ΔW·C·ΔWᵀ) for every rank from one decomposition per shape (low rank, Kronecker sums,
+permuted Kronecker sums); :mod:`~tqla_torch.compression.budget_plan` allocates a budget along
+them.  docs/auto.md has the method and the cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tqla.shapes import KroneckerShape
+
+__all__ = ["PERMUTED_B_SHAPES", "Candidate", "default_b_shapes", "layer_curves"]
+
+DEFAULT_METHODS = ("svd", "kron")
+PERMUTED_B_SHAPES = ((2, 4), (4, 2))
+"""Default B shapes of ``permuted_kron`` candidates (one permutation search each)."""
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of a module's error curve."""
+
+    method: str  # "svd", "kron", "permuted_kron" or "dense"
+    shape: tuple | None  # ((p, q), (s, t)) out×in for (permuted) kron
+    rank: int
+    params: int  # of the module after compression (factors + bias)
+    error2: float  # whitened squared error tr(ΔW·C·ΔWᵀ)
+
+
+# --------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def default_b_shapes(out_f: int, in_f: int) -> list[tuple[int, int]]:
+    """B shapes (s, t), out×in, tried by default: s, t ∈ {1, 2, 4, 8} dividing out and in,
+    2 <= s·t <= 32."""
+    small = (1, 2, 4, 8)
+    return [
+        (s, t)
+        for s in small
+        for t in small
+        if out_f % s == 0 and in_f % t == 0 and 2 <= s * t <= 32
+    ]
+
+
+def layer_curves(
+    W: torch.Tensor,
+    C: torch.Tensor,
+    *,
+    bias: int,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    b_shapes: Sequence[tuple[int, int]] | None = None,
+    damp: float = 0.01,
+    allow_dense: bool = True,
+    permuted_b_shapes: Sequence[tuple[int, int]] | None = None,
+    cache: dict | None = None,
+    key: str = "",
+) -> list[Candidate]:
+    """Every candidate (method × shape × rank) of one module with its whitened error.
+
+    SVD: one spectrum of W·S gives every rank (the squared error of rank r is the tail
+    Σ_{k>r} σ_k²; a 1-D ``C`` is a diagonal moment, e.g. an embedding's token
+    frequencies).  Kronecker: per B shape, one closed-form fit (kron_svd of W·(S₁⊗S₂),
+    C ≈ C₁⊗C₂) at the largest useful rank gives every rank (its prefixes), each error
+    measured exactly in the (damped) C.  Permuted Kronecker: per B shape (default
+    :data:`PERMUTED_B_SHAPES`), one permutation search (:func:`tqla.permuted_kron`,
+    plain, at rank min(4, top), 3 iterations) — by far the most expensive step, so its
+    permutations are kept in ``cache`` under (``key``, shape) — then the Kronecker curve
+    of the permuted W with the moment permuted like the columns.  The other ranks reuse
+    that search's permutations (the compression itself searches again at its rank).
+    Only candidates smaller than the dense module are kept; ``allow_dense`` adds the dense
+    module itself (error 0).
+    """
+    from tqla import whitened_spectrum
+
+    out_f, in_f = (int(v) for v in W.shape)
+    dense = out_f * in_f + bias
+    Wd = W.detach().to(torch.float64).cpu().numpy()
+    Cd = C.detach().to(torch.float64).cpu().numpy()
+    cands: list[Candidate] = []
+    if "svd" in methods:
+        sig = whitened_spectrum(Wd, Cd, damp=damp)
+        tails = _tails(sig)
+        for r in range(1, min(out_f, in_f) + 1):
+            p = r * (out_f + in_f) + bias
+            if p >= dense:
+                break
+            cands.append(Candidate("svd", None, r, p, float(tails[r])))
+    if "kron" in methods:
+        roots: dict = {}  # C₁, C₂ and their roots depend on the column factors only
+        for s, t in b_shapes if b_shapes is not None else default_b_shapes(out_f, in_f):
+            if out_f % s or in_f % t:
+                raise ValueError(f"b_shape ({s}, {t}) does not divide the module's {out_f}×{in_f}")
+            shape = ((out_f // s, in_f // t), (s, t))
+            per = shape[0][0] * shape[0][1] + s * t
+            top = min((dense - 1 - bias) // per, min(shape[0][0] * shape[0][1], s * t))
+            if top < 1:
+                continue
+            for r, err2 in enumerate(_kron_errors(Wd, Cd, shape, top, damp, roots), start=1):
+                cands.append(Candidate("kron", shape, r, r * per + bias, err2))
+    if "permuted_kron" in methods:
+        shapes = PERMUTED_B_SHAPES if permuted_b_shapes is None else permuted_b_shapes
+        for s, t in shapes:
+            if out_f % s or in_f % t:
+                continue  # the defaults need not divide every module
+            cands += _permuted_curve(Wd, Cd, (s, t), bias, dense, damp, cache, key)
+    if allow_dense:
+        cands.append(Candidate("dense", None, 0, dense, 0.0))
+    return cands
+
+
+def _kron_errors(
+    Wd: np.ndarray, Cd: np.ndarray, shape: tuple, top: int, damp: float, roots: dict
+) -> list[float]:
+    """Exact whitened squared errors (in the damped C, the norm of the SVD curves) of the
+    closed-form Kronecker fits of ranks 1..top: the rank-r fit is the first r terms of the
+    rank-top one (a truncated SVD of W·(S₁⊗S₂)), so one decomposition serves every rank;
+    each rank adds one M×N·N product."""
+    from tqla.kron import kron_svd
+    from tqla.whiten import _kron_roots
+
+    (m1, n1), (m2, n2) = shape
+    key = (n1, n2, damp)
+    if key not in roots:
+        roots[key] = _kron_roots(Cd, KroneckerShape(shape[0], shape[1]), damp)
+    S1, S1p, S2, S2p = roots[key]
+    n3 = Wd.reshape(Wd.shape[0], n1, n2)
+    Ww = np.einsum("mab,ac,bd->mcd", n3, S1, S2, optimize=True).reshape(Wd.shape)
+    K = kron_svd(Ww, shape, top)
+    A = np.einsum("kij,jl->kil", np.asarray(K.A), S1p)
+    B = np.einsum("kij,jl->kil", np.asarray(K.B), S2p)
+    Creg = Cd + damp * float(np.trace(Cd)) / Cd.shape[0] * np.eye(Cd.shape[0])
+    E = Wd.copy()
+    P = E @ Creg
+    out = []
+    for k in range(top):
+        T = np.kron(A[k], B[k])
+        E -= T
+        P -= T @ Creg
+        out.append(max(float(np.sum(E * P)), 0.0))
+    return out
+
+
+def _permuted_curve(
+    Wd: np.ndarray,
+    Cd: np.ndarray,
+    b: tuple[int, int],
+    bias: int,
+    dense: int,
+    damp: float,
+    cache: dict | None,
+    key: str,
+) -> list[Candidate]:
+    """The permuted Kronecker candidates of one B shape (see :func:`layer_curves`)."""
+    from tqla.permuted import permuted_kron
+
+    out_f, in_f = Wd.shape
+    s, t = b
+    shape = ((out_f // s, in_f // t), (s, t))
+    per = shape[0][0] * shape[0][1] + s * t
+    top = min((dense - 1 - bias) // per, min(shape[0][0] * shape[0][1], s * t))
+    if top < 1:
+        return []
+    ckey = (key, shape)
+    if cache is not None and ckey in cache:
+        rp, cp = cache[ckey]
+    else:
+        P = permuted_kron(Wd, shape, min(4, top), n_iter=3, rng=0)
+        rp, cp = np.asarray(P.row_perm), np.asarray(P.col_perm)
+        if cache is not None:
+            cache[ckey] = (rp, cp)
+    inv_r, inv_c = np.argsort(rp), np.argsort(cp)
+    Wk, Ck = Wd[inv_r][:, inv_c], Cd[inv_c][:, inv_c]
+    errs = _kron_errors(np.ascontiguousarray(Wk), np.ascontiguousarray(Ck), shape, top, damp, {})
+    return [
+        Candidate("permuted_kron", shape, r, r * per + bias, e)
+        for r, e in enumerate(errs, start=1)
+    ]
+
+
+def _tails(sig: np.ndarray) -> np.ndarray:
+    """tails[r] = Σ_{k>=r} σ_k² (tails[len] = 0), clipped at 0."""
+    sq = np.asarray(sig, dtype=np.float64) ** 2
+    t = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
+    return np.clip(t, 0.0, None)
