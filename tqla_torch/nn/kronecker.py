@@ -682,10 +682,9 @@ class KroneckerLinear(LinearBase):
             return self._forward_reconstructed(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        # a fresh tensor: the bias can go in place
-        y = factorized_forward(x2, self.A, self.B, self.input_perm, self.output_perm, self._order)
-        if self.bias is not None:
-            y = y.add_(self.bias)
+        y = factorized_forward(
+            x2, self.A, self.B, self.input_perm, self.output_perm, self._order, self.bias
+        )
         return y.view(*lead, self.out_features)
 
     def _forward_reconstructed(self, x: torch.Tensor) -> torch.Tensor:
