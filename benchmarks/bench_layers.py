@@ -6,8 +6,12 @@ rank 4, with and without permutations):
 * forward time of :class:`tqla_torch.KroneckerLinear` (``factorized`` and ``reconstructed``)
   against ``torch.nn.Linear`` for batch×sequence 8×128 and 1×1;
 * multiply-adds per token of both association orders and of the dense layer;
-* peak memory of one forward (bytes allocated during the call: CPU from the profiler's
-  memory events, CUDA from ``torch.cuda.max_memory_allocated``);
+* ``factorized`` is the layer's default forward (chunks of tokens whose temporaries stay
+  under half the output, ``tqla_torch/nn/_kron_forward.py``); ``one pass`` is the same
+  forward with chunking switched off, to show what the memory bound costs in time;
+* peak memory of one forward (bytes allocated during the call above what was allocated
+  before it: CPU from the torch profiler's memory events, CUDA from
+  ``torch.cuda.max_memory_allocated``);
 * the whole GPT-2 small (random weights) compressed with the tq_gpt2 preset against the dense
   model.
 
@@ -16,6 +20,7 @@ load hits them alike), and the table shows the minimum over rounds (and the medi
 
     python benchmarks/bench_layers.py                 # CPU, writes benchmarks/results/layers_cpu.md
     python benchmarks/bench_layers.py --device cuda   # writes layers_cuda.md
+    python benchmarks/bench_layers.py --no-write --no-model --rounds 5   # quick, print only
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tqla_torch.layers import KroneckerEmbedding, KroneckerLinear, forward_costs  # noqa: E402
+from tqla_torch.nn import _kron_forward  # noqa: E402
 
 LAYERS = {
     # name: (in, out, factor shapes in the layer's (out, in) orientation)
@@ -144,6 +150,20 @@ def machine(device: str) -> dict[str, str]:
 # --------------------------------------------------------------------------------------
 # Layers
 # --------------------------------------------------------------------------------------
+def one_pass(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` with the factorized forward's chunking switched off (one pass over the tokens)."""
+
+    def run() -> Any:
+        old = _kron_forward._TEMP_FRACTION
+        _kron_forward._TEMP_FRACTION = 1e12  # every input in one chunk
+        try:
+            return fn()
+        finally:
+            _kron_forward._TEMP_FRACTION = old
+
+    return run
+
+
 def make_layer(in_f: int, out_f: int, shape, permuted: bool, device: str, dtype) -> KroneckerLinear:
     g = torch.Generator().manual_seed(0)
     (m1, n1), (m2, n2) = shape
@@ -171,9 +191,15 @@ def bench_layers(device: str, dtype, rounds: int, timer: str = "wall") -> list[d
                 fns = {
                     "dense": lambda d=dense, x=x: d(x),
                     "factorized": lambda m=layer, x=x: m(x),
+                    "one pass": one_pass(lambda m=layer, x=x: m(x)),
                     "reconstructed": lambda m=recon, x=x: m(x),
                 }
                 with torch.inference_mode():
+                    ref = x @ layer.to_dense().T + layer.bias
+                    for k in ("factorized", "one pass"):  # same outputs, to float rounding
+                        y = fns[k]()
+                        scale = float(ref.abs().max())
+                        torch.testing.assert_close(y, ref, rtol=0, atol=1e-4 * scale)
                     times = time_variants(fns, device, rounds, inner, timer)
                     mem = {k: peak_memory(f, device) for k, f in fns.items()}
                 rows.append(
@@ -291,9 +317,10 @@ def _layer_table(title: str, layer_rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"## {title}",
         "",
-        "| layer | perms | tokens | dense ms | factorized ms | × | reconstructed ms | × "
-        "| MACs/token fact. | MACs/token dense | peak MiB dense / fact. / recon. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| layer | perms | tokens | dense ms | factorized ms | × | one pass ms | × "
+        "| reconstructed ms | × | MACs/token fact. | MACs/token dense "
+        "| peak MiB dense / fact. / one pass / recon. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in layer_rows:
         t = r["times"]
@@ -301,10 +328,11 @@ def _layer_table(title: str, layer_rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {r['layer']} | {'yes' if r['permuted'] else 'no'} | {r['shape']} | "
             f"{_ms(t['dense'])} | {_ms(t['factorized'])} | {t['factorized'][0] / d:.2f} | "
+            f"{_ms(t['one pass'])} | {t['one pass'][0] / d:.2f} | "
             f"{_ms(t['reconstructed'])} | {t['reconstructed'][0] / d:.2f} | "
             f"{r['costs']['factorized']:,} | {r['costs']['dense']:,} | "
             f"{_mib(r['memory']['dense'])} / {_mib(r['memory']['factorized'])} / "
-            f"{_mib(r['memory']['reconstructed'])} |"
+            f"{_mib(r['memory']['one pass'])} / {_mib(r['memory']['reconstructed'])} |"
         )
     return lines + [""]
 
@@ -315,7 +343,8 @@ def report(info, layer_tables, model_rows, device, dtype) -> str:
         "",
         "Written by `benchmarks/bench_layers.py`. Times are the minimum over interleaved rounds "
         "(median in parentheses), in milliseconds; `×` is relative to the dense layer's "
-        "minimum. Memory is the peak allocated during one forward above the inputs, in MiB.",
+        "minimum. Memory is the peak allocated during one forward above the inputs, in MiB "
+        "(CPU: the torch profiler's memory events; CUDA: max_memory_allocated).",
         "",
         "| machine | |",
         "|---|---|",
@@ -374,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-model", action="store_true", help="skip the whole-model benchmark")
     p.add_argument(
-        "--output", default=None, help="markdown file (default results/layers_<device>.md)"
+        "--output", "--out", default=None, help="markdown file (default results/layers_<device>.md)"
     )
+    p.add_argument("--no-write", action="store_true", help="print the results only")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device")
@@ -383,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     info = machine(args.device)
+    info["command"] = "python benchmarks/bench_layers.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     timers = ["wall", "thread"] if args.timer == "both" else [args.timer]
     if args.device == "cuda":
         timers = ["wall"]
@@ -403,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         tables.append((title, rows))
     text = report(info, tables, model_rows, args.device, dtype)
+    if args.no_write:
+        print(text)
+        return 0
     out = (
         Path(args.output)
         if args.output

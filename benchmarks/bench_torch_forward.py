@@ -9,10 +9,12 @@ Timing is CPU time of the calling thread with ``torch.set_num_threads(1)`` (robu
 other processes on a shared machine); the minimum over rounds is reported.  Run::
 
     python benchmarks/bench_torch_forward.py    # writes benchmarks/results/torch_forward_cpu.md
+    python benchmarks/bench_torch_forward.py --no-write     # print only
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -59,7 +61,11 @@ def _cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--out", default=None, help="markdown file (default results/torch_forward_cpu.md)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     rows = []
@@ -100,8 +106,10 @@ def main() -> None:
         lines.append(f"| {name} | {tokens} | {f * 1e3:.3f} | {c * 1e3:.3f} | {c / f:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    out = ROOT / "benchmarks" / "results" / "torch_forward_cpu.md"
-    out.write_text(text, encoding="utf-8")
+    if not args.no_write:
+        out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "torch_forward_cpu.md"
+        out.write_text(text, encoding="utf-8")
+        print("wrote", out)
 
 
 if __name__ == "__main__":
