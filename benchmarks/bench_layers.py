@@ -8,7 +8,8 @@ rank 4, with and without permutations):
 * multiply-adds per token of both association orders and of the dense layer;
 * ``factorized`` is the layer's default forward (chunks of tokens whose temporaries stay
   under half the output, ``tqla_torch/nn/_kron_forward.py``); ``one pass`` is the same
-  forward with chunking switched off, to show what the memory bound costs in time;
+  forward with chunking switched off (``layer.memory_fraction = None``), to show what the
+  memory bound costs in time;
 * peak memory of one forward (bytes allocated during the call above what was allocated
   before it: CPU from the torch profiler's memory events, CUDA from
   ``torch.cuda.max_memory_allocated``);
@@ -43,7 +44,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tqla_torch.layers import KroneckerEmbedding, KroneckerLinear, forward_costs  # noqa: E402
-from tqla_torch.nn import _kron_forward  # noqa: E402
 
 LAYERS = {
     # name: (in, out, factor shapes in the layer's (out, in) orientation)
@@ -150,20 +150,6 @@ def machine(device: str) -> dict[str, str]:
 # --------------------------------------------------------------------------------------
 # Layers
 # --------------------------------------------------------------------------------------
-def one_pass(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn`` with the factorized forward's chunking switched off (one pass over the tokens)."""
-
-    def run() -> Any:
-        old = _kron_forward._TEMP_FRACTION
-        _kron_forward._TEMP_FRACTION = 1e12  # every input in one chunk
-        try:
-            return fn()
-        finally:
-            _kron_forward._TEMP_FRACTION = old
-
-    return run
-
-
 def make_layer(in_f: int, out_f: int, shape, permuted: bool, device: str, dtype) -> KroneckerLinear:
     g = torch.Generator().manual_seed(0)
     (m1, n1), (m2, n2) = shape
@@ -188,10 +174,12 @@ def bench_layers(device: str, dtype, rounds: int, timer: str = "wall") -> list[d
                 inner = 1 if tokens > 64 else 50
                 recon = copy.deepcopy(layer)
                 recon.implementation = "reconstructed"
+                single = copy.deepcopy(layer)
+                single.memory_fraction = None  # chunking off: one pass over the tokens
                 fns = {
                     "dense": lambda d=dense, x=x: d(x),
                     "factorized": lambda m=layer, x=x: m(x),
-                    "one pass": one_pass(lambda m=layer, x=x: m(x)),
+                    "one pass": lambda m=single, x=x: m(x),
                     "reconstructed": lambda m=recon, x=x: m(x),
                 }
                 with torch.inference_mode():

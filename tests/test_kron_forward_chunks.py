@@ -70,8 +70,8 @@ def test_gpt2_shapes_are_chunked_within_budget(shape, permute, monkeypatch):
     calls = []
     real = kf._chunk_tokens
 
-    def spy(T, temp, out_per_token, rows):
-        c = real(T, temp, out_per_token, rows)
+    def spy(T, temp, out_per_token, rows, fraction):
+        c = real(T, temp, out_per_token, rows, fraction)
         calls.append((T, temp, out_per_token, rows, c))
         return c
 
@@ -80,7 +80,7 @@ def test_gpt2_shapes_are_chunked_within_budget(shape, permute, monkeypatch):
         y = layer(x)
     (T, temp, out_tok, rows, chunk), = calls
     assert T == 1024 and 1 < chunk < T
-    within = chunk * temp <= kf._TEMP_FRACTION * T * out_tok
+    within = chunk * temp <= KroneckerLinear.memory_fraction * T * out_tok
     at_floor = chunk * rows <= kf._MIN_GEMM_ROWS + rows
     assert within or at_floor
     with torch.no_grad():
@@ -90,9 +90,26 @@ def test_gpt2_shapes_are_chunked_within_budget(shape, permute, monkeypatch):
 
 def test_chunk_budget_arithmetic():
     # temporaries ≤ half the output: 1000 tokens × 10 outputs / 2 / 50 per token = 100
-    assert kf._chunk_tokens(1000, 50, 10, 4) == max(100, -(-kf._MIN_GEMM_ROWS // 4))
-    assert kf._chunk_tokens(10, 1, 1, 1) == kf._MIN_GEMM_ROWS  # floor: the whole input
-    assert kf._chunk_tokens(10**6, 10, 10, 10**6) == 5 * 10**5
+    assert kf._chunk_tokens(1000, 50, 10, 4, 0.5) == max(100, -(-kf._MIN_GEMM_ROWS // 4))
+    assert kf._chunk_tokens(10, 1, 1, 1, 0.5) == kf._MIN_GEMM_ROWS  # floor: the whole input
+    assert kf._chunk_tokens(10**6, 10, 10, 10**6, 0.5) == 5 * 10**5
+    assert kf._chunk_tokens(10**6, 10, 10, 10**6, 0.25) == 25 * 10**4
+
+
+def test_memory_fraction_none_runs_one_pass(monkeypatch):
+    layer = _layer(64, 8, 4, 2, 2, "both", dtype=torch.float32)
+    x = torch.randn(512, 16)
+    calls = []
+    monkeypatch.setattr(kf, "_chunk_tokens", lambda *a: calls.append(a) or 1)
+    layer.memory_fraction = None
+    with torch.inference_mode():
+        y = layer(x)
+    assert calls == []
+    layer.memory_fraction = 0.5
+    with torch.inference_mode():
+        y2 = layer(x)  # chunks of one token
+    assert len(calls) == 1
+    torch.testing.assert_close(y2, y, rtol=1e-5, atol=1e-5)
 
 
 def test_autograd_runs_unchunked_and_matches_dense():

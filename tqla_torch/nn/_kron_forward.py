@@ -19,8 +19,9 @@ import torch.nn.functional as F
 __all__ = ["factorized_forward"]
 
 # The temporaries of one chunk (gathered input, intermediate, un-permuted output) stay below
-# this fraction of the output's size, so the peak memory of a forward is about
-# (1 + _TEMP_FRACTION)× that of a dense layer (whose only allocation is its output) ...
+# this fraction of the output's size by default (KroneckerLinear.memory_fraction), so the peak
+# memory of a forward is about (1 + _TEMP_FRACTION)× that of a dense layer (whose only
+# allocation is its output) ...
 _TEMP_FRACTION = 0.5
 # ... unless that leaves fewer GEMM rows per chunk than this: below it, BLAS re-packing the
 # factor for every chunk costs more time than the memory is worth (bench_layers.py).
@@ -52,9 +53,11 @@ def _needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _chunk_tokens(T: int, temp_per_token: int, out_per_token: int, rows_per_token: int) -> int:
-    """Tokens per chunk: temporaries ≤ _TEMP_FRACTION × the whole output, ≥ the GEMM floor."""
-    budget = int(_TEMP_FRACTION * T * out_per_token) // max(1, temp_per_token)
+def _chunk_tokens(
+    T: int, temp_per_token: int, out_per_token: int, rows_per_token: int, fraction: float
+) -> int:
+    """Tokens per chunk: temporaries ≤ ``fraction`` × the whole output, ≥ the GEMM floor."""
+    budget = int(fraction * T * out_per_token) // max(1, temp_per_token)
     return max(budget, -(-_MIN_GEMM_ROWS // rows_per_token), 1)
 
 
@@ -118,13 +121,15 @@ def factorized_forward(
     output_perm: torch.Tensor | None,
     order: str,
     bias: torch.Tensor | None = None,
+    memory_fraction: float | None = _TEMP_FRACTION,
 ) -> torch.Tensor:
     """K · x[input_perm], gathered by output_perm, plus bias, for x of shape (T, in).
 
     Both association orders run their large GEMM(s) against A as stored, one small batched
     GEMM against B, and at most one gather on each side, fused with the layout changes the
-    orders need.  Long inputs go through in chunks of tokens written into one output
-    (:func:`_chunk_tokens`); the result is a fresh (T, out) tensor either way.
+    orders need.  Long inputs go through in chunks of tokens written into one output, the
+    temporaries of a chunk at most ``memory_fraction`` × the output (:func:`_chunk_tokens`;
+    None: one pass); the result is a fresh (T, out) tensor either way.
     """
     r, m1, n1 = A.shape
     _, m2, n2 = B.shape
@@ -140,7 +145,7 @@ def factorized_forward(
     else:
         step, rows = _b_first, m2
         temp = gathered_in + m2 * r * n1 + m2 * m1
-    chunk = _chunk_tokens(T, temp, m1 * m2, rows)
+    chunk = T if memory_fraction is None else _chunk_tokens(T, temp, m1 * m2, rows, memory_fraction)
     if _needs_grad(x, A, B):
         chunk = T  # autograd keeps every intermediate anyway, and out= has no gradient
     if chunk >= T:

@@ -263,6 +263,11 @@ class KroneckerLinear(LinearBase):
     """
 
     methods = KRON_METHODS
+    #: The factorized forward takes long inputs in chunks of tokens whose temporaries stay
+    #: under this fraction of the output (peak memory ≈ (1 + fraction)× a dense layer's, at a
+    #: few percent of time: ``benchmarks/results/layers_cpu.md``); None runs one pass.  A
+    #: runtime setting (class-wide, or per layer by assignment), not saved with the layer.
+    memory_fraction: float | None = 0.5
 
     def __init__(
         self,
@@ -683,7 +688,14 @@ class KroneckerLinear(LinearBase):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         y = factorized_forward(
-            x2, self.A, self.B, self.input_perm, self.output_perm, self._order, self.bias
+            x2,
+            self.A,
+            self.B,
+            self.input_perm,
+            self.output_perm,
+            self._order,
+            self.bias,
+            self.memory_fraction,
         )
         return y.view(*lead, self.out_features)
 
