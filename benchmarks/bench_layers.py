@@ -218,7 +218,10 @@ def bench_layers(device: str, dtype, rounds: int, timer: str = "wall") -> list[d
 # --------------------------------------------------------------------------------------
 def _randomize_permutations(model: torch.nn.Module, seed: int = 0) -> None:
     """Give every permutation buffer a random permutation (n_iter=0 leaves identities,
-    which tqla drops; a trained model has real ones, whose gathers cost time)."""
+    which tqla drops; a trained model has real ones, whose gathers cost time), then fold
+    each MLP's inner pair through its activation as ``compress`` does (one gather per MLP)."""
+    from tqla_torch.compression.apply import fold_mlp_permutations
+
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, KroneckerLinear):
@@ -232,6 +235,7 @@ def _randomize_permutations(model: torch.nn.Module, seed: int = 0) -> None:
                 m.register_buffer(
                     f"col_perm_{level}", torch.randperm(d, generator=g).to(m.table.device)
                 )
+    fold_mlp_permutations(model)
 
 
 def bench_model(device: str, dtype, rounds: int, timer: str = "wall") -> list[dict[str, Any]]:
@@ -353,7 +357,8 @@ def report(info, layer_tables, model_rows, device, dtype) -> str:
             "## GPT-2 small, random weights, tq_gpt2 preset (head tied)",
             "",
             f"Parameters: dense {p['dense']:,}; compressed {p['tq factorized']:,}. Permutation "
-            "buffers hold random permutations (as after training), so every gather is paid. "
+            "buffers hold random permutations (as after training), folded through each MLP's "
+            "activation as `compress` does (one gather per MLP), so every gather is paid. "
             "Logits for all positions (the tied head runs through the embedding's factors).",
             "",
             "| timer | tokens | dense ms | tq factorized ms | × | tq reconstructed ms | × "
@@ -390,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         help="layer timings: wall clock (torch threads), CPU time of one thread, or both",
     )
     p.add_argument("--no-model", action="store_true", help="skip the whole-model benchmark")
+    p.add_argument("--no-layers", action="store_true", help="skip the single-layer benchmark")
     p.add_argument(
         "--output", "--out", default=None, help="markdown file (default results/layers_<device>.md)"
     )
@@ -413,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = torch.get_num_threads()
         if timer == "thread":
             torch.set_num_threads(1)
-        rows = bench_layers(args.device, dtype, args.rounds, timer)
+        rows = [] if args.no_layers else bench_layers(args.device, dtype, args.rounds, timer)
         if not args.no_model:
             model_rows += bench_model(args.device, dtype, args.rounds, timer)
         torch.set_num_threads(threads)
@@ -422,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             if timer == "wall"
             else "Layers, CPU time of one thread (torch.set_num_threads(1), time.thread_time)"
         )
-        tables.append((title, rows))
+        if rows:
+            tables.append((title, rows))
     text = report(info, tables, model_rows, args.device, dtype)
     if args.no_write:
         print(text)
