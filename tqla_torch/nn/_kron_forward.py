@@ -67,7 +67,9 @@ def _a_first(x, A, B, idx_in, oidx, out):
     _, m2, n2 = B.shape
     T = x.shape[0]
     # Z[t, (j2, k), i1] = Σ_j1 X[t, j1, j2] A[k, i1, j1]: one GEMM against A.
-    Xt = _input_transposed(x, idx_in, n1, n2).reshape(T * n2, n1)
+    # contiguous: for one token the reshape is a view with strides (1, n2), which BLAS
+    # multiplies several times slower
+    Xt = _input_transposed(x, idx_in, n1, n2).reshape(T * n2, n1).contiguous()
     Z = F.linear(Xt, A.reshape(r * m1, n1)).view(T, n2 * r, m1)
     del Xt  # intermediates are released as soon as possible (peak memory)
     if oidx is not None:
