@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     emb = torch.nn.Embedding(50257, 768)
     KroneckerEmbedding.from_embedding(torch.nn.Embedding(300, 8), 2)  # load the kernels once
-    routes = {"Gram route (this tree)": emb_module.permuted_table_fit, "tqla.permuted_kron": core_route}
+    routes = {
+        "Gram route (this tree)": emb_module.permuted_table_fit,
+        "tqla.permuted_kron": core_route,
+    }
     best: dict[str, tuple] = {}
     for r in range(args.rounds):
         for name in list(routes)[r % 2 :] + list(routes)[: r % 2]:
@@ -89,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         assert torch.equal(a.col_perm_0, b.col_perm_0), "different column permutations"
         assert abs(a.approximation_error - b.approximation_error) <= 1e-3 * b.approximation_error
     exact = [relative_error(lv.to_dense(), emb.weight) for lv in new]
-    lines = ["# GPT-2 small's embedding fit (`tq_gpt2`, two levels): Gram route vs permuted_kron", ""]
+    lines = [
+        "# GPT-2 small's embedding fit (`tq_gpt2`, two levels): Gram route vs permuted_kron",
+        "",
+    ]
     lines += head
     lines += [
         f"- command: python benchmarks/bench_embedding_fit.py {' '.join(argv or sys.argv[1:])}",

@@ -117,7 +117,9 @@ def _breakdown(g: torch.Generator, rounds: int) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-write", action="store_true", help="print the table only")
-    ap.add_argument("--out", default=None, help="markdown file (default results/torch_forward_cpu.md)")
+    ap.add_argument(
+        "--out", default=None, help="markdown file (default results/torch_forward_cpu.md)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -172,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "torch_forward_cpu.md"
+        default = ROOT / "benchmarks" / "results" / "torch_forward_cpu.md"
+        out = Path(args.out) if args.out else default
         out.write_text(text, encoding="utf-8")
         print("wrote", out)
 

@@ -18,9 +18,9 @@ eigenspace (projector Π, k×k), and the squared error is the sum of its other e
 The ``slots`` cost of slot s (candidate c, the column now in group c, placed in group t)
 is ``−Π_ss G_cc − ‖H_t‖² − 2 Σ_{l≠s} Π_sl G_{c, t_l}`` with
 ``‖H_t‖² = Σ_{l,l'≠s} Π_ll' G_{t_l, t_l'}``, whose first two terms depend on c alone or
-t alone (every assignment pays them once: they do not change its solution); the ``assign`` cost of column i to position
-``g·k + j`` is ``−Σ_l Π_lj G_{i, g·k+l}``.  Tests compare the result with
-:func:`tqla.permuted_kron` (tests/test_nn_embedding_fit.py).
+t alone (every assignment pays them once: they do not change its solution); the ``assign``
+cost of column i to position ``g·k + j`` is ``−Σ_l Π_lj G_{i, g·k+l}``.  Tests compare the
+result with :func:`tqla.permuted_kron` (tests/test_nn_embedding_fit.py).
 """
 
 from __future__ import annotations
