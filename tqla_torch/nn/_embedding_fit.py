@@ -70,7 +70,7 @@ class _GramRun:
     def __init__(self, W, G, k, rank, solver, norm2):
         self.W, self.G, self.k, self.rank, self.solver = W, G, k, rank, solver
         self.norm2 = norm2
-        self.norm = np.sqrt(norm2) if norm2 > 0 else 1.0
+        self.norm = float(np.sqrt(norm2)) if norm2 > 0 else 1.0
         self.n1 = G.shape[0] // k
 
     def fit(self, inv: np.ndarray) -> tuple[np.ndarray, float]:
