@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads of children")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--out", default=None, help="markdown file (default results/compress_cpu.md)")
     args = ap.parse_args(argv)
     configs = {
         "this tree": (str(ROOT), {"n_jobs": 1}),
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        path = HERE / "results" / "compress_cpu.md"
+        path = Path(args.out) if args.out else HERE / "results" / "compress_cpu.md"
         path.write_text(text)
         print("wrote", path)
 
