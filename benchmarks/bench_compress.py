@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         "this tree, n_jobs=2": (str(ROOT), {"n_jobs": 2}),
     }
     if args.baseline:
-        configs[f"previous implementation ({args.baseline})"] = (export(args.baseline), {})
+        base = export(args.baseline)
+        configs[f"previous implementation ({args.baseline})"] = (base, {})
+        configs[f"previous implementation ({args.baseline}), n_jobs=1"] = (base, {"n_jobs": 1})
     best: dict[str, dict] = {}
     for r in range(args.rounds):
         names = list(configs)
@@ -111,6 +113,11 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(
             f"| {name} | {res['wall']:.1f} | {res['cpu']:.1f} | {res['wall'] / ref['wall']:.2f} |"
         )
+    wte = {n: s for n, s, _ in ref["modules"]}.get("transformer.wte")
+    base1 = next((r for n, r in best.items() if n.endswith("n_jobs=1") and "previous" in n), None)
+    if wte is not None and base1 is not None:
+        old = {n: s for n, s, _ in base1["modules"]}["transformer.wte"]
+        lines += ["", f"transformer.wte, n_jobs=1: {wte:.2f} s (previous implementation {old:.2f} s)."]
     lines += [
         "",
         f"Every configuration reached the same per-module errors (largest relative "
