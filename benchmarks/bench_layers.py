@@ -6,8 +6,13 @@ rank 4, with and without permutations):
 * forward time of :class:`tqla_torch.KroneckerLinear` (``factorized`` and ``reconstructed``)
   against ``torch.nn.Linear`` for batch×sequence 8×128 and 1×1;
 * multiply-adds per token of both association orders and of the dense layer;
-* peak memory of one forward (bytes allocated during the call: CPU from the profiler's
-  memory events, CUDA from ``torch.cuda.max_memory_allocated``);
+* ``factorized`` is the layer's default forward (chunks of tokens whose temporaries stay
+  under half the output, ``tqla_torch/nn/_kron_forward.py``); ``one pass`` is the same
+  forward with chunking switched off (``layer.memory_fraction = None``), to show what the
+  memory bound costs in time;
+* peak memory of one forward (bytes allocated during the call above what was allocated
+  before it: CPU from the torch profiler's memory events, CUDA from
+  ``torch.cuda.max_memory_allocated``);
 * the whole GPT-2 small (random weights) compressed with the tq_gpt2 preset against the dense
   model.
 
@@ -16,6 +21,7 @@ load hits them alike), and the table shows the minimum over rounds (and the medi
 
     python benchmarks/bench_layers.py                 # CPU, writes benchmarks/results/layers_cpu.md
     python benchmarks/bench_layers.py --device cuda   # writes layers_cuda.md
+    python benchmarks/bench_layers.py --no-write --no-model --rounds 5   # quick, print only
 """
 
 from __future__ import annotations
@@ -168,12 +174,20 @@ def bench_layers(device: str, dtype, rounds: int, timer: str = "wall") -> list[d
                 inner = 1 if tokens > 64 else 50
                 recon = copy.deepcopy(layer)
                 recon.implementation = "reconstructed"
+                single = copy.deepcopy(layer)
+                single.memory_fraction = None  # chunking off: one pass over the tokens
                 fns = {
                     "dense": lambda d=dense, x=x: d(x),
                     "factorized": lambda m=layer, x=x: m(x),
+                    "one pass": lambda m=single, x=x: m(x),
                     "reconstructed": lambda m=recon, x=x: m(x),
                 }
                 with torch.inference_mode():
+                    ref = x @ layer.to_dense().T + layer.bias
+                    for k in ("factorized", "one pass"):  # same outputs, to float rounding
+                        y = fns[k]()
+                        scale = float(ref.abs().max())
+                        torch.testing.assert_close(y, ref, rtol=0, atol=1e-4 * scale)
                     times = time_variants(fns, device, rounds, inner, timer)
                     mem = {k: peak_memory(f, device) for k, f in fns.items()}
                 rows.append(
@@ -204,7 +218,10 @@ def bench_layers(device: str, dtype, rounds: int, timer: str = "wall") -> list[d
 # --------------------------------------------------------------------------------------
 def _randomize_permutations(model: torch.nn.Module, seed: int = 0) -> None:
     """Give every permutation buffer a random permutation (n_iter=0 leaves identities,
-    which tqla drops; a trained model has real ones, whose gathers cost time)."""
+    which tqla drops; a trained model has real ones, whose gathers cost time), then fold
+    each MLP's inner pair through its activation as ``compress`` does (one gather per MLP)."""
+    from tqla_torch.compression.apply import fold_mlp_permutations
+
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, KroneckerLinear):
@@ -218,6 +235,7 @@ def _randomize_permutations(model: torch.nn.Module, seed: int = 0) -> None:
                 m.register_buffer(
                     f"col_perm_{level}", torch.randperm(d, generator=g).to(m.table.device)
                 )
+    fold_mlp_permutations(model)
 
 
 def bench_model(device: str, dtype, rounds: int, timer: str = "wall") -> list[dict[str, Any]]:
@@ -291,9 +309,10 @@ def _layer_table(title: str, layer_rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"## {title}",
         "",
-        "| layer | perms | tokens | dense ms | factorized ms | × | reconstructed ms | × "
-        "| MACs/token fact. | MACs/token dense | peak MiB dense / fact. / recon. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| layer | perms | tokens | dense ms | factorized ms | × | one pass ms | × "
+        "| reconstructed ms | × | MACs/token fact. | MACs/token dense "
+        "| peak MiB dense / fact. / one pass / recon. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in layer_rows:
         t = r["times"]
@@ -301,10 +320,11 @@ def _layer_table(title: str, layer_rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {r['layer']} | {'yes' if r['permuted'] else 'no'} | {r['shape']} | "
             f"{_ms(t['dense'])} | {_ms(t['factorized'])} | {t['factorized'][0] / d:.2f} | "
+            f"{_ms(t['one pass'])} | {t['one pass'][0] / d:.2f} | "
             f"{_ms(t['reconstructed'])} | {t['reconstructed'][0] / d:.2f} | "
             f"{r['costs']['factorized']:,} | {r['costs']['dense']:,} | "
             f"{_mib(r['memory']['dense'])} / {_mib(r['memory']['factorized'])} / "
-            f"{_mib(r['memory']['reconstructed'])} |"
+            f"{_mib(r['memory']['one pass'])} / {_mib(r['memory']['reconstructed'])} |"
         )
     return lines + [""]
 
@@ -315,7 +335,8 @@ def report(info, layer_tables, model_rows, device, dtype) -> str:
         "",
         "Written by `benchmarks/bench_layers.py`. Times are the minimum over interleaved rounds "
         "(median in parentheses), in milliseconds; `×` is relative to the dense layer's "
-        "minimum. Memory is the peak allocated during one forward above the inputs, in MiB.",
+        "minimum. Memory is the peak allocated during one forward above the inputs, in MiB "
+        "(CPU: the torch profiler's memory events; CUDA: max_memory_allocated).",
         "",
         "| machine | |",
         "|---|---|",
@@ -336,7 +357,8 @@ def report(info, layer_tables, model_rows, device, dtype) -> str:
             "## GPT-2 small, random weights, tq_gpt2 preset (head tied)",
             "",
             f"Parameters: dense {p['dense']:,}; compressed {p['tq factorized']:,}. Permutation "
-            "buffers hold random permutations (as after training), so every gather is paid. "
+            "buffers hold random permutations (as after training), folded through each MLP's "
+            "activation as `compress` does (one gather per MLP), so every gather is paid. "
             "Logits for all positions (the tied head runs through the embedding's factors).",
             "",
             "| timer | tokens | dense ms | tq factorized ms | × | tq reconstructed ms | × "
@@ -373,9 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         help="layer timings: wall clock (torch threads), CPU time of one thread, or both",
     )
     p.add_argument("--no-model", action="store_true", help="skip the whole-model benchmark")
+    p.add_argument("--no-layers", action="store_true", help="skip the single-layer benchmark")
     p.add_argument(
-        "--output", default=None, help="markdown file (default results/layers_<device>.md)"
+        "--output", "--out", default=None, help="markdown file (default results/layers_<device>.md)"
     )
+    p.add_argument("--no-write", action="store_true", help="print the results only")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device")
@@ -383,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     info = machine(args.device)
+    info["command"] = "python benchmarks/bench_layers.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     timers = ["wall", "thread"] if args.timer == "both" else [args.timer]
     if args.device == "cuda":
         timers = ["wall"]
@@ -392,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = torch.get_num_threads()
         if timer == "thread":
             torch.set_num_threads(1)
-        rows = bench_layers(args.device, dtype, args.rounds, timer)
+        rows = [] if args.no_layers else bench_layers(args.device, dtype, args.rounds, timer)
         if not args.no_model:
             model_rows += bench_model(args.device, dtype, args.rounds, timer)
         torch.set_num_threads(threads)
@@ -401,8 +428,12 @@ def main(argv: list[str] | None = None) -> int:
             if timer == "wall"
             else "Layers, CPU time of one thread (torch.set_num_threads(1), time.thread_time)"
         )
-        tables.append((title, rows))
+        if rows:
+            tables.append((title, rows))
     text = report(info, tables, model_rows, args.device, dtype)
+    if args.no_write:
+        print(text)
+        return 0
     out = (
         Path(args.output)
         if args.output

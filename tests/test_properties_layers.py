@@ -3,9 +3,10 @@
 Both orders compute the same output, so only the cost tells them apart: the multiply-adds
 of the actual forward are counted with ``torch.utils.flop_counter.FlopCounterMode`` and
 must equal the cheaper order's count, derived here from the factor shapes.  The inputs have
-at least 256 rows: below the layer's one-GEMM threshold (T·m2 < 256) the "B first" order
-accumulates r in-place ``addmm_`` calls, which the FLOP counter does not see.  Checked to
-fail, for several Hypothesis seeds, with the order comparison flipped.
+256 or 300 rows, so the forward also runs in chunks of tokens (tqla_torch/nn/_kron_forward.py);
+its r accumulated GEMMs of the "B first" order use ``torch.addmm(..., out=)``, which the
+counter sees (it does not see ``addmm_``).  Checked to fail, for several Hypothesis seeds,
+with the order comparison flipped.
 """
 
 from __future__ import annotations

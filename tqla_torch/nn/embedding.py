@@ -31,6 +31,7 @@ from tqla_torch.nn.base import (
     relative_error,
     seed_for,
 )
+from tqla_torch.nn._embedding_fit import permuted_table_fit
 from tqla_torch.nn.kronecker import KRON_METHODS, kron_decompose
 from tqla_torch.nn.weights import resolve_out_in, weight_view
 
@@ -216,18 +217,25 @@ class KroneckerEmbedding(EmbeddingBase):
                 else f"k = {k} equals the table's width {d}: nothing left to factor"
             )
         shape = KroneckerShape((V, d // k), (1, k))
-        A, B, _rp, cp, err = kron_decompose(
-            base,
-            shape,
-            1,
-            method=method,
-            permute="cols" if permute else "none",
-            rule=rule,
-            n_iter=n_iter,
-            tol=tol,
-            n_restarts=n_restarts,
-            seed=seed,
-        )
+        if method == "permuted_kron" and permute:
+            # permuted_kron's iterations on the d×d Gram matrix of the table's columns
+            # (one pass over the table instead of one per step; _embedding_fit.py)
+            A, B, cp, err = permuted_table_fit(
+                base, k, rule=rule, n_iter=n_iter, tol=tol, n_restarts=n_restarts, seed=seed
+            )
+        else:
+            A, B, _rp, cp, err = kron_decompose(
+                base,
+                shape,
+                1,
+                method=method,
+                permute="cols" if permute else "none",
+                rule=rule,
+                n_iter=n_iter,
+                tol=tol,
+                n_restarts=n_restarts,
+                seed=seed,
+            )
         ks = [k] + [int(b.shape[1]) for b, _ in levels]
         cp = as_perm(cp, d, "col_perm", base.device)
         perms = [cp] + [p for _, p in levels]

@@ -263,6 +263,11 @@ class KroneckerLinear(LinearBase):
     """
 
     methods = KRON_METHODS
+    #: The factorized forward takes long inputs in chunks of tokens whose temporaries stay
+    #: under this fraction of the output (peak memory ≈ (1 + fraction)× a dense layer's, at a
+    #: few percent of time: ``benchmarks/results/layers_cpu.md``); None runs one pass.  A
+    #: runtime setting (class-wide, or per layer by assignment), not saved with the layer.
+    memory_fraction: float | None = 0.5
 
     def __init__(
         self,
@@ -682,10 +687,16 @@ class KroneckerLinear(LinearBase):
             return self._forward_reconstructed(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        # a fresh tensor: the bias can go in place
-        y = factorized_forward(x2, self.A, self.B, self.input_perm, self.output_perm, self._order)
-        if self.bias is not None:
-            y = y.add_(self.bias)
+        y = factorized_forward(
+            x2,
+            self.A,
+            self.B,
+            self.input_perm,
+            self.output_perm,
+            self._order,
+            self.bias,
+            self.memory_fraction,
+        )
         return y.view(*lead, self.out_features)
 
     def _forward_reconstructed(self, x: torch.Tensor) -> torch.Tensor:
