@@ -296,7 +296,8 @@ def _load_module(
     for path, pairs in by_file.items():
         with safe_open(str(path), framework="pt") as f:
             for rel, key in pairs:
-                tensors[rel] = f.get_tensor(key)
+                # a fresh (aligned) copy: BLAS rounds alike only on alike-aligned memory
+                tensors[rel] = f.get_tensor(key).clone()
     module.load_state_dict(tensors, strict=True, assign=True)
 
 
