@@ -27,7 +27,29 @@ def _config():
     return tq_gpt2(blocks="all")
 
 
-CASES = ("ok", "nan", "too_many")
+CASES = ("ok", "nan", "too_many", "folder", "folder_too_many")
+
+
+def _run_folder_case(rank: int, case: str, out: str) -> None:
+    from tqla_torch.compression.streaming import compress_folder
+
+    import tqla_torch
+
+    cfg = _config()
+    if case == "folder_too_many":
+        cfg = tqla_torch.CompressionConfig(
+            target_modules=r"transformer\.h\.0\.mlp\.c_fc", method="kron", b_shape=[2, 4],
+            rank=2,
+        )
+    units: list[list[str]] = []
+    try:
+        compress_folder(
+            f"{out}/src", f"{out}/{case}_out", cfg, callback=lambda d, t, names: units.append(names)
+        )
+    except ValueError as err:
+        torch.save({"error": str(err), "type": type(err).__name__}, f"{out}/{case}{rank}.pt")
+        return
+    torch.save({"units": units}, f"{out}/{case}{rank}.pt")
 
 
 def _run_case(rank: int, case: str, out: str) -> None:
@@ -74,7 +96,10 @@ def _worker(rank: int, size: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
         for case in CASES:
-            _run_case(rank, case, out)
+            if case.startswith("folder"):
+                _run_folder_case(rank, case, out)
+            else:
+                _run_case(rank, case, out)
     finally:
         dist.destroy_process_group()
 
@@ -82,11 +107,15 @@ def _worker(rank: int, size: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory) -> dict[str, list[dict]]:
     """All cases run in one pair of spawned gloo processes (one start-up for all tests)."""
+    from _tiny import tiny_gpt2
+
     out = tmp_path_factory.mktemp("ranks")
+    tiny_gpt2().save_pretrained(out / "src", max_shard_size="20KB")
     mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
     return {
-        case: [torch.load(out / f"{case}{r}.pt", weights_only=False) for r in range(2)]
-        for case in CASES
+        "out": out,
+        **{case: [torch.load(out / f"{case}{r}.pt", weights_only=False) for r in range(2)]
+        for case in CASES},
     }
 
 
@@ -140,3 +169,29 @@ def test_world_larger_than_modules_is_refused(spawned):
     for res in results:
         assert res["type"] == "ValueError"
         assert "2 processes" in res["error"] and "only 1 target modules" in res["error"]
+
+
+@pytest.mark.slow
+def test_folder_compressed_by_two_ranks_equals_in_memory_path(spawned):
+    """compress_folder under 2 gloo ranks: units split, rank 0 assembles the same model."""
+    import tqla_torch
+    from _tiny import tiny_gpt2
+
+    shares = [[tuple(u) for u in res["units"]] for res in spawned["folder"]]
+    assert shares[0] and shares[1] and not set(shares[0]) & set(shares[1])
+    assert len(shares[0]) + len(shares[1]) == 5  # wte + 4 folded MLPs
+    loaded = tqla_torch.from_pretrained(spawned["out"] / "folder_out")
+    ref = tiny_gpt2()
+    tqla_torch.compress(ref, _config(), n_jobs=1)
+    want = ref.state_dict()
+    got = loaded.state_dict()
+    assert set(got) == set(want)
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+
+
+@pytest.mark.slow
+def test_folder_world_larger_than_units_is_refused(spawned):
+    for res in spawned["folder_too_many"]:
+        assert res["type"] == "ValueError" and "2 processes" in res["error"]
+    assert not (spawned["out"] / "folder_too_many_out").exists()
