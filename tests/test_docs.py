@@ -19,7 +19,9 @@ PAGES = [
     "kron.md", "testing.md", "backends.md", "permuted.md", "assignment.md", "spectral.md", "tt.md"
 ]
 # The tqla_torch pages write files (models, checkpoints): they run in a temporary folder.
-TORCH_PAGES = ["torch.md", "distillation.md", "tutorial.md", "security.md", "lwiq.md", "auto.md"]
+TORCH_PAGES = [
+    "torch.md", "distillation.md", "tutorial.md", "security.md", "lwiq.md", "auto.md", "scaling.md"
+]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -81,6 +83,9 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch.nn.spectral",
         "tqla_torch.nn._tt_forward",
         "tqla.whiten",
+        "tqla_torch._atomic",
+        "tqla_torch.compression.distributed",
+        "tqla_torch.compression.streaming",
     ],
 )
 def test_docstring_examples(module):
