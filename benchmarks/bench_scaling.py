@@ -63,8 +63,12 @@ if dist.is_initialized():
 t0, c0 = time.perf_counter(), time.process_time()
 rep = tqla_torch.compress(model, presets.tq_gpt2())
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+cpus = [cpu]
+if dist.is_initialized():
+    cpus = [None] * dist.get_world_size()
+    dist.all_gather_object(cpus, cpu)
 if not dist.is_initialized() or dist.get_rank() == 0:
-    print("RESULT " + json.dumps({"wall": wall, "cpu_rank0": cpu, "threads": torch.get_num_threads(),
+    print("RESULT " + json.dumps({"wall": wall, "cpus": cpus, "threads": torch.get_num_threads(),
           "errors": {m.name: m.error for m in rep.modules}}))
 if dist.is_initialized():
     dist.destroy_process_group()
@@ -135,23 +139,29 @@ def spread(args: argparse.Namespace) -> list[str]:
             res = json.loads(text)
             results.setdefault(label, []).append(res)
             rows.append(
-                f"| {r} | {label} | {res['wall']:.1f} | {cpu:.1f} | {res['threads']} | "
-                f"{load0} → {_load()} |"
+                f"| {r} | {label} | {res['wall']:.1f} | "
+                f"{' / '.join(f'{c:.1f}' for c in res['cpus'])} | {cpu:.1f} | "
+                f"{res['threads']} | {load0} → {_load()} |"
             )
             print(rows[-1], flush=True)
     ref, other = (results[k][0]["errors"] for k in runs)
     worst = max(abs(ref[k] - other[k]) / max(ref[k], 1e-30) for k in ref)
     walls = {k: min(x["wall"] for x in v) for k, v in results.items()}
     one, many = walls.values()
+    cpu_one, cpu_many = (min(max(x["cpus"]) for x in v) for v in results.values())
     return [
         f"## spread: tq_gpt2 on GPT-2 {args.size} {SIZES[args.size]}, 1 vs {args.nproc} processes",
         "",
-        "| round | run | compress wall (s, rank 0) | CPU s (all processes, incl. start-up) "
-        "| torch threads/process | load avg 1/5/15 before → after |",
-        "|---|---|---:|---:|---:|---|",
+        "| round | run | compress wall (s, rank 0) | compress CPU s per rank "
+        "| CPU s (all processes, incl. start-up) | torch threads/process "
+        "| load avg 1/5/15 before → after |",
+        "|---|---|---:|---:|---:|---:|---|",
         *rows,
         "",
         f"- speed-up (best wall of each): **{one / many:.2f}×** ({one:.1f} s → {many:.1f} s)",
+        f"- CPU-bound estimate (1-process compress CPU / busiest rank's compress CPU; "
+        f"what the wall ratio tends to on an otherwise idle machine): "
+        f"**{cpu_one / cpu_many:.2f}×** ({cpu_one:.1f} s → {cpu_many:.1f} s)",
         f"- largest relative difference of a module's error between the runs: {worst:.2e}",
     ]
 

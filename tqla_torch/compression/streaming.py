@@ -456,30 +456,15 @@ def compress_folder(
     units = _units(model, items, fold_permutations)
     plan = _plan_document(config, units, entries, fold_permutations)
     rank, size = _dist.check_world(len(units), "units (modules; an MLP's two layers count once)")
-    if rank == 0:
-        error = None
-        try:
-            if _check_output(dst, src, plan, overwrite):
-                logger.info("resuming the compression in %s", dst)
-            else:
-                (dst / STATE_DIR).mkdir(parents=True, exist_ok=True)
-                from tqla_torch._atomic import atomic_write_json
-
-                atomic_write_json(dst / STATE_DIR / _PLAN, plan)
-        except Exception as err:
-            error = err
-        _sync(size, error)
-    else:
-        _sync(size, None)
+    _start(dst, src, plan, overwrite, rank, size)
     done = _finished(dst, plan["hash"], len(units))
     fitted_here = _run_units(model, units, done, config, entries, where, dst, plan, callback)
     _sync(size, fitted_here if isinstance(fitted_here, BaseException) else None)
     records = _finished(dst, plan["hash"], len(units))
-    reports = [ModuleReport(**r) for i in range(len(units)) for r in records[i]["reports"]]
+    for i, rec in records.items():
+        if i not in fitted_here:
+            _install_unit(model, rec, dst)
     if rank == 0:
-        for i, rec in records.items():
-            if i not in fitted_here:
-                _install_unit(model, rec, dst)
         _assemble(model, config, dst, records, entries, where)
     _sync(size, None)
     if fold_permutations and any(len(u) == 2 for u in units):
@@ -487,15 +472,30 @@ def compress_folder(
         notes = [*notes, f"permutations folded through the activation in {n} MLP(s)"]
     logger.info("compressed %s into %s in %.1f s", src, dst, time.perf_counter() - t0)
     return CompressionReport(
-        modules=reports,
+        modules=[ModuleReport(**r) for i in range(len(units)) for r in records[i]["reports"]],
         params_before=before,
-        params_after=count_parameters(model) if rank == 0 else sum(
-            r.params_after - r.params_before for r in reports
-        ) + before,
+        params_after=count_parameters(model),
         notes=notes,
         applied=True,
         config=config.to_dict(),
     )
+
+
+def _start(dst: Path, src: Path, plan: dict[str, Any], overwrite: bool, rank: int, size: int):
+    """Rank 0 checks the output folder and writes the plan (or finds it: a resume)."""
+    from tqla_torch._atomic import atomic_write_json
+
+    error = None
+    if rank == 0:
+        try:
+            if _check_output(dst, src, plan, overwrite):
+                logger.info("resuming the compression in %s", dst)
+            else:
+                (dst / STATE_DIR).mkdir(parents=True, exist_ok=True)
+                atomic_write_json(dst / STATE_DIR / _PLAN, plan)
+        except Exception as err:
+            error = err
+    _sync(size, error)
 
 
 def _sync(size: int, error: BaseException | None) -> None:
