@@ -44,6 +44,12 @@ import torch
 from torch import nn
 
 from tqla_torch.compression import _st_files
+from tqla_torch.compression._checkpoint import (
+    check_checkpoint,
+    meta_model,
+    source_entries,
+    tensor_groups,
+)
 from tqla_torch.compression import distributed as _dist
 from tqla_torch.compression.apply import (
     HISTORY_ATTR,
@@ -68,123 +74,6 @@ logger = logging.getLogger(__name__)
 STATE_DIR = "tqla_partial"
 _PLAN = "plan.json"
 _PLAN_FORMAT = "tqla_torch.compress_plan"
-_INDEX = "model.safetensors.index.json"
-_SINGLE = "model.safetensors"
-
-
-# --------------------------------------------------------------------------------------
-# The source folder
-# --------------------------------------------------------------------------------------
-def _source_files(src: Path) -> list[Path]:
-    from tqla_torch import _trust
-
-    if (src / _SINGLE).exists():
-        return [_trust.file_inside(src, _SINGLE, str(src / "config.json"))]
-    index = src / _INDEX
-    if not index.is_file():
-        if (src / "pytorch_model.bin").exists():
-            raise ValueError(
-                f"{src} holds pickle weights (pytorch_model.bin) only; weights are read from "
-                f"safetensors only: save the model with safe_serialization (the default)"
-            )
-        raise FileNotFoundError(f"{src} holds no {_SINGLE} or {_INDEX} (the weights)")
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        names = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{index}: not a safetensors index ({err})") from None
-    files = [_trust.file_inside(src, name, str(index)) for name in names]
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{src}: shard(s) {missing} named by {_INDEX} are missing; copy the complete "
-            f"checkpoint folder"
-        )
-    return files
-
-
-def _source_entries(src: Path) -> dict[str, _st_files.Entry]:
-    entries: dict[str, _st_files.Entry] = {}
-    for path in _source_files(src):
-        for name, entry in _st_files.read_header(path)[0].items():
-            if name in entries:
-                raise ValueError(f"{src}: tensor {name!r} is stored in two shards")
-            entries[name] = entry
-    return entries
-
-
-def meta_model(src: str | Path) -> nn.Module:
-    """The architecture of Hugging Face folder ``src`` on the ``meta`` device (no weights).
-
-    Built from ``config.json`` through transformers' registry only (``architectures`` must
-    name one registered class; remote code is never run).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``src`` has no ``config.json``.
-    ValueError
-        If the config asks for code, names an unregistered class, or already records a
-        tqla compression (load such a folder with :func:`tqla_torch.from_pretrained`).
-    """
-    from tqla_torch import _trust
-    from tqla_torch._hf_folder import HF_RECORD_KEY, read_hf_config
-
-    src = Path(src)
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"{src}: no config.json (not a Hugging Face model folder)")
-    config = read_hf_config(src)
-    if HF_RECORD_KEY in config:
-        raise ValueError(
-            f"{src / 'config.json'} records a tqla compression already; compress it in memory "
-            f"(tqla_torch.from_pretrained, then tqla_torch.compress)"
-        )
-    archs = config.get("architectures")
-    if not (isinstance(archs, list) and len(archs) == 1):
-        raise ValueError(f"{src}/config.json: 'architectures' must name one class, got {archs!r}")
-    model_cls, config_cls = _trust.resolve_classes(config.get("model_type"), archs[0])
-    with torch.device("meta"):
-        model = _trust.build_model(model_cls, config_cls, config)
-    return model.eval()
-
-
-def _groups(model: nn.Module) -> list[list[str]]:
-    """State-dict names grouped by tensor identity (ties), first name canonical."""
-    seen: dict[int, list[str]] = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        seen.setdefault(id(t), []).append(name)
-    return list(seen.values())
-
-
-_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL",
-}  # fmt: skip
-
-
-def _check_source(model: nn.Module, entries: dict[str, _st_files.Entry], src: Path) -> None:
-    """Every tensor the architecture needs is in the checkpoint, with the config's shape."""
-    missing, bad = [], []
-    for names in _groups(model):
-        found = [n for n in names if n in entries]
-        if not found:
-            missing.append(names[0])
-            continue
-        want = tuple(model.state_dict(keep_vars=True)[names[0]].shape)
-        for n in found:
-            if entries[n].shape != want:
-                bad.append(f"{n}: checkpoint {list(entries[n].shape)} vs config {list(want)}")
-    if missing:
-        raise ValueError(
-            f"{src}: the checkpoint lacks tensors the config's architecture needs: "
-            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
-        )
-    if bad:
-        raise ValueError(
-            f"{src}: tensors whose shape does not match config.json (a different model "
-            f"size?): " + "; ".join(bad[:10])
-        )
 
 
 # --------------------------------------------------------------------------------------
@@ -448,9 +337,9 @@ def compress_folder(
     src, dst = Path(src), Path(dst)
     t0 = time.perf_counter()
     model = meta_model(src)
-    entries = _source_entries(src)
-    _check_source(model, entries, src)
-    where = {n: next(k for k in names if k in entries) for names in _groups(model) for n in names}
+    entries = source_entries(src)
+    check_checkpoint(model, entries, src)
+    where = {n: next(k for k in names if k in entries) for names in tensor_groups(model) for n in names}
     before = count_parameters(model)
     items, notes = _resolve(model, config)
     units = _units(model, items, fold_permutations)
@@ -490,12 +379,24 @@ def _start(dst: Path, src: Path, plan: dict[str, Any], overwrite: bool, rank: in
         try:
             if _check_output(dst, src, plan, overwrite):
                 logger.info("resuming the compression in %s", dst)
+                _remove_temporaries(dst)
             else:
                 (dst / STATE_DIR).mkdir(parents=True, exist_ok=True)
                 atomic_write_json(dst / STATE_DIR / _PLAN, plan)
         except Exception as err:
             error = err
     _sync(size, error)
+
+
+def _remove_temporaries(dst: Path) -> None:
+    """Temporary files of atomic writes a killed run left (its own files only)."""
+    from tqla_torch._atomic import remove_stale_temporaries
+    from tqla_torch.io import CONFIG_NAME, WEIGHTS_NAME
+
+    remove_stale_temporaries(dst / STATE_DIR)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        for tmp in dst.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _sync(size: int, error: BaseException | None) -> None:
@@ -568,7 +469,7 @@ def _assemble(
         made.update(header)
     out: dict[str, _st_files.Entry] = {}
     aliases: dict[str, str] = {}
-    for names in _groups(model):
+    for names in tensor_groups(model):
         canonical = names[0]
         aliases.update({a: canonical for a in names[1:]})
         if canonical in made:
