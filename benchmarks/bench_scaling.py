@@ -171,7 +171,8 @@ def memory(args: argparse.Namespace) -> list[str]:
     try:
         src = tmp / "src"
         t0 = time.perf_counter()
-        _run([sys.executable, "-c", SAVE_CHILD + "\nprint('RESULT')", json.dumps(SIZES[args.size]), str(src)])
+        save = SAVE_CHILD + "\nprint('RESULT')"
+        _run([sys.executable, "-c", save, json.dumps(SIZES[args.size]), str(src)])
         size = sum(p.stat().st_size for p in src.glob("*.safetensors"))
         lines = [
             f"## memory: tq_gpt2 on GPT-2 {args.size} {SIZES[args.size]} saved by "
@@ -189,8 +190,9 @@ def memory(args: argparse.Namespace) -> list[str]:
             text, cpu = _run([sys.executable, "-c", RSS_CHILD, *cmd])
             wall, rss_kb, _rc = text.split()
             lines.append(
-                f"| {label} | `tqla {' '.join(['compress', 'SRC', '--preset', 'tq_gpt2', '-o', 'OUT', *extra])}` "
-                f"| {float(wall):.1f} | {cpu:.1f} | {int(rss_kb) / 2**20:.2f} | {load0} → {_load()} |"
+                f"| {label} | `tqla compress SRC --preset tq_gpt2 -o OUT {' '.join(extra)}` "
+                f"| {float(wall):.1f} | {cpu:.1f} | {int(rss_kb) / 2**20:.2f} "
+                f"| {load0} → {_load()} |"
             )
             print(lines[-1], flush=True)
             outs[label] = out
@@ -207,7 +209,9 @@ def memory(args: argparse.Namespace) -> list[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("what", choices=["spread", "memory"])
     p.add_argument("--size", choices=sorted(SIZES), default=None)
     p.add_argument("--nproc", type=int, default=2)

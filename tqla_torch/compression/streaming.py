@@ -320,7 +320,8 @@ def compress_folder(
     >>> from transformers import GPT2Config, GPT2LMHeadModel
     >>> import tqla_torch
     >>> src, dst = tempfile.mkdtemp(), tempfile.mkdtemp() + "/out"
-    >>> GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64)).save_pretrained(src)
+    >>> dense = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64))
+    >>> dense.save_pretrained(src)
     >>> report = compress_folder(src, dst, tqla_torch.presets.tq_gpt2())
     >>> [m.name for m in report.modules]
     ['transformer.wte', 'transformer.h.1.mlp.c_fc', 'transformer.h.1.mlp.c_proj']
@@ -328,7 +329,9 @@ def compress_folder(
     'KroneckerEmbedding'
     """
     if not isinstance(config, CompressionConfig):
-        raise TypeError(f"config must be a tqla_torch.CompressionConfig, got {type(config).__name__}")
+        raise TypeError(
+            f"config must be a tqla_torch.CompressionConfig, got {type(config).__name__}"
+        )
     if getattr(config, "auto_plan", None) is not None and config.auto_plan.moments:
         raise ValueError(
             "config: a budget plan fitted to calibration data (activation moments) needs the "
@@ -339,7 +342,9 @@ def compress_folder(
     model = meta_model(src)
     entries = source_entries(src)
     check_checkpoint(model, entries, src)
-    where = {n: next(k for k in names if k in entries) for names in tensor_groups(model) for n in names}
+    where = {  # every state-dict name → the checkpoint tensor holding it (ties share one)
+        n: next(k for k in names if k in entries) for names in tensor_groups(model) for n in names
+    }
     before = count_parameters(model)
     items, notes = _resolve(model, config)
     units = _units(model, items, fold_permutations)
