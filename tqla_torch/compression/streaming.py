@@ -53,7 +53,7 @@ from tqla_torch.compression._checkpoint import (
 from tqla_torch.compression import distributed as _dist
 from tqla_torch.compression.apply import (
     HISTORY_ATTR,
-    _fit,
+    _fit_all,
     _is_embedding,
     _Item,
     _resolve,
@@ -196,22 +196,28 @@ def _fit_unit(
     config: CompressionConfig,
     entries: dict[str, _st_files.Entry],
     where: dict[str, str],
+    n_jobs: int,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Fit one unit in ``model`` (meta elsewhere); its tensors and the names it replaced."""
-    written = []
+    """Fit one unit in ``model`` (meta elsewhere); its tensors and the names it replaced.
+
+    The unit's modules are fitted side by side (``n_jobs`` threads, one BLAS thread each),
+    as :func:`tqla_torch.compress` fits modules by default, so that both paths round alike.
+    """
+    heads = {}
     for it in unit:
-        heads = _tied_heads(model, it.module) if _is_embedding(it.module) else []
+        heads[it.name] = _tied_heads(model, it.module) if _is_embedding(it.module) else []
         _load_module(it.module, it.name, entries, where)
-        for head_name, head in heads:  # restore the tie the assignment broke
+        for head_name, head in heads[it.name]:  # restore the tie the assignment broke
             if isinstance(head, nn.Linear):
                 head.weight = it.module.weight
                 if head.bias is not None:
                     head.bias = nn.Parameter(_read(entries, where, f"{head_name}.bias"))
-        new = _fit(it, None, 0.0)
+    written = []
+    for it, new in zip(unit, _fit_all(unit, False, n_jobs, {}, 0.0)):
         set_module(model, it.name, new)
-        if heads:
+        if heads[it.name]:
             _retie(model, it, new, config.tie_lm_head, [])
-        written += [it.name, *(h for h, _ in heads)]
+        written += [it.name, *(h for h, _ in heads[it.name])]
     if len(unit) == 2:
         fold_mlp_permutations(model.get_submodule(unit[0].name.rpartition(".")[0]))
     tensors = {}
@@ -432,10 +438,12 @@ def _run_units(model, units, done, config, entries, where, dst, plan, callback):
     costs = [sum(_dist.estimated_cost(it.report, it.settings) for it in units[i]) for i in pending]
     mine = [pending[j] for j in _dist.assign_lpt(costs, size)[rank]]
     fitted = set()
+    from tqla.batch import _blas_threads
+
     try:
-        with _dist.blas_share(size):
+        with _dist.blas_share(size) as per_rank, _blas_threads(1):
             for count, i in enumerate(mine, 1):
-                tensors, written = _fit_unit(model, units[i], config, entries, where)
+                tensors, written = _fit_unit(model, units[i], config, entries, where, per_rank)
                 specs = {k: v for k, v in _compressed_modules(model).items() if k in written}
                 _save_unit(dst, i, plan["hash"], tensors, specs, [it.report for it in units[i]])
                 del tensors
