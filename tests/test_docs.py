@@ -27,6 +27,7 @@ TORCH_PAGES = [
     "lwiq.md",
     "auto.md",
     "distributed_training.md",
+    "scaling.md",
 ]
 README = DOCS.parent / "README.md"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -93,6 +94,9 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch.nn._tt_forward",
         "tqla.whiten",
         "tqla_torch.compression.budget_plan",
+        "tqla_torch._atomic",
+        "tqla_torch.compression.distributed",
+        "tqla_torch.compression.streaming",
     ],
 )
 def test_docstring_examples(module):

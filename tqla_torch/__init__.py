@@ -41,6 +41,7 @@ _EXPORTS = {
     "presets": "tqla_torch.compression",
     # applying them
     "compress": "tqla_torch.compression",
+    "compress_folder": "tqla_torch.compression",
     "inspect": "tqla_torch.compression",
     "CompressionError": "tqla_torch.compression",
     "CompressionReport": "tqla_torch.compression",

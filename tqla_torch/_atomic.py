@@ -27,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "atomic_torch_save",
+    "atomic_write_stream",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
@@ -85,6 +86,49 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | m
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def atomic_write_stream(path: str | os.PathLike[str], write: Any) -> None:
+    """Write ``path`` atomically by calling ``write(handle)`` on a binary file handle.
+
+    For files too large to hold in memory: ``write`` streams the contents into the
+    temporary file, which is then flushed, ``fsync``-ed and renamed over ``path`` as in
+    :func:`atomic_write_bytes`; if ``write`` raises, the temporary file is removed and
+    ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file. Its parent directory must exist.
+    write : callable
+        ``write(handle)`` writes the complete contents to the open binary ``handle``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "big.bin"
+    >>> atomic_write_stream(p, lambda f: f.write(b"x" * 3))
+    >>> p.read_bytes()
+    b'xxx'
+    """
+    path = Path(path)
+    directory = path.parent
+    if not directory.is_dir():
+        raise FileNotFoundError(f"path: parent directory {str(directory)!r} does not exist")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

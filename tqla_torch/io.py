@@ -156,6 +156,43 @@ def _versions() -> dict[str, str | None]:
     }
 
 
+def describe(
+    model: nn.Module,
+    specs: dict[str, dict[str, Any]],
+    aliases: dict[str, str],
+    weights: dict[str, Any],
+    dtype: str | None = None,
+) -> dict[str, Any]:
+    """The ``tqla_config.json`` document of ``model`` (refreshing its compression record).
+
+    ``specs`` are the compressed modules (:func:`_compressed_modules`), ``aliases`` the tied
+    tensor names, ``weights`` the description of the weights file; ``dtype`` defaults to
+    the parameters' most common floating dtype.  Shared by :func:`save_pretrained` and the
+    streaming compression of a folder (:mod:`tqla_torch.compression.streaming`).
+    """
+    hf_config = getattr(model, "config", None)
+    if callable(getattr(hf_config, "to_dict", None)):
+        record_compression(model)
+        base_config = hf_config.to_dict()
+    else:
+        base_config = None
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": _versions(),
+        # names only: loading resolves them through transformers' registry by model_type
+        "model_type": getattr(hf_config, "model_type", None) if base_config else None,
+        "model_class": type(model).__name__,
+        "config_class": type(hf_config).__name__ if base_config is not None else None,
+        "base_config": base_config,
+        "dtype": dtype if dtype is not None else _dtype_name(model),
+        "compression_history": list(getattr(model, HISTORY_ATTR, []) or []),
+        "modules": specs,
+        "tied_parameters": aliases,
+        "weights": weights,
+    }
+
+
 def save_pretrained(
     model: nn.Module,
     save_directory: str | os.PathLike[str],
@@ -211,26 +248,11 @@ def save_pretrained(
     save_id = uuid.uuid4().hex
     blob = st_save(tensors, metadata={"format": "pt", "tqla_save_id": save_id})
 
-    hf_config = getattr(model, "config", None)
-    if callable(getattr(hf_config, "to_dict", None)):
-        record_compression(model)
-        base_config = hf_config.to_dict()
-    else:
-        base_config = None
-    document = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "versions": _versions(),
-        # names only: loading resolves them through transformers' registry by model_type
-        "model_type": getattr(hf_config, "model_type", None) if base_config else None,
-        "model_class": type(model).__name__,
-        "config_class": type(hf_config).__name__ if base_config is not None else None,
-        "base_config": base_config,
-        "dtype": _dtype_name(model),
-        "compression_history": list(getattr(model, HISTORY_ATTR, []) or []),
-        "modules": specs,
-        "tied_parameters": aliases,
-        "weights": {
+    document = describe(
+        model,
+        specs,
+        aliases,
+        {
             "file": WEIGHTS_NAME,
             "scope": weights,
             "size": len(blob),
@@ -238,7 +260,7 @@ def save_pretrained(
             "save_id": save_id,
             "sha256": _trust.sha256_hex(blob),
         },
-    }
+    )
     json.dumps(document)  # fail before touching the disk if anything is not serialisable
     write_bytes, write_json = atomic_write_bytes, atomic_write_json
     write_bytes(directory / WEIGHTS_NAME, blob)

@@ -35,6 +35,12 @@ count; the calibration text is --data (default: the built-in corpus), tokenized 
 model's tokenizer.
 The output folder is loadable with tqla_torch.from_pretrained(dir) and by every tqla
 subcommand; the tokenizer of the input model (or --tokenizer) is saved next to it.
+A Hugging Face checkpoint folder (config.json + safetensors, sharded or not) is compressed
+module by module without loading the dense model (bounded memory), resumably: rerun the same
+command after an interruption and it continues (--in-memory loads the whole model instead;
+budget plans fitted to --data always do). Under torchrun the modules are spread over the
+processes:
+  torchrun --nproc-per-node 2 -m tqla_torch compress ./gpt2-medium --preset tq_gpt2 -o ./out
 """
 
 
@@ -66,6 +72,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="budget presets: token blocks of calibration text LWIQ reads",
     )
+    p.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="load the whole dense model first even when MODEL is a checkpoint folder "
+        "(default there: module by module, bounded memory, resumable)",
+    )
     add_common(p, config_help=None)
     p.set_defaults(handler=run)
     return p
@@ -77,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from tqla_torch.compression.apply import compress
     from tqla_torch.io import prepare_output_folder
 
+    _init_distributed()
     output = Path(args.output)
+    if _streams(args):
+        return _run_streaming(args, output)
     prepare_output_folder(output, inputs=[args.model, args.base_model], overwrite=args.overwrite)
     if args.config is not None and not Path(args.config).is_file():
         raise CLIError(f"--config: no such file: {args.config!r}")
@@ -88,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     report = compress(loaded.model, config)
     seconds = time.perf_counter() - start
+    if _rank() != 0:  # torchrun: every rank has the whole model; rank 0 saves it
+        return EXIT_OK
     loaded.model.to("cpu")
     save_model(loaded.model, output)
     if tokenizer is not None:
@@ -98,6 +115,68 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report)
     print(f"compressed in {seconds:.1f} s; saved to {output}")
+    return EXIT_OK
+
+
+def _rank() -> int:
+    from tqla_torch.compression.distributed import world
+
+    return world()[0]
+
+
+def _init_distributed() -> None:
+    """Join the process group ``torchrun`` describes (gloo on CPU, NCCL with CUDA)."""
+    import os
+
+    import torch
+
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _streams(args: argparse.Namespace) -> bool:
+    """Compress module by module from the folder (no dense model in memory)?"""
+    from tqla_torch._hf_folder import is_hf_compressed_folder
+    from tqla_torch.compression.presets import presets
+    from tqla_torch.io import is_compressed_folder
+
+    folder = Path(args.model)
+    return (
+        not args.in_memory
+        and folder.is_dir()
+        and (folder / "config.json").is_file()
+        and not is_compressed_folder(folder)
+        and not is_hf_compressed_folder(folder)
+        and args.base_model is None
+        and args.budget is None
+        and args.preset not in presets.auto
+        and device_of(args) == "cpu"
+    )
+
+
+def _run_streaming(args: argparse.Namespace, output: Path) -> int:
+    from tqla_torch._atomic import atomic_write_json
+    from tqla_torch._models import save_tokenizer
+    from tqla_torch.compression.streaming import compress_folder, meta_model
+
+    if args.config is not None and not Path(args.config).is_file():
+        raise CLIError(f"--config: no such file: {args.config!r}")
+    config = plan_config(args, meta_model(args.model))
+    tokenizer = try_tokenizer(args.tokenizer, args.model)
+    start = time.perf_counter()
+    report = compress_folder(args.model, output, config, overwrite=args.overwrite)
+    seconds = time.perf_counter() - start
+    if _rank() != 0:
+        return EXIT_OK
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, output)
+    atomic_write_json(
+        output / "tqla_compress_report.json",
+        {"source": args.model, "seconds": seconds, "streamed": True, **report.to_dict()},
+    )
+    print(report)
+    print(f"compressed in {seconds:.1f} s (module by module); saved to {output}")
     return EXIT_OK
 
 

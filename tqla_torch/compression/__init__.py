@@ -11,8 +11,11 @@
   (κ rule, uniform, Frobenius-error curves),
 * :mod:`~tqla_torch.compression.calibrate` — input moments and sensitivities on
   calibration data, :mod:`~tqla_torch.compression.curves` — per-module error curves of
-  every candidate, and :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
-  the automatic per-layer plan for a parameter budget.
+  every candidate, :mod:`~tqla_torch.compression.budget_plan` — :func:`plan_for_budget`,
+  the automatic per-layer plan for a parameter budget,
+* :mod:`~tqla_torch.compression.streaming` — :func:`compress_folder`: a checkpoint folder
+  compressed module by module in bounded memory, resumably, and
+  :mod:`~tqla_torch.compression.distributed` — the fits spread over ``torchrun`` ranks.
 
 Builds on :mod:`tqla_torch.nn` (the layers); training and the CLI build on this package.
 """
@@ -46,12 +49,14 @@ from tqla_torch.compression.ranks import (
     uniform_ranks,
 )
 from tqla_torch.compression.report import CompressionReport, ModuleReport
+from tqla_torch.compression.streaming import compress_folder
 
 __all__ = [
     "AutoPlan",
     "auto_gpt2_steps",
     "CalibrationStats",
     "collect_statistics",
+    "compress_folder",
     "plan_for_budget",
     "METHODS",
     "CompressionConfig",

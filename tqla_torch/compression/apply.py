@@ -419,7 +419,11 @@ def compress(
         threads spinning when other processes share the cores (measured 3× less CPU time
         on a loaded 2-core machine, benchmarks/results/compress_cpu.md).  The fits are
         independent and seeded per module: the result does not depend on ``n_jobs``
-        beyond rounding.
+        beyond rounding.  Under ``torchrun`` (a ``torch.distributed`` process group is
+        initialised) the modules are spread over the ranks by estimated cost, each rank
+        fits its share and every rank receives all fitted layers
+        (:mod:`tqla_torch.compression.distributed`; ``docs/scaling.md``); the default is
+        then CPUs // world size per process.
     fold_permutations : bool
         Fold the permutation between the two compressed layers of each GPT-2 style MLP
         through its elementwise activation (:func:`fold_mlp_permutations`): one gather
@@ -442,17 +446,21 @@ def compress(
     Raises
     ------
     ValueError
-        As :func:`inspect`; nothing is changed then.
+        As :func:`inspect`, or when a process group has more processes than the config
+        matches modules; nothing is changed then.
     CompressionError
         (a ValueError and RuntimeError) naming the module whose fit failed (for example a
         weight with NaN entries); nothing is changed then either.
     """
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool or None, got {type(progress).__name__}")
+    from tqla_torch.compression import distributed
+
+    world_size = distributed.world()[1]
     if n_jobs is None:
         from tqla.batch import _usable_cpus
 
-        n_jobs = _usable_cpus()
+        n_jobs = max(1, _usable_cpus() // world_size)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be None or an integer >= 1, got {n_jobs!r}")
     items, notes = _resolve(model, config)
@@ -464,7 +472,13 @@ def compress(
     moments = _check_moments(items, moments)
     _predicted(items, config)
     before = count_parameters(model)
-    fitted = list(zip(items, _fit_all(items, progress, n_jobs, moments, damp)))
+    if world_size > 1:  # torchrun: each rank fits its share, every rank gets all layers
+        layers = distributed.fit_spread(
+            items, lambda mine: _fit_all(mine, progress, n_jobs, moments, damp)
+        )
+    else:
+        layers = _fit_all(items, progress, n_jobs, moments, damp)
+    fitted = list(zip(items, layers))
     undo: list[Callable[[], None]] = []
     try:
         for it, new in fitted:
