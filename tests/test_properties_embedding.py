@@ -21,16 +21,25 @@ def _settings(**kw):
 
 
 def _spy(monkeypatch) -> list[dict]:
+    """Record the permutation side of every permuted fit: the core's ``permuted_kron`` and
+    the embedding's Gram-matrix route (``permuted_table_fit``, which always permutes columns)."""
     import tqla.permuted
+    import tqla_torch.nn.embedding as emb_mod
 
     calls: list[dict] = []
     real = tqla.permuted.permuted_kron
+    real_table = emb_mod.permuted_table_fit
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
+    def spy_table(*args, **kwargs):
+        calls.append({**kwargs, "permute": "cols"})
+        return real_table(*args, **kwargs)
+
     monkeypatch.setattr(tqla.permuted, "permuted_kron", spy)
+    monkeypatch.setattr(emb_mod, "permuted_table_fit", spy_table)
     return calls
 
 
