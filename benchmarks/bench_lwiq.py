@@ -22,7 +22,10 @@ k×k convolution to r channels followed by a 1×1 convolution (truncated SVD of 
 unfolded as out × (in·k·k)). ``tt`` (when ``tqla_torch.nn.TTConv2d`` exists) uses tensor-train
 convolutions.
 
-Run: ``PYTHONPATH=. python benchmarks/bench_lwiq.py --seeds 0 1 2 --family lowrank``
+Run: ``PYTHONPATH=. python benchmarks/bench_lwiq.py --seeds 0 1 2 --family lowrank``; on a
+shared machine the seeds can run as separate processes (``--seeds 3 --out tmp_s3`` ...) and
+``--merge benchmarks/results/tmp_s*.json --out lwiq_tt_digits`` writes the report of all of them;
+``--no-write`` prints the report only.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import os
 import platform
 import sys
@@ -566,6 +570,33 @@ def plot(rows: list[dict], extra: dict, path: Path, family: object, r_max: dict)
     plt.close(fig)
 
 
+class _StoredScores:
+    """LWIQ scores read back from a result file (the table and the weights)."""
+
+    def __init__(self, table: str, weights: dict) -> None:
+        self._table, self.weights = table, weights
+
+    def table(self) -> str:
+        return self._table
+
+
+def _merged(paths: list[str]) -> tuple[list[dict], dict, dict, dict, tuple[str, str], dict]:
+    """Rows, first-seed extras, machine, args, loads and scores of per-seed result files."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    parts.sort(key=lambda d: d["rows"][0]["seed"])
+    rows = [r for d in parts for r in d["rows"]]
+    first = parts[0]
+    extra = {
+        k: _StoredScores(first["lwiq_tables"][k], first["lwiq_weights"][str(first["rows"][0]["seed"])][k])
+        for k in first.get("lwiq_tables", {})
+    }
+    if "evaluations" in first:
+        extra["evaluations"] = first["evaluations"]
+    loads = (first["load"][0], parts[-1]["load"][1]) if "load" in first else ("?", "?")
+    scores = {k: v for d in parts for k, v in d["lwiq_weights"].items()}
+    return rows, extra, first["machine"], first["args"], loads, scores
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=sorted(FAMILIES), default="lowrank")
@@ -578,31 +609,55 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--temperature", type=float, default=0.1, help="LWIQ softmax temperature")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="result stem (default lwiq_<family>_digits)")
+    p.add_argument("--no-write", action="store_true", help="print the report only")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="no training: one report from the result files of runs with other seeds (the same "
+        "settings), e.g. seeds run as separate processes on a shared machine",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     family = FAMILIES[args.family]()
-    load0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    machine = _machine()
-    rows: list[dict] = []
-    extra: dict = {}
-    scores: dict = {}
-    for seed in args.seeds:
-        r, e = run_seed(seed, args, family)
-        rows += r
-        extra = extra or e  # the scores shown and plotted are the first seed's, like the ranks
-        scores[seed] = {k: e[k].weights for k in ("lwiq", "lwiq_block") if k in e}
-    load1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     stem = args.out or f"lwiq_{args.family}_digits"
+    if args.merge:
+        rows, extra, machine, run_args, (load0, load1), scores = _merged(args.merge)
+        for key in ("seeds", "ratios", "epochs", "ft_epochs", "ft_lr", "candidates", "temperature"):
+            setattr(args, key, run_args[key])
+        args.seeds = sorted({r["seed"] for r in rows})
+    else:
+        load0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        machine = _machine()
+        rows, extra, scores = [], {}, {}
+        for seed in args.seeds:
+            r, e = run_seed(seed, args, family)
+            rows += r
+            extra = extra or e  # the scores shown and plotted are the first seed's, like the ranks
+            scores[seed] = {k: e[k].weights for k in ("lwiq", "lwiq_block") if k in e}
+        load1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     text = report(rows, extra, args, family, machine, (load0, load1))
+    print(text)
+    if args.no_write:
+        return
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.md", text)
+    # the rows of every seed (merged runs included)
     atomic_write_json(
         ROOT / "benchmarks" / "results" / f"{stem}.json",
-        {"machine": machine, "args": vars(args), "rows": rows, "lwiq_weights": scores},
+        {
+            "machine": machine,
+            "args": vars(args),
+            "rows": rows,
+            "lwiq_weights": scores,
+            "lwiq_tables": {k: extra[k].table() for k in ("lwiq", "lwiq_block") if k in extra},
+            "evaluations": extra.get("evaluations"),
+            "load": [load0, load1],
+        },
     )
     model = ResNetDigits()
     r_max = {n: family.r_max(c) for n, c in target_convs(model).items()}
     plot(rows, extra, ROOT / "docs" / "img" / f"{stem}_ranks.png", family, r_max)
-    print(text)
 
 
 if __name__ == "__main__":
