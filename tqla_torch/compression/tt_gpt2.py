@@ -4,11 +4,11 @@ A TT-matrix saves parameters much faster than work.  For ``k`` tokens the left-f
 costs ``k·Σ_t |G_t|·m_1⋯m_{t−1}·n_{t+1}⋯n_d`` multiply-adds (|G_t| the size of core t), the
 right-first one the mirror image; every factor is at least 1, so a train never needs fewer
 than ``parameters × tokens`` multiply-adds, and with every mode ≥ 2 at least twice that
-(``2^{d−1}`` for the middle cores of longer trains).  The balanced modes of
+(four times for the middle cores of longer trains).  The balanced modes of
 :func:`tqla_torch.nn.tt.tt_modes` (1024 → 8·8·16) are the worst case: at half the
-parameters of a 1024×256 matrix they cost ~33× the dense product.  :func:`low_mac_tt_modes`
+parameters of a 1024×256 matrix they cost ~31× the dense product.  :func:`low_mac_tt_modes`
 picks, among all factorisations with modes ≥ 2, the one whose uniform rank within a parameter
-budget needs the fewest multiply-adds (2·2·256 × 2·64·2 for that matrix: 1.8× dense at 0.45×
+budget needs the fewest multiply-adds (2·2·256 × 64·2·2 for that matrix: 1.98× dense at 0.49×
 the parameters).
 
 :func:`tt_gpt2_steps` is the demo's tensor-train row: the embedding stages of
