@@ -1,12 +1,13 @@
-"""The built-in demo: train, compress three ways, distil, evaluate, report — no downloads.
+"""The built-in demo: train, compress four ways, distil, evaluate, report — no downloads.
 
 :func:`run_demo` is what ``tqla demo`` runs:
 
 1. trains a small GPT-2 teacher on the built-in corpus (:func:`tqla_torch.training.builtin_corpus`)
    with the built-in byte-level BPE tokenizer, or loads a local GPT-2 folder (``model=``);
-2. compresses copies of it three ways at (near-)equal parameter count — permuted Kronecker
+2. compresses copies of it four ways at (near-)equal parameter count — permuted Kronecker
    (the TQCompressedGPT-2 plan adapted to the small model), plain Kronecker with the same
-   shapes, and low-rank SVD with ranks matched to the same parameter count;
+   shapes, low-rank SVD with ranks matched to the same parameter count, and tensor-train MLPs
+   with LWIQ-allocated ranks at that count;
 3. distils each with the same token budget through the three-stage recipe (embedding, MLPs,
    embedding again; :func:`tqla_torch.training.distill_stages`);
 4. evaluates perplexity on the built-in validation split for the teacher and for every
@@ -67,7 +68,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("permuted_kron", "kron", "svd")
+METHODS = ("permuted_kron", "kron", "svd", "tt")
 """Compression methods the demo compares, in table order."""
 
 
@@ -80,9 +81,10 @@ METHODS = ("permuted_kron", "kron", "svd")
 class DemoConfig:
     """Settings of :func:`run_demo`.
 
-    The defaults are the full demo: 323 s (5.4 min) measured on an idle 2-core CPU, longer when
-    other jobs share the cores (benchmarks/results/demo_cpu.md); :meth:`quick` is a tiny version for
-    tests (seconds).
+    The defaults are the full demo: 323 s (5.4 min) measured on an idle 2-core CPU with the first
+    three methods, longer when other jobs share the cores (benchmarks/results/demo_cpu.md); the
+    ``tt`` row adds an estimated 96 s there (benchmarks/results/demo_tt_row_cpu.md).  :meth:`quick`
+    is a tiny version for tests (seconds).
 
     Examples
     --------
@@ -115,7 +117,7 @@ class DemoConfig:
     alpha: float = field(default=0.5, metadata={"help": "weight of the cross-entropy term"})
     temperature: float = field(default=2.0, metadata={"help": "distillation temperature"})
     methods: tuple[str, ...] = field(
-        default=METHODS, metadata={"help": "compression methods, from permuted_kron, kron, svd"}
+        default=METHODS, metadata={"help": "compression methods, from permuted_kron, kron, svd, tt"}
     )
     eval_batch_size: int = field(default=8, metadata={"help": "windows per evaluation pass"})
     eval_tokens: int | None = field(
@@ -245,7 +247,11 @@ _STAGE_NAMES = ("embedding", "mlp", "embedding-2")
 
 
 def method_plans(
-    model: nn.Module, methods: tuple[str, ...] | list[str] = METHODS
+    model: nn.Module,
+    methods: tuple[str, ...] | list[str] = METHODS,
+    data: Any = None,
+    *,
+    seed: int = 0,
 ) -> dict[str, list[tuple[str, Any]]]:
     """The three-stage compression recipe of each method, sized for ``model``.
 
@@ -253,7 +259,10 @@ def method_plans(
     with column permutations, MLPs of the odd blocks at Kronecker rank 4 with row and column
     permutations), ``kron`` the same factor shapes without permutations
     (:func:`~tqla_torch.compression.kron_gpt2_steps`) and ``svd`` low-rank factors with ranks
-    matched to the same parameter count (:func:`~tqla_torch.compression.svd_gpt2_steps`).
+    matched to the same parameter count (:func:`~tqla_torch.compression.svd_gpt2_steps`), and
+    ``tt`` the low-rank embedding stages with tensor-train MLPs whose ranks LWIQ allocates at
+    the low-rank plan's parameter count
+    (:func:`~tqla_torch.compression.tt_gpt2.tt_gpt2_steps`; needs ``data``).
 
     Parameters
     ----------
@@ -261,6 +270,10 @@ def method_plans(
         A GPT-2 (``n_embd`` and the MLP width divisible by 4).
     methods : sequence of str
         Subset of :data:`METHODS`.
+    data : list of token-id batches, optional
+        LWIQ calibration batches; required by ``tt``.
+    seed : int
+        Seed of LWIQ's imprint/held-out split.
 
     Returns
     -------
@@ -274,6 +287,7 @@ def method_plans(
         "permuted_kron": lambda: tq_gpt2_steps(),
         "kron": lambda: kron_gpt2_steps(),
         "svd": lambda: svd_gpt2_steps(model),
+        "tt": lambda: _tt_steps(model, data, seed),
     }
     plans: dict[str, list[tuple[str, Any]]] = {}
     for method in methods:
@@ -281,6 +295,21 @@ def method_plans(
             raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
         plans[method] = list(zip(_STAGE_NAMES, makers[method]()))
     return plans
+
+
+def _tt_steps(model: nn.Module, data: Any, seed: int) -> list[Any]:
+    from tqla_torch.compression.tt_gpt2 import tt_gpt2_steps
+
+    if data is None:
+        raise ValueError("method 'tt' needs data= (token-id batches for LWIQ's rank allocation)")
+    return tt_gpt2_steps(model, data=data, seed=seed)
+
+
+def _calibration_batches(train: Any, batch_size: int, n_batches: int = 2) -> list[torch.Tensor]:
+    """The first ``n_batches`` batches of training blocks (LWIQ's calibration data)."""
+    blocks = train.blocks
+    n = min(len(blocks), batch_size * n_batches)
+    return [blocks[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def _save_student(model: nn.Module, tokenizer: Any, folder: Path) -> None:
@@ -409,12 +438,19 @@ def run_demo(
 
     # 2-4. compress, distil, evaluate each method -------------------------------------------
     run = _MethodRun(teacher, tokenizer, train, val_ids, block_size, config, device, out)
-    plans = method_plans(teacher, config.methods)
+    calib = _calibration_batches(train, config.distill_batch_size)
+    plans, plan_s = {}, {}
+    for method in config.methods:  # timed one by one: the tt plan runs LWIQ on the teacher
+        t_plan = time.perf_counter()
+        plans[method] = method_plans(teacher, (method,), calib, seed=config.seed)[method]
+        plan_s[method] = time.perf_counter() - t_plan
     n_stages = max(len(stages) for stages in plans.values())
     stage_tokens = max(run.tokens_per_step, config.distill_tokens // n_stages)
     methods_report = []
     for method in config.methods:
         entry = run.method(method, plans[method], stage_tokens)
+        entry["plan_s"] = plan_s[method]
+        entry["wall_s"] += plan_s[method]
         entry["compression_ratio"] = teacher_params / entry["params"]
         methods_report.append(entry)
         rows.append(
@@ -424,7 +460,8 @@ def run_demo(
     # 5. report -----------------------------------------------------------------------------
     wall_s = time.perf_counter() - started
     report: dict[str, Any] = {
-        "title": "tqla demo: permuted Kronecker vs Kronecker vs low-rank SVD on a small GPT-2",
+        "title": "tqla demo: permuted Kronecker vs Kronecker vs low-rank SVD vs tensor train on a "
+        "small GPT-2",
         **env,
         "config": config.to_dict(),
         "data": {
