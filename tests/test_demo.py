@@ -39,7 +39,8 @@ def test_quick_demo_cli_prints_table(quick_run):
     code, stdout, _ = quick_run
     assert code == 0
     assert "| method | parameters | ppl before distillation | ppl after distillation |" in stdout
-    for label in ("teacher (dense)", "permuted Kronecker", "Kronecker", "low-rank SVD"):
+    labels = ("teacher (dense)", "permuted Kronecker", "Kronecker", "low-rank SVD")
+    for label in (*labels, "tensor train (LWIQ ranks)"):
         assert f"| {label} |" in stdout
     assert "total wall time" in stdout
 
@@ -73,6 +74,7 @@ def test_equal_parameter_budget(quick_run):
     }
     assert params["permuted_kron"] == params["kron"]
     assert abs(params["svd"] - params["kron"]) / params["kron"] < 0.03
+    assert abs(params["tt"] - params["svd"]) / params["svd"] < 0.03
 
 
 def test_distillation_helps(quick_run):
@@ -213,13 +215,18 @@ def test_method_plans_are_three_stages():
     model = GPT2LMHeadModel(
         GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=16, vocab_size=300)
     )
-    plans = method_plans(model)
+    data = [torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(0))]
+    plans = method_plans(model, data=data)
     assert set(plans) == set(METHODS)
     for stages in plans.values():
         assert [name for name, _ in stages] == ["embedding", "mlp", "embedding-2"]
     assert plans["permuted_kron"][1][1].method == "permuted_kron"
     assert plans["kron"][1][1].method == "kron"
     assert plans["svd"][1][1].method == "svd"
+    assert plans["tt"][1][1].method == "tt"
+    assert plans["tt"][0][1] == plans["svd"][0][1]  # the same embedding stages as svd
+    with pytest.raises(ValueError, match="needs data"):
+        method_plans(model, ("tt",))
 
 
 def test_format_table():

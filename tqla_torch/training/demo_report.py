@@ -31,6 +31,7 @@ METHOD_LABELS = {
     "permuted_kron": "permuted Kronecker",
     "kron": "Kronecker",
     "svd": "low-rank SVD",
+    "tt": "tensor train (LWIQ ranks)",
 }
 
 
