@@ -36,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -440,7 +441,7 @@ def report(
     machine: dict,
     load: tuple[str, str],
 ) -> str:
-    base = {r["seed"]: r["base"] for r in rows if r["method"] == "dense"}
+    base = {r["seed"]: r["base"] for r in rows}
     total = next(r["params"] for r in rows if r["method"] == "dense")
     lines = [
         f"# LWIQ rank allocation on the digits residual CNN — {family.label}",
@@ -450,7 +451,8 @@ def report(
         f"{' '.join(sys.argv[1:])}`). Seeds {args.seeds}; the dense model trains {args.epochs} "
         f"epochs, every variant (dense included) is then fine-tuned {args.ft_epochs} epochs at "
         f"lr {args.ft_lr} with the same schedule and seed. Accuracy is on the held-out test split "
-        f"(360 images; one image = 0.28 points), mean ± standard deviation over seeds. "
+        f"(360 images; one image = 0.28 points), mean ± standard deviation over the cell's seeds "
+        f"('seeds' column). "
         f"'drop' is the dense model's test accuracy minus the variant's after fine-tuning. "
         f"LWIQ softmax temperature {args.temperature}; LWIQ data: the training split.",
         "",
@@ -463,9 +465,9 @@ def report(
         f"Compressed: the {len(next(r['ranks'] for r in rows if r['ranks']))} 3×3 convolutions of "
         f"the residual blocks; budget = whole model parameters / ratio.",
         "",
-        "| ratio | method | parameters | × smaller | one-shot acc. | fine-tuned acc. "
+        "| ratio | method | seeds | parameters | × smaller | one-shot acc. | fine-tuned acc. "
         "| drop (points) | rank choice s |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -474,11 +476,15 @@ def report(
         params = int(np.mean([r["params"] for r in rs]))
         drops = [base[r["seed"]] - r["test"] for r in rs]
         lines.append(
-            f"| {ratio:g}× | {method} | {params:,} | {total / params:.2f} | "
+            f"| {ratio:g}× | {method} | {len(rs)} | {params:,} | {total / params:.2f} | "
             f"{_stats([r['oneshot'] for r in rs])} | {_stats([r['test'] for r in rs])} | "
             f"{_stats(drops)} | {np.mean([r['seconds'] for r in rs]):.3f} |"
         )
-    t = {m: np.mean([r["seconds"] for r in rows if r["method"] == m]) for m in ("lwiq", "search")}
+    both = {r["seed"] for r in rows if r["method"] == "search"}  # same seeds, same machine load
+    t = {
+        m: np.mean([r["seconds"] for r in rows if r["method"] == m and r["seed"] in both])
+        for m in ("lwiq", "search")
+    }
     lines += [
         "",
         f"Rank choice time: LWIQ {t['lwiq']:.3f} s against {t['search']:.3f} s for the search "
@@ -580,11 +586,43 @@ class _StoredScores:
         return self._table
 
 
+_LOG_ROW = re.compile(
+    r"seed (\d+) ([\d.]+)x (\w+)\s+params\s+(\d+) one-shot\s+([\d.]+) tuned\s+([\d.]+) "
+    r"\(dense ([\d.]+)\) choose ([\d.]+)s"
+)
+
+
+def _rows_from_log(path: str) -> list[dict]:
+    """The variant rows a run printed (a run stopped before its result file was written):
+    everything but the ranks and the dense model's fine-tuned accuracy."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        m = _LOG_ROW.fullmatch(line.strip())
+        if m:
+            seed, ratio, method, params, oneshot, test, base, secs = m.groups()
+            rows.append(
+                {
+                    "seed": int(seed),
+                    "ratio": float(ratio),
+                    "method": method,
+                    "params": int(params),
+                    "base": float(base),
+                    "oneshot": float(oneshot),
+                    "test": float(test),
+                    "seconds": float(secs),
+                    "ranks": {},
+                }
+            )
+    return rows
+
+
 def _merged(paths: list[str]) -> tuple[list[dict], dict, dict, dict, tuple[str, str], dict]:
-    """Rows, first-seed extras, machine, args, loads and scores of per-seed result files."""
-    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    """Rows, first-seed extras, machine, args, loads and scores of per-seed result files
+    (``.json``), completed by the rows printed in the logs (``.log``) of unfinished runs."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths if p.endswith(".json")]
     parts.sort(key=lambda d: d["rows"][0]["seed"])
     rows = [r for d in parts for r in d["rows"]]
+    rows += [r for p in paths if p.endswith(".log") for r in _rows_from_log(p)]
     first = parts[0]
     extra = {
         k: _StoredScores(first["lwiq_tables"][k], first["lwiq_weights"][str(first["rows"][0]["seed"])][k])
