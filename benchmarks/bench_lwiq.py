@@ -22,16 +22,25 @@ k×k convolution to r channels followed by a 1×1 convolution (truncated SVD of 
 unfolded as out × (in·k·k)). ``tt`` (when ``tqla_torch.nn.TTConv2d`` exists) uses tensor-train
 convolutions.
 
-Run: ``PYTHONPATH=. python benchmarks/bench_lwiq.py --seeds 0 1 2 --family lowrank``
+Run: ``PYTHONPATH=. python benchmarks/bench_lwiq.py --seeds 0 1 2 --family lowrank``; on a
+shared machine the seeds can run as separate processes (``--seeds 3 --out tmp_s3`` ...) and
+``--merge benchmarks/results/tmp_s*.json --out lwiq_tt_digits`` writes the report of all of them;
+``--no-write`` prints the report only.
 """
 
 from __future__ import annotations
 
+# Over ~600 lines: one runnable experiment (three layer families, five rank choices, per-seed
+# runs and their merge, the report and the plot), kept in one file so that it can be re-run
+# as is; the CNN and its training are in digits_cnn.py.
+
 import argparse
 import copy
 import datetime
+import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -436,7 +445,7 @@ def report(
     machine: dict,
     load: tuple[str, str],
 ) -> str:
-    base = {r["seed"]: r["base"] for r in rows if r["method"] == "dense"}
+    base = {r["seed"]: r["base"] for r in rows}
     total = next(r["params"] for r in rows if r["method"] == "dense")
     lines = [
         f"# LWIQ rank allocation on the digits residual CNN — {family.label}",
@@ -446,7 +455,8 @@ def report(
         f"{' '.join(sys.argv[1:])}`). Seeds {args.seeds}; the dense model trains {args.epochs} "
         f"epochs, every variant (dense included) is then fine-tuned {args.ft_epochs} epochs at "
         f"lr {args.ft_lr} with the same schedule and seed. Accuracy is on the held-out test split "
-        f"(360 images; one image = 0.28 points), mean ± standard deviation over seeds. "
+        f"(360 images; one image = 0.28 points), mean ± standard deviation over the cell's seeds "
+        f"('seeds' column). "
         f"'drop' is the dense model's test accuracy minus the variant's after fine-tuning. "
         f"LWIQ softmax temperature {args.temperature}; LWIQ data: the training split.",
         "",
@@ -459,9 +469,9 @@ def report(
         f"Compressed: the {len(next(r['ranks'] for r in rows if r['ranks']))} 3×3 convolutions of "
         f"the residual blocks; budget = whole model parameters / ratio.",
         "",
-        "| ratio | method | parameters | × smaller | one-shot acc. | fine-tuned acc. "
+        "| ratio | method | seeds | parameters | × smaller | one-shot acc. | fine-tuned acc. "
         "| drop (points) | rank choice s |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -470,11 +480,15 @@ def report(
         params = int(np.mean([r["params"] for r in rs]))
         drops = [base[r["seed"]] - r["test"] for r in rs]
         lines.append(
-            f"| {ratio:g}× | {method} | {params:,} | {total / params:.2f} | "
+            f"| {ratio:g}× | {method} | {len(rs)} | {params:,} | {total / params:.2f} | "
             f"{_stats([r['oneshot'] for r in rs])} | {_stats([r['test'] for r in rs])} | "
             f"{_stats(drops)} | {np.mean([r['seconds'] for r in rs]):.3f} |"
         )
-    t = {m: np.mean([r["seconds"] for r in rows if r["method"] == m]) for m in ("lwiq", "search")}
+    both = {r["seed"] for r in rows if r["method"] == "search"}  # same seeds, same machine load
+    t = {
+        m: np.mean([r["seconds"] for r in rows if r["method"] == m and r["seed"] in both])
+        for m in ("lwiq", "search")
+    }
     lines += [
         "",
         f"Rank choice time: LWIQ {t['lwiq']:.3f} s against {t['search']:.3f} s for the search "
@@ -566,6 +580,65 @@ def plot(rows: list[dict], extra: dict, path: Path, family: object, r_max: dict)
     plt.close(fig)
 
 
+class _StoredScores:
+    """LWIQ scores read back from a result file (the table and the weights)."""
+
+    def __init__(self, table: str, weights: dict) -> None:
+        self._table, self.weights = table, weights
+
+    def table(self) -> str:
+        return self._table
+
+
+_LOG_ROW = re.compile(
+    r"seed (\d+) ([\d.]+)x (\w+)\s+params\s+(\d+) one-shot\s+([\d.]+) tuned\s+([\d.]+) "
+    r"\(dense ([\d.]+)\) choose ([\d.]+)s"
+)
+
+
+def _rows_from_log(path: str) -> list[dict]:
+    """The variant rows a run printed (a run stopped before its result file was written):
+    everything but the ranks and the dense model's fine-tuned accuracy."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        m = _LOG_ROW.fullmatch(line.strip())
+        if m:
+            seed, ratio, method, params, oneshot, test, base, secs = m.groups()
+            rows.append(
+                {
+                    "seed": int(seed),
+                    "ratio": float(ratio),
+                    "method": method,
+                    "params": int(params),
+                    "base": float(base),
+                    "oneshot": float(oneshot),
+                    "test": float(test),
+                    "seconds": float(secs),
+                    "ranks": {},
+                }
+            )
+    return rows
+
+
+def _merged(paths: list[str]) -> tuple[list[dict], dict, dict, dict, tuple[str, str], dict]:
+    """Rows, first-seed extras, machine, args, loads and scores of per-seed result files
+    (``.json``), completed by the rows printed in the logs (``.log``) of unfinished runs."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths if p.endswith(".json")]
+    parts.sort(key=lambda d: d["rows"][0]["seed"])
+    rows = [r for d in parts for r in d["rows"]]
+    rows += [r for p in paths if p.endswith(".log") for r in _rows_from_log(p)]
+    first = parts[0]
+    extra = {
+        k: _StoredScores(first["lwiq_tables"][k], first["lwiq_weights"][str(first["rows"][0]["seed"])][k])
+        for k in first.get("lwiq_tables", {})
+    }
+    if "evaluations" in first:
+        extra["evaluations"] = first["evaluations"]
+    loads = (first["load"][0], parts[-1]["load"][1]) if "load" in first else ("?", "?")
+    scores = {k: v for d in parts for k, v in d["lwiq_weights"].items()}
+    return rows, extra, first["machine"], first["args"], loads, scores
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=sorted(FAMILIES), default="lowrank")
@@ -578,31 +651,55 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--temperature", type=float, default=0.1, help="LWIQ softmax temperature")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="result stem (default lwiq_<family>_digits)")
+    p.add_argument("--no-write", action="store_true", help="print the report only")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="no training: one report from the result files of runs with other seeds (the same "
+        "settings), e.g. seeds run as separate processes on a shared machine",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     family = FAMILIES[args.family]()
-    load0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    machine = _machine()
-    rows: list[dict] = []
-    extra: dict = {}
-    scores: dict = {}
-    for seed in args.seeds:
-        r, e = run_seed(seed, args, family)
-        rows += r
-        extra = extra or e  # the scores shown and plotted are the first seed's, like the ranks
-        scores[seed] = {k: e[k].weights for k in ("lwiq", "lwiq_block") if k in e}
-    load1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     stem = args.out or f"lwiq_{args.family}_digits"
+    if args.merge:
+        rows, extra, machine, run_args, (load0, load1), scores = _merged(args.merge)
+        for key in ("seeds", "ratios", "epochs", "ft_epochs", "ft_lr", "candidates", "temperature"):
+            setattr(args, key, run_args[key])
+        args.seeds = sorted({r["seed"] for r in rows})
+    else:
+        load0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        machine = _machine()
+        rows, extra, scores = [], {}, {}
+        for seed in args.seeds:
+            r, e = run_seed(seed, args, family)
+            rows += r
+            extra = extra or e  # the scores shown and plotted are the first seed's, like the ranks
+            scores[seed] = {k: e[k].weights for k in ("lwiq", "lwiq_block") if k in e}
+        load1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     text = report(rows, extra, args, family, machine, (load0, load1))
+    print(text)
+    if args.no_write:
+        return
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.md", text)
+    # the rows of every seed (merged runs included)
     atomic_write_json(
         ROOT / "benchmarks" / "results" / f"{stem}.json",
-        {"machine": machine, "args": vars(args), "rows": rows, "lwiq_weights": scores},
+        {
+            "machine": machine,
+            "args": vars(args),
+            "rows": rows,
+            "lwiq_weights": scores,
+            "lwiq_tables": {k: extra[k].table() for k in ("lwiq", "lwiq_block") if k in extra},
+            "evaluations": extra.get("evaluations"),
+            "load": [load0, load1],
+        },
     )
     model = ResNetDigits()
     r_max = {n: family.r_max(c) for n, c in target_convs(model).items()}
     plot(rows, extra, ROOT / "docs" / "img" / f"{stem}_ranks.png", family, r_max)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/bench_tt.py            # CPU, writes benchmarks/results/tt_cpu.md
     python benchmarks/bench_tt.py --quick    # fewer repeats (a smoke test)
     python benchmarks/bench_tt.py --device cuda   # torch CUDA inputs -> tt_cuda.md
+    python benchmarks/bench_tt.py --no-write --threads 2   # re-run on a quiet machine, print only
 
 What is measured
 ----------------
@@ -93,6 +94,7 @@ def machine() -> list[str]:
         f"- machine: {platform.machine()}, model name: {model}, os.cpu_count() = {os.cpu_count()}",
         f"- load average at start (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}",
         f"- versions: {', '.join(vers)}",
+        f"- threads: {_threads()}",
         f"- command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
     ]
 
@@ -190,9 +192,18 @@ def half_params_shape(M: int, N: int) -> tuple:
     return best.row_modes, best.col_modes, best.ranks
 
 
+def low_rank_form(M: int, N: int) -> tuple:
+    """The 2-core train with modes (M, 1) × (1, N) at the largest rank within half the
+    parameters: W = G1·G2 is a rank-r product, and its MACs are parameters × tokens, the
+    least any TT-matrix with these parameters can need (docs/tt.md)."""
+    r = (M * N // 2) // (M + N)
+    return (M, 1), (1, N), (1, r, 1)
+
+
 def product_shapes(M: int, N: int) -> list[tuple]:
     rm, cm, ranks = half_params_shape(M, N)
-    shapes = [(rm, cm, ranks, "fewest MACs at half the parameters")]
+    shapes = [(*low_rank_form(M, N), "low-rank form, half the parameters")]
+    shapes.append((rm, cm, ranks, "fewest MACs at half the parameters, all modes ≥ 2"))
     for r in (16, 64):
         shapes.append(((8, 8, 48), (8, 8, 12), (1, r, r, 1), "3 cores"))
     return shapes
@@ -286,6 +297,15 @@ def bench_layers(repeats: int, device: str) -> list[str]:
     return out
 
 
+def _threads() -> str:
+    from threadpoolctl import threadpool_info
+
+    blas = sorted({f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info()})
+    torch = _torch()
+    tt = f", torch {torch.get_num_threads()}" if torch is not None else ""
+    return ", ".join(blas) + tt
+
+
 def _dots(modes) -> str:
     return "·".join(map(str, modes))
 
@@ -316,7 +336,22 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per comparison")
     p.add_argument("--only", choices=["decompositions", "products", "layers"], default=None)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP threads of NumPy, SciPy and torch (default 1: a shared machine's "
+        "idle threads spin and distort ratios; use os.cpu_count() on a quiet machine)",
+    )
+    p.add_argument("--no-write", action="store_true", help="print the results only")
     args = p.parse_args()
+    import scipy.linalg  # noqa: F401  (load SciPy's own BLAS before limiting its threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(args.threads)
     p_repeats = args.repeats
     repeats = 2 if args.quick else p_repeats
     head = [f"# Tensor-train benchmarks ({args.device})", "", *machine()]
@@ -339,8 +374,10 @@ def main() -> None:
     text = "\n".join(lines)
     dev = "cpu" if args.device == "cpu" else args.device.split(":")[0]
     path = Path(args.out) if args.out else ROOT / "results" / f"tt_{dev}.md"
-    if not args.quick or args.out:
-        path.write_text(text, encoding="utf-8")
+    if not args.no_write and (not args.quick or args.out):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
         print(f"wrote {path}")
 
 

@@ -45,6 +45,7 @@ def test_quick_demo_cli_prints_table(quick_run):
         "Kronecker",
         "low-rank SVD",
         "automatic plan (activation-aware)",
+        "tensor train (LWIQ ranks)",
     ):
         assert f"| {label} |" in stdout
     assert "total wall time" in stdout
@@ -81,6 +82,7 @@ def test_equal_parameter_budget(quick_run):
     assert abs(params["svd"] - params["kron"]) / params["kron"] < 0.03
     # the automatic plan: at most the permuted plan's count, and within one small step of it
     assert params["kron"] * 0.97 < params["auto"] <= params["kron"]
+    assert abs(params["tt"] - params["svd"]) / params["svd"] < 0.03
 
 
 def test_distillation_helps(quick_run):
@@ -221,7 +223,7 @@ def test_method_plans_are_three_stages():
     model = GPT2LMHeadModel(
         GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=16, vocab_size=300)
     )
-    data = [torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))]
+    data = [torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(0))]
     plans = method_plans(model, data=data)
     assert set(plans) == set(METHODS)
     for stages in plans.values():
@@ -235,6 +237,10 @@ def test_method_plans_are_three_stages():
     assert plans["auto"][1][1].auto_plan.moments
     with pytest.raises(ValueError, match="'auto' needs calibration data"):
         method_plans(model, ("auto",))
+    assert plans["tt"][1][1].method == "tt"
+    assert plans["tt"][0][1] == plans["svd"][0][1]  # the same embedding stages as svd
+    with pytest.raises(ValueError, match="needs data"):
+        method_plans(model, ("tt",))
 
 
 def test_format_table():

@@ -92,6 +92,7 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch.nn.base",
         "tqla_torch.nn.spectral",
         "tqla_torch.nn._tt_forward",
+        "tqla_torch.compression.tt_gpt2",
         "tqla.whiten",
         "tqla_torch.compression.budget_plan",
         "tqla_torch._atomic",

@@ -28,6 +28,35 @@ def test_tt_forward_matches_tqla_ttmatrix(order):
     np.testing.assert_allclose(y.numpy(), x.numpy() @ T.to_dense().T, atol=1e-12)
 
 
+@pytest.mark.parametrize("order", ["left_first", "right_first"])
+@pytest.mark.parametrize(
+    "rm,cm,ranks",
+    [
+        ((40, 1), (1, 36), [5]),  # the low-rank form: MACs = parameters·tokens
+        ((2, 40), (36, 2), [6]),  # wide right side (batched GEMMs, width ≥ 32)
+        ((2, 3, 40), (3, 2, 33), [4, 5]),
+        ((3, 1, 2), (1, 4, 3), [2, 3]),
+    ],
+)
+def test_tt_forward_both_orders_every_shape_with_bias_and_grad(order, rm, cm, ranks):
+    rng = np.random.default_rng(1)
+    M, N = int(np.prod(rm)), int(np.prod(cm))
+    T = tqla.tt_matrix(rng.standard_normal((M, N)), rm, cm, ranks=ranks)
+    cores = [torch.from_numpy(np.ascontiguousarray(G)).requires_grad_(True) for G in T.cores]
+    bias = torch.from_numpy(rng.standard_normal(M))
+    x = torch.from_numpy(rng.standard_normal((5, N)))
+    y = tt_forward(cores, x, order, bias=bias)
+    ref = x.numpy() @ T.to_dense().T + bias.numpy()
+    np.testing.assert_allclose(y.detach().numpy(), ref, atol=1e-10)
+    y.square().sum().backward()  # the same gradient as through the dense weight
+    from tqla_torch.nn._tt_forward import _dense
+
+    dense_cores = [G.detach().clone().requires_grad_(True) for G in cores]
+    (x @ _dense(dense_cores).T + bias).square().sum().backward()
+    for a, b in zip(cores, dense_cores):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
 def test_ttlinear_from_linear_forward_and_dense():
     lin = _lin()
     L = TTLinear.from_linear(lin, (2, 3, 5), (2, 3, 4), ranks=[3, 4])

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tqla._array import array_namespace, as_float_matrix, check_int, is_numpy
+from tqla._array import array_namespace, as_float_matrix, check_int, from_numpy, is_numpy
 from tqla.tt import (
     Method,
     TensorTrain,
@@ -35,6 +35,7 @@ from tqla.tt import (
     check_modes,
     check_ranks,
     check_ranks_eps,
+    host_view,
 )
 
 __all__ = ["TTMatrix", "TTMatrixShape", "tt_matrix", "tt_matrix_shapes"]
@@ -378,8 +379,12 @@ def tt_matrix(
     method = _check_method(method)
     if method == "auto":
         method = _auto_method(xp, W.dtype, eps)
-    norm2 = _norm2(xp, W) if eps is not None else 0.0
-    cores = _sweep(xp, _interleave(xp, W, rm, cm), modes, full, eps, norm2, method)
+    host = host_view(xp, W)  # a CPU torch tensor: the same sweep on its NumPy view
+    lib, Wh = (np, host) if host is not None else (xp, W)
+    norm2 = _norm2(lib, Wh) if eps is not None else 0.0
+    cores = _sweep(lib, _interleave(lib, Wh, rm, cm), modes, full, eps, norm2, method)
+    if host is not None:
+        cores = [from_numpy(G, W) for G in cores]
     T = TTMatrix.from_tensor_train(TensorTrain(cores), rm, cm)
     return T if dtype == W.dtype else T.astype(dtype)
 

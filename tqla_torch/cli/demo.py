@@ -24,10 +24,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``demo`` subparser to ``sub``."""
     p = sub.add_parser(
         "demo",
-        help="the built-in demo: train, compress three ways, distil, evaluate (no downloads)",
+        help="the built-in demo: train, compress four ways, distil, evaluate (no downloads)",
         description=wrap(
             "Train a small GPT-2 on the built-in corpus (or take --model), compress it "
-            "with permuted Kronecker, plain Kronecker and low-rank SVD at equal parameter count, "
+            "with permuted Kronecker, plain Kronecker, low-rank SVD and tensor-train MLPs (LWIQ "
+            "ranks) at equal parameter count, "
             "distil each with the same token budget, evaluate, and write a table, a plot and a "
             "JSON report."
         ),
@@ -41,7 +42,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="DIR", help="local GPT-2 folder to use as the teacher")
     p.add_argument("--tokenizer", help="tokenizer for --model (default: the model folder's)")
     p.add_argument(
-        "--methods", help="comma-separated subset of permuted_kron,kron,svd,auto (default: all)"
+        "--methods", help="comma-separated subset of permuted_kron,kron,svd,auto,tt (default: all)"
     )
     p.add_argument("--teacher-steps", type=int, help="teacher training steps")
     p.add_argument(

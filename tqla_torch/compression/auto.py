@@ -165,7 +165,10 @@ def auto_ranks(
         n_classes=n_classes,
         seed=seed,
     )
-    overrides = {re.escape(n): {"rank": r} for n, r in alloc.ranks.items()}
+    # the ranks join the caller's overrides (e.g. tt_modes per module kind), applied last
+    overrides = dict(config.overrides)
+    for n, r in alloc.ranks.items():
+        overrides[re.escape(n)] = {**overrides.get(re.escape(n), {}), "rank": r}
     # target exactly the modules ranked (a broad pattern may also match, e.g., activations)
     return dataclasses.replace(config, target_modules=list(modules), overrides=overrides)
 

@@ -131,12 +131,56 @@ def _left_first(cores: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return S.reshape(b, -1)
 
 
-def tt_forward(
-    cores: list[torch.Tensor], x: torch.Tensor, order: str | None = None
+def _right_first(
+    cores: list[torch.Tensor], x: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``x @ W.T`` for x of shape (b, N) and the TT-matrix W of ``cores`` (differentiable).
+    """y (b, M) = x (b, N)·Wᵀ (+ bias), contracting the cores from the last on.
 
-    ``order``: "left_first", "right_first" or None (the one with fewer multiply-adds).
+    The mirror of :func:`_left_first`: the state before core t (t = d, …, 1) is S of shape
+    (b·n_1⋯n_{t−1}, n_t·r_t, m_{t+1}⋯m_d), so the contracted pair (n_t, r_t) is adjacent and
+    the core is used as it lies in memory, an (r_{t−1}·m_t) × (n_t·r_t) matrix: neither x, the
+    state, the cores nor y is permuted.  Each step is one batched GEMM, a single GEMM while
+    nothing lies on the right (with the bias fused into it when it is the last step), or one
+    GEMM on the transposed state when the right side is narrower than ``_BATCHED_MIN``.
+    """
+    b, N = x.shape
+    n_last = int(cores[-1].shape[2])
+    rows, w = b * (N // n_last), 1
+    S = x
+    for t in range(len(cores) - 1, -1, -1):
+        G = cores[t]
+        r, m, n, r2 = G.shape
+        Gm = G.reshape(r * m, n * r2)
+        if w == 1:
+            S2 = S.reshape(rows, n * r2)
+            if t == 0 and bias is not None:
+                S = torch.addmm(bias, S2, Gm.T)
+                bias = None
+            else:
+                S = S2 @ Gm.T
+        elif w >= _BATCHED_MIN:
+            S = torch.matmul(Gm, S.reshape(rows, n * r2, w))
+        else:  # narrow batches run slowly: one GEMM on the transposed state instead
+            St = S.reshape(rows, n * r2, w).transpose(1, 2).reshape(rows * w, n * r2)
+            S = (St @ Gm.T).reshape(rows, w, r * m).transpose(1, 2)
+        w *= m
+        if t > 0:
+            rows //= int(cores[t - 1].shape[2])
+    y = S.reshape(b, -1)
+    return y if bias is None else y + bias
+
+
+def tt_forward(
+    cores: list[torch.Tensor],
+    x: torch.Tensor,
+    order: str | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x @ W.T (+ bias)`` for x of shape (b, N) and the TT-matrix W of ``cores``
+    (differentiable; x need not be contiguous in the last dimension's sense: it is reshaped).
+
+    ``order``: "left_first", "right_first" or None (the one with fewer multiply-adds).  Both
+    orders run batched GEMMs on states laid out so that nothing is permuted.
     """
     rm = tuple(int(G.shape[1]) for G in cores)
     cm = tuple(int(G.shape[2]) for G in cores)
@@ -145,13 +189,9 @@ def tt_forward(
         a, c = _costs(rm, cm, ranks, int(x.shape[0]))
         order = "left_first" if a <= c else "right_first"
     if order == "left_first":
-        return _left_first(cores, x)
-    d = len(cores)
-    b = x.shape[0]
-    rev = [G.permute(3, 1, 2, 0) for G in reversed(cores)]
-    xr = x.reshape(b, *cm).permute(0, *range(d, 0, -1)).reshape(b, -1)
-    y = _left_first(rev, xr).reshape(b, *reversed(rm))
-    return y.permute(0, *range(d, 0, -1)).reshape(b, -1)
+        y = _left_first(cores, x)
+        return y if bias is None else y.add_(bias)  # y is a fresh GEMM result
+    return _right_first(cores, x, bias)
 
 
 def _dense(cores: list[torch.Tensor]) -> torch.Tensor:

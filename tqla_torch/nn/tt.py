@@ -316,9 +316,7 @@ class TTLinear(LinearBase):
         if self.implementation == "reconstructed":
             return F.linear(x, self.to_dense(), self.bias)
         lead = x.shape[:-1]
-        y = tt_forward(list(self.cores), x.reshape(-1, self.in_features))
-        if self.bias is not None:
-            y = y.add_(self.bias)  # y is a fresh GEMM result: no copy (mm keeps no output)
+        y = tt_forward(list(self.cores), x.reshape(-1, self.in_features), bias=self.bias)
         return y.reshape(*lead, self.out_features)
 
 

@@ -1,14 +1,15 @@
-"""The built-in demo: train, compress four ways, distil, evaluate, report — no downloads.
+"""The built-in demo: train, compress five ways, distil, evaluate, report — no downloads.
 
 :func:`run_demo` is what ``tqla demo`` runs:
 
 1. trains a small GPT-2 teacher on the built-in corpus (:func:`tqla_torch.training.builtin_corpus`)
    with the built-in byte-level BPE tokenizer, or loads a local GPT-2 folder (``model=``);
-2. compresses copies of it four ways at (near-)equal parameter count — permuted Kronecker
+2. compresses copies of it five ways at (near-)equal parameter count — permuted Kronecker
    (the TQCompressedGPT-2 plan adapted to the small model), plain Kronecker with the same
-   shapes, low-rank SVD with ranks matched to the same parameter count, and the automatic
+   shapes, low-rank SVD with ranks matched to the same parameter count, the automatic
    activation-aware plan (:func:`tqla_torch.compression.auto_gpt2_steps`: method, shape and
-   rank per block layer from 8 calibration batches, at most the permuted plan's count);
+   rank per block layer from 8 calibration batches, at most the permuted plan's count), and
+   tensor-train MLPs with LWIQ-allocated ranks at the low-rank plan's count;
 3. distils each with the same token budget through the three-stage recipe (embedding, MLPs,
    embedding again; :func:`tqla_torch.training.distill_stages`);
 4. evaluates perplexity on the built-in validation split for the teacher and for every
@@ -29,6 +30,10 @@ True
 """
 
 from __future__ import annotations
+
+# Over ~600 lines: the configuration dataclass (every field documented for the CLI), the four
+# methods' plans and the per-method compress/distil unit belong together; the report helpers
+# already live in demo_report.py and the teacher in teacher.py.
 
 import copy
 import dataclasses
@@ -69,9 +74,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("permuted_kron", "kron", "svd", "auto")
+METHODS = ("permuted_kron", "kron", "svd", "auto", "tt")
 """Compression methods the demo compares, in table order (``auto``: the automatic
-activation-aware plan at the permuted plan's parameter count)."""
+activation-aware plan at the permuted plan's parameter count; ``tt``: tensor-train MLPs
+with LWIQ ranks)."""
 
 AUTO_CALIB_BATCHES = 8
 """Calibration batches (of 4 training blocks) of the ``auto`` row's plan."""
@@ -86,9 +92,10 @@ AUTO_CALIB_BATCHES = 8
 class DemoConfig:
     """Settings of :func:`run_demo`.
 
-    The defaults are the full demo: 323 s (5.4 min) measured on an idle 2-core CPU, longer when
-    other jobs share the cores (benchmarks/results/demo_cpu.md); :meth:`quick` is a tiny version for
-    tests (seconds).
+    The defaults are the full demo: 323 s (5.4 min) measured on an idle 2-core CPU with the first
+    three methods, longer when other jobs share the cores (benchmarks/results/demo_cpu.md); the
+    ``tt`` row adds an estimated 96 s there (benchmarks/results/demo_tt_row_cpu.md).  :meth:`quick`
+    is a tiny version for tests (seconds).
 
     Examples
     --------
@@ -122,7 +129,7 @@ class DemoConfig:
     temperature: float = field(default=2.0, metadata={"help": "distillation temperature"})
     methods: tuple[str, ...] = field(
         default=METHODS,
-        metadata={"help": "compression methods, from permuted_kron, kron, svd, auto"},
+        metadata={"help": "compression methods, from permuted_kron, kron, svd, auto, tt"},
     )
     eval_batch_size: int = field(default=8, metadata={"help": "windows per evaluation pass"})
     eval_tokens: int | None = field(
@@ -252,7 +259,11 @@ _STAGE_NAMES = ("embedding", "mlp", "embedding-2")
 
 
 def method_plans(
-    model: nn.Module, methods: tuple[str, ...] | list[str] = METHODS, data: Any = None
+    model: nn.Module,
+    methods: tuple[str, ...] | list[str] = METHODS,
+    data: Any = None,
+    *,
+    seed: int = 0,
 ) -> dict[str, list[tuple[str, Any]]]:
     """The three-stage compression recipe of each method, sized for ``model``.
 
@@ -264,7 +275,10 @@ def method_plans(
     ``auto`` keeps the permuted embedding steps and lets
     :func:`~tqla_torch.compression.plan_for_budget` choose method, shape and rank of every
     Linear/Conv1D layer of the blocks at the same parameter count, fitted activation-aware
-    (:func:`~tqla_torch.compression.auto_gpt2_steps`; needs ``data``).
+    (:func:`~tqla_torch.compression.auto_gpt2_steps`; needs ``data``), and
+    ``tt`` the low-rank embedding stages with tensor-train MLPs whose ranks LWIQ allocates at
+    the low-rank plan's parameter count
+    (:func:`~tqla_torch.compression.tt_gpt2.tt_gpt2_steps`; needs ``data``).
 
     Parameters
     ----------
@@ -273,7 +287,9 @@ def method_plans(
     methods : sequence of str
         Subset of :data:`METHODS`.
     data : iterable of batches, optional
-        Calibration batches (token-id tensors) for ``auto``.
+        Calibration batches (token-id tensors): required by ``auto`` and ``tt`` (LWIQ).
+    seed : int
+        Seed of LWIQ's imprint/held-out split (``tt``).
 
     Returns
     -------
@@ -294,6 +310,7 @@ def method_plans(
         "kron": lambda: kron_gpt2_steps(),
         "svd": lambda: svd_gpt2_steps(model),
         "auto": auto,
+        "tt": lambda: _tt_steps(model, data, seed),
     }
     plans: dict[str, list[tuple[str, Any]]] = {}
     for method in methods:
@@ -301,6 +318,21 @@ def method_plans(
             raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
         plans[method] = list(zip(_STAGE_NAMES, makers[method]()))
     return plans
+
+
+def _tt_steps(model: nn.Module, data: Any, seed: int) -> list[Any]:
+    from tqla_torch.compression.tt_gpt2 import tt_gpt2_steps
+
+    if data is None:
+        raise ValueError("method 'tt' needs data= (token-id batches for LWIQ's rank allocation)")
+    return tt_gpt2_steps(model, data=data, seed=seed)
+
+
+def _calibration_batches(train: Any, batch_size: int, n_batches: int = 2) -> list[torch.Tensor]:
+    """The first ``n_batches`` batches of training blocks (LWIQ's calibration data)."""
+    blocks = train.blocks
+    n = min(len(blocks), batch_size * n_batches)
+    return [blocks[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def _save_student(model: nn.Module, tokenizer: Any, folder: Path) -> None:
@@ -429,12 +461,22 @@ def run_demo(
 
     # 2-4. compress, distil, evaluate each method -------------------------------------------
     run = _MethodRun(teacher, tokenizer, train, val_ids, block_size, config, device, out)
-    plans = method_plans(teacher, config.methods, _auto_calibration(train, config.seed))
+    calib = _calibration_batches(train, config.distill_batch_size)  # tt: LWIQ's batches
+    auto_calib = _auto_calibration(train, config.seed) if "auto" in config.methods else None
+    plans, plan_s = {}, {}
+    for method in config.methods:  # timed one by one: the tt plan runs LWIQ on the teacher
+        t_plan = time.perf_counter()
+        plans[method] = method_plans(
+            teacher, (method,), auto_calib if method == "auto" else calib, seed=config.seed
+        )[method]
+        plan_s[method] = time.perf_counter() - t_plan
     n_stages = max(len(stages) for stages in plans.values())
     stage_tokens = max(run.tokens_per_step, config.distill_tokens // n_stages)
     methods_report = []
     for method in config.methods:
         entry = run.method(method, plans[method], stage_tokens)
+        entry["plan_s"] = plan_s[method]
+        entry["wall_s"] += plan_s[method]
         entry["compression_ratio"] = teacher_params / entry["params"]
         methods_report.append(entry)
         rows.append(
@@ -446,7 +488,7 @@ def run_demo(
     report: dict[str, Any] = {
         "title": (
             "tqla demo: permuted Kronecker vs Kronecker vs low-rank SVD vs the automatic plan "
-            "on a small GPT-2"
+            "vs tensor train on a small GPT-2"
         ),
         **env,
         "config": config.to_dict(),

@@ -32,6 +32,7 @@ METHOD_LABELS = {
     "kron": "Kronecker",
     "svd": "low-rank SVD",
     "auto": "automatic plan (activation-aware)",
+    "tt": "tensor train (LWIQ ranks)",
 }
 
 
