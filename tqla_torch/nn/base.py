@@ -24,6 +24,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from types import MappingProxyType
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -94,11 +95,39 @@ def decomposition_dtype(w: torch.Tensor) -> torch.dtype:
     return w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def relative_error(approx: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖approx − ref‖ / ‖ref‖ in float64 (0 for a zero reference matched exactly)."""
-    ref64 = ref.detach().to(torch.float64)
-    diff = float(torch.linalg.norm(approx.detach().to(torch.float64) - ref64))
-    norm = float(torch.linalg.norm(ref64))
+# Elements per block of the error sums: float64 temporaries stay near 16 MiB however large
+# the matrix (a 50257×1280 embedding would otherwise need ~1.8 GB of float64 copies).
+_ERROR_BLOCK = 1 << 21
+
+
+def relative_error(
+    approx: torch.Tensor | Callable[[int, int], torch.Tensor], ref: torch.Tensor
+) -> float:
+    """‖approx − ref‖ / ‖ref‖ in float64 (0 for a zero reference matched exactly).
+
+    Summed over blocks of rows, so the float64 temporaries stay bounded.  ``approx`` is a
+    tensor of ``ref``'s shape, or a function ``(i, j) -> approx[i:j]`` giving rows on demand
+    (an embedding's rows by lookup, so the dense approximation is never formed).
+    """
+    ref = ref.detach()
+    if isinstance(approx, torch.Tensor):
+        dense = approx.detach()
+        dense = dense if dense.shape == ref.shape else dense.expand_as(ref)
+        if ref.ndim < 2:
+            ref, dense = ref.reshape(1, -1), dense.reshape(1, -1)
+        get = lambda i, j: dense[i:j]  # noqa: E731
+    else:
+        get = approx
+    n = int(ref.shape[0])
+    step = max(1, _ERROR_BLOCK // max(1, ref[0].numel()))
+    diff2 = norm2 = 0.0
+    with torch.no_grad():
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            r = ref[i:j].to(torch.float64)
+            diff2 += float(torch.sum(torch.square(get(i, j).to(torch.float64) - r)))
+            norm2 += float(torch.sum(torch.square(r)))
+    diff, norm = math.sqrt(diff2), math.sqrt(norm2)
     if norm > 0:
         return diff / norm
     return 0.0 if diff == 0 else math.inf
