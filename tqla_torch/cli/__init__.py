@@ -44,7 +44,7 @@ SUBCOMMANDS = {
 
 MAIN_EPILOG = """\
 examples:
-  tqla demo                                    # the built-in demo, no downloads (~5.4 min)
+  tqla demo                                    # the built-in demo, no downloads (~7 min)
   tqla demo --quick --output /tmp/demo         # a tiny version (seconds)
   tqla inspect ./gpt2 --preset tq_gpt2         # what the plan would compress, params before/after
   tqla compress ./gpt2 --preset tq_gpt2 --output ./gpt2-tq

@@ -11,7 +11,7 @@ from tqla_torch.cli._common import EXIT_OK, CLIError, Formatter, add_common, rea
 
 EPILOG = """\
 examples:
-  tqla demo                                   # full demo into ./tqla-demo (~5.4 min, 2 idle cores)
+  tqla demo                                   # full demo into ./tqla-demo (~7 min, 2 idle cores)
   tqla demo --quick --output /tmp/demo        # tiny, for a smoke test
   tqla demo --model ./my-gpt2 --tokenizer ./my-gpt2   # use a local GPT-2 as the teacher
   tqla demo --methods permuted_kron,svd --distill-tokens 100000
