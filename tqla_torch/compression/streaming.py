@@ -451,12 +451,31 @@ def _run_units(model, units, done, config, entries, where, dst, plan, callback):
                     model.get_submodule(n).to("meta")
                 for it in units[i]:
                     it.module = model.get_submodule(it.name)  # drop the dense weights
+                _release_freed_memory()
                 fitted.add(i)
                 if callback is not None:
                     callback(count, len(mine), [it.name for it in units[i]])
     except Exception as err:
         return err
     return fitted
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system between units (glibc ``malloc_trim``).
+
+    Each unit's fits free everything they allocate, but glibc keeps freed blocks in the
+    per-thread arenas of the fitting threads, so the resident size would ratchet up unit
+    after unit (measured on GPT-2 large: 1.08 → 1.71 GiB over 19 units).  A no-op where
+    the C library has no ``malloc_trim``.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _assemble(
