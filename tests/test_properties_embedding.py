@@ -89,3 +89,32 @@ def test_embedding_messages_and_the_head_spec():
         KroneckerEmbedding.plan(emb, _settings(b_shape=[2, 2]), name="e")
     low = LowRankEmbedding(10, 8, 2)
     assert TiedEmbeddingHead(low).spec() == {"type": "TiedEmbeddingHead", "bias": False}
+
+
+def test_settings_reach_both_fit_routes_and_the_repr_names_the_chain(monkeypatch):
+    """``tol`` reaches the Gram-route fit, ``seed`` the plain route, the repr states the
+    factor chain, and a wrong type names the rule (fresh mutation sample, seed 5)."""
+    import tqla_torch.nn.embedding as emb_mod
+
+    seen: dict[str, dict] = {}
+    real_table, real_kron = emb_mod.permuted_table_fit, emb_mod.kron_decompose
+
+    def spy_table(*args, **kwargs):
+        seen["table"] = kwargs
+        return real_table(*args, **kwargs)
+
+    def spy_kron(*args, **kwargs):
+        seen["kron"] = kwargs
+        return real_kron(*args, **kwargs)
+
+    monkeypatch.setattr(emb_mod, "permuted_table_fit", spy_table)
+    monkeypatch.setattr(emb_mod, "kron_decompose", spy_kron)
+    emb = torch.nn.Embedding(10, 8).double()
+    layer = KroneckerEmbedding.from_embedding(emb, 2, n_iter=2, tol=0.25, seed=3)
+    assert seen["table"]["tol"] == 0.25 and seen["table"]["seed"] == 3
+    KroneckerEmbedding.from_embedding(emb, 2, method="kron", seed=7)
+    assert seen["kron"]["seed"] == 7
+    assert "factors=10×4 ⊗ 1×2," in repr(layer)
+    with pytest.raises(TypeError, match=r"^embedding must be a torch\.nn\.Embedding or "
+                       r"KroneckerEmbedding, got Linear$"):  # fmt: skip
+        KroneckerEmbedding.from_embedding(torch.nn.Linear(2, 2), 2)

@@ -102,3 +102,25 @@ def test_results_keep_the_input_dtype_and_errors_name_the_argument():
         whitened_kron_svd(np.eye(4), np.eye(4), ((2, 2), (2, 2)), n_als=-1)
     with pytest.raises(ValueError, match=r"^W must be 2-D, got 1-D"):
         whitened_kron_svd(np.zeros(4), np.eye(4), ((2, 2), (1, 1)))
+
+
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_the_svd_method_reaches_the_solver_on_both_routes(monkeypatch, diagonal):
+    """``method=`` is passed to ``truncated_svd`` on the dense and the diagonal-moment route
+    (mutation survivor of the fresh whiten.py sample, seed 5)."""
+    import tqla.whiten as whiten_mod
+
+    calls: list[str] = []
+    real = whiten_mod.truncated_svd
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("method", "<default>"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(whiten_mod, "truncated_svd", spy)
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((6, 5))
+    f = rng.random(5) + 0.5
+    C = f if diagonal else np.diag(f) + 0.1  # a dense moment takes the other route
+    whiten_mod.whitened_svd(W, C, 2, method="full")
+    assert calls == ["full"]
