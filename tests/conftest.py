@@ -107,3 +107,14 @@ def backend(request) -> Backend:
 def gpu_backend(request) -> Backend:
     """GPU backends only."""
     return _make_backend(request.param)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module's tests: faster for tiny models and identical
+    to the single-threaded subprocess runs they are compared with."""
+    torch = pytest.importorskip("torch")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

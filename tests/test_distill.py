@@ -33,13 +33,7 @@ from tqla_torch.distill import (
 RUNNER = Path(__file__).with_name("_distill_run.py")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: faster for tiny models and identical to the subprocess runs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

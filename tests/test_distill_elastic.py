@@ -13,17 +13,12 @@ from _distill_run import ELASTIC_STEPS, elastic_run, elastic_worker, tiny_data, 
 from tqla_torch.distill import DistillConfig, Stage, distill_stages, latest_checkpoint
 from tqla_torch.training.loop import grad_accum_for
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 GLOBAL_BATCH = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
