@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import tqla._spectral_residual as residual_mod
 import tqla.spectral as spectral_mod
-from tqla._fixed_rank import _inner, _project
 from tqla import kron_spectral
+from tqla._fixed_rank import _inner, _project
 
 
 @given(seed=st.integers(0, 2**16))
