@@ -107,6 +107,14 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_layers.py", "tests/test_nn_registry.py"],
         ["tests/test_properties_base.py"],
     ),
+    "tqla_torch/nn/weights.py": (
+        ["tests/test_layers.py", "tests/test_nn_registry.py"],
+        ["tests/test_properties_layers.py", "tests/test_properties_weights.py"],
+    ),
+    "tqla_torch/nn/_embedding_fit.py": (
+        ["tests/test_nn_embedding_fit.py", "tests/test_layers.py"],
+        ["tests/test_properties_embedding.py"],
+    ),
 }
 _LAYER_TESTS = (
     ["tests/test_layers.py", "tests/test_nn_registry.py"],
