@@ -6,8 +6,8 @@ Usage::
                                          [--triage TRIAGE.json]
 
 ``--equivalent`` names a JSON object {mutant name: reason} of surviving mutants judged
-equivalent (no test can tell them apart from the original).  ``--triage`` names a JSON
-object with up to three such objects: ``"equivalent"`` (the same), ``"killed_by"``
+equivalent (no test can tell them apart from the original).  ``--triage`` (may be given
+several times; later files add to earlier ones) names a JSON object with up to three such objects: ``"equivalent"`` (the same), ``"killed_by"``
 {mutant: test that fails on it, checked by planting the mutant's diff and running the
 test file} and ``"needs_device"`` {mutant: why, and the GPU test that kills it; such a
 mutant cannot be told apart on a CPU-only machine, and counts as *not killed* here}.
@@ -58,10 +58,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("results", nargs="+", type=Path)
     ap.add_argument("--equivalent", type=Path)
-    ap.add_argument("--triage", type=Path)
+    ap.add_argument("--triage", type=Path, action="append", default=[])
     args = ap.parse_args()
     equivalent = json.loads(args.equivalent.read_text()) if args.equivalent else {}
-    triage = json.loads(args.triage.read_text()) if args.triage else {}
+    triage: dict[str, dict] = {}
+    for path in args.triage:
+        for key, entries in json.loads(path.read_text()).items():
+            triage.setdefault(key, {}).update(entries)
     equivalent = {**equivalent, **triage.get("equivalent", {})}
     killed_by = triage.get("killed_by", {})
     device = triage.get("needs_device", {})

@@ -118,3 +118,51 @@ def test_settings_reach_both_fit_routes_and_the_repr_names_the_chain(monkeypatch
     with pytest.raises(TypeError, match=r"^embedding must be a torch\.nn\.Embedding or "
                        r"KroneckerEmbedding, got Linear$"):  # fmt: skip
         KroneckerEmbedding.from_embedding(torch.nn.Linear(2, 2), 2)
+
+
+# Found by a fresh sample (seed 6) of tqla_torch/nn/embedding.py's mutants
+def test_documented_defaults_of_the_layer_and_its_fit():
+    """``KroneckerEmbedding(V, d)`` is one level of k = 2 without permutations, and
+    ``from_embedding(emb)`` factors by k = 2 (as documented)."""
+    layer = KroneckerEmbedding(10, 12)
+    assert layer.level_factors == [2] and layer.col_perm_0 is None
+    assert layer.table.shape == (10, 6)
+    layer = KroneckerEmbedding(10, 12, [2, 3], permute=[False, True])
+    assert layer.col_perm_0 is None and torch.equal(layer.col_perm_1, torch.arange(12))
+    emb = torch.nn.Embedding(10, 12).double()  # 12: k = 2, 3, 4 and 6 all divide it
+    fit = KroneckerEmbedding.from_embedding(emb, n_iter=1)
+    assert fit.level_factors == [2] and fit.table.shape == (10, 6)
+
+
+def test_from_module_passes_every_setting_to_each_step(monkeypatch):
+    """Every field of the settings reaches ``from_embedding``, the seed mixed with the
+    module's name (and the step, for repeats) by ``seed_for``."""
+    from tqla_torch.nn.base import seed_for
+
+    calls: list[dict] = []
+    real = KroneckerEmbedding.from_embedding.__func__
+
+    def spy(cls, embedding, k, **kwargs):
+        calls.append({"k": k, **kwargs})
+        return real(cls, embedding, k, **kwargs)
+
+    monkeypatch.setattr(KroneckerEmbedding, "from_embedding", classmethod(spy))
+    st = _settings(b_shape=[2, 1], repeat=2, rule="slots", n_iter=3, tol=0.125, n_restarts=2,
+                   seed=11, implementation="reconstructed")  # fmt: skip
+    KroneckerEmbedding.from_module(torch.nn.Embedding(10, 8).double(), st, name="wte")
+    assert len(calls) == 2
+    for step, c in enumerate(calls):
+        assert c == {
+            "k": 2, "method": "permuted_kron", "permute": True, "implementation": "reconstructed",
+            "rule": "slots", "n_iter": 3, "tol": 0.125, "n_restarts": 2,
+            "seed": seed_for(11, "wte#1" if step else "wte"),
+        }  # fmt: skip
+    assert calls[0]["seed"] != seed_for(None, "wte")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_kronecker_embedding_fit_stays_on_the_table_device():
+    emb = torch.nn.Embedding(10, 8, device="cuda")
+    for method in ("permuted_kron", "kron"):
+        layer = KroneckerEmbedding.from_embedding(emb, 2, method=method, permute=True, n_iter=1)
+        assert {t.device.type for t in layer.state_dict().values()} == {"cuda"}
