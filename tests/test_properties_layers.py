@@ -289,3 +289,21 @@ def test_constructors_name_their_bad_arguments():  # found by a fourth sample (s
     with pytest.raises(TypeError, match=r"^conv1d must be a transformers\.pytorch_utils\.Conv1D, "
                                         r"got Linear$"):  # fmt: skip
         KroneckerLinear.from_conv1d(torch.nn.Linear(8, 6), ((3, 4), (2, 2)))
+
+
+# Found by a fresh sample (seed 6) of tqla_torch/nn/kronecker.py's mutants
+def test_from_factors_names_each_bad_permutation_and_plan_names_the_module():
+    from tqla_torch.compression import CompressionConfig
+
+    A, B = torch.randn(1, 3, 2), torch.randn(1, 2, 4)  # W is 6×8
+    for rp, cp, msg in (
+        ([0, 1, 2], None, r"^row_perm must have shape \(6,\), got \(3,\)$"),
+        (None, [0, 1, 2], r"^col_perm must have shape \(8,\), got \(3,\)$"),
+        (None, [0] * 8, r"^col_perm must be a permutation of range\(8\): it repeats entries$"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            KroneckerLinear.from_factors(A, B, rp, cp)
+    too_big = CompressionConfig(target_modules=["m"], method="kron", shape=[[3, 4], [2, 2]],
+                                rank=5).settings_for("m")  # fmt: skip
+    with pytest.raises(ValueError, match=r"^module 'module': rank 5 exceeds"):
+        KroneckerLinear.plan(torch.nn.Linear(8, 6), too_big)  # the default name
