@@ -127,3 +127,46 @@ def test_linear_init_variance_and_the_default_module_name():
     assert 0.85 < total / 20 * 3 * 48 < 1.15  # torch.nn.Linear's 1/(3·in)
     with pytest.raises(ValueError, match=r"^module 'module': svd rank 9 exceeds"):
         LowRankLinear.from_module(torch.nn.Linear(8, 6), _settings(rank=9))
+
+
+# Found by a fresh sample (seed 6)
+def test_token_frequency_fit_is_the_row_weighted_svd():
+    """With frequencies f the embedding fit minimises Σ_v f_v·‖E_v − Ê_v‖²: the truncated
+    SVD of diag(√f)·E, rows scaled back (the definition; ``damp`` defaults to 0)."""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(10, 8).double()
+    f = torch.linspace(0.5, 4.0, 10, dtype=torch.float64)
+    E = emb.weight.detach()
+    U, s, Vh = truncated_svd(f.sqrt()[:, None] * E, 3)
+    want = (U * s) @ Vh / f.sqrt()[:, None]
+    for layer in (
+        LowRankEmbedding.from_embedding(emb, 3, moment=f),
+        LowRankEmbedding.from_module(emb, _settings(rank=3), moment=f),
+    ):
+        torch.testing.assert_close(layer.to_dense(), want, rtol=1e-9, atol=1e-11)
+    msg = r"^moment of an embedding must be the \(10,\) vector of token frequencies, got "
+    with pytest.raises(ValueError, match=msg + r"torch\.Size\(\[9\]\)$"):
+        LowRankEmbedding.from_embedding(emb, 3, moment=f[:9])
+    with pytest.raises(ValueError, match=msg + "list$"):
+        LowRankEmbedding.from_embedding(emb, 3, moment=f.tolist())
+    with pytest.raises(ValueError, match=r"^rank must be a positive integer, got 0$"):
+        LowRankEmbedding(10, 8, 0)
+
+
+def test_from_module_defaults_and_compressing_a_low_rank_embedding_again():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 6).double()
+    C = _moment(8, 2)
+    # damp defaults to 0 on the module route, as on from_dense
+    U, s, Vh = whitened_svd(lin.weight.detach(), C, 2, damp=0.0)
+    layer = LowRankLinear.from_module(lin, _settings(rank=2), moment=C)
+    torch.testing.assert_close(layer.to_dense(), (U * s) @ Vh, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match=r"^module 'h': repeat=2 applies to embeddings only$"):
+        LowRankLinear.plan(lin, _settings(rank=2, repeat=2), name="h")
+    # a LowRankEmbedding compressed again: the truncated SVD of its own table
+    low = LowRankEmbedding.from_embedding(torch.nn.Embedding(10, 8).double(), 4)
+    U, s, Vh = truncated_svd(low.to_dense().detach(), 2)
+    again = LowRankEmbedding.from_module(low, _settings(rank=2))
+    torch.testing.assert_close(again.to_dense(), (U * s) @ Vh, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match=r"^module 'module': svd rank 9 exceeds"):
+        LowRankEmbedding.from_module(torch.nn.Embedding(10, 8), _settings(rank=9))
