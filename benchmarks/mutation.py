@@ -190,7 +190,8 @@ def _mutmut_stage(work: Path, module: str, tests: list[str], names: list[str] | 
     for k, batch in enumerate(batches):  # in batches: keeps command lines short
         r = subprocess.run([*mm, "run", "--max-children", "1", *batch], cwd=work, env=env,
                            capture_output=True, text=True)  # fmt: skip
-        if "Failed to run clean test" in r.stdout:
+        if "Failed to run clean test" in r.stdout or "failed to collect stats" in r.stdout:
+            # (without the second test, a failing stats run leaves every mutant "not checked")
             raise SystemExit(f"the scoped tests fail without a mutant:\n{r.stdout[-3000:]}")
         if names is not None:
             print(f"  {sum(map(len, batches[: k + 1]))}/{len(names)} "
