@@ -100,3 +100,42 @@ def test_tt_forward_runs_the_cheaper_order_and_its_cost_is_the_counted_one(modes
     assert _flops(cores, x, "right_first") == 2 * right
     assume(left != right)
     assert _flops(cores, x) == 2 * min(left, right)
+
+
+# Found by a fresh sample (seed 6) of tqla_torch/nn/tt.py's mutants
+def test_every_modes_argument_is_checked_against_its_dimension_by_name():
+    """Each side's modes must multiply to that side's dimension, in the constructors and in
+    the plans of both TT layers, and the message names the argument and the dimension."""
+    from tqla_torch.nn import TTLinear
+
+    def fails(msg, fn, *args, **kw):
+        with pytest.raises(ValueError, match="^" + msg):
+            fn(*args, **kw)
+
+    prod = r"must multiply to the dimension {}, but their product is {}$"
+    # TTLinear(in, out, row_modes (of out), col_modes (of in), ranks)
+    fails(r"row_modes \(2, 2\) " + prod.format(6, 4), TTLinear, 8, 6, (2, 2), (2, 4), [1])
+    fails(r"col_modes \(2, 2\) " + prod.format(8, 4), TTLinear, 8, 6, (2, 3), (2, 2), [1])
+    # TTConv2d(in, out, kernel, row_modes (of out), col_modes (of in), ranks)
+    fails(r"row_modes \(2, 2\) " + prod.format(6, 4), TTConv2d, 8, 6, 3, (2, 2), (2, 4), [1, 1])
+    fails(r"col_modes \(2, 2\) " + prod.format(8, 4), TTConv2d, 8, 6, 3, (2, 3), (2, 2), [1, 1])
+    lin, conv = torch.nn.Linear(8, 6), torch.nn.Conv2d(8, 6, 3)
+    for cls, mod in ((TTLinear, lin), (TTConv2d, conv)):
+        fails(r"module 'x': tt_modes rows \(2, 2\) " + prod.format(6, 4),
+              cls.plan, mod, _settings(tt_modes=[[2, 2], [2, 4]], rank=1, repeat=1), name="x")  # fmt: skip
+        fails(r"module 'x': tt_modes cols \(2, 2\) " + prod.format(8, 4),
+              cls.plan, mod, _settings(tt_modes=[[2, 3], [2, 2]], rank=1, repeat=1), name="x")  # fmt: skip
+    for arg in ("kernel_size", "stride", "padding", "dilation"):
+        kw = {"kernel_size": 3, arg: "x"}
+        fails(f"{arg} must be an int or a pair of ints, got 'x'$",
+              TTConv2d, 8, 6, row_modes=(2, 3), col_modes=(2, 4), ranks=[1, 1], **kw)  # fmt: skip
+
+
+def test_from_linear_passes_the_core_count_on():
+    from tqla_torch.nn import TTLinear
+
+    lin = torch.nn.Linear(16, 8).double()
+    for d, rows, cols in ((2, (2, 4), (4, 4)), (3, (2, 2, 2), (2, 2, 4))):
+        layer = TTLinear.from_linear(lin, ranks=[1] * (d - 1), d=d)
+        assert (layer.row_modes, layer.col_modes) == (rows, cols)
+    assert len(TTLinear.from_linear(lin, ranks=[1, 1]).row_modes) == 3  # the default d = 3
