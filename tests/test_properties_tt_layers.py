@@ -139,3 +139,36 @@ def test_from_linear_passes_the_core_count_on():
         layer = TTLinear.from_linear(lin, ranks=[1] * (d - 1), d=d)
         assert (layer.row_modes, layer.col_modes) == (rows, cols)
     assert len(TTLinear.from_linear(lin, ranks=[1, 1]).row_modes) == 3  # the default d = 3
+
+
+# Found by a fresh sample (seed 6) of tqla_torch/nn/_tt_forward.py's mutants
+@given(
+    pairs=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=4),
+    budget=st.integers(1, 600),
+)
+@example(pairs=[(3, 4)], budget=100)  # one core: no bond, rank 1 whatever the budget
+@example(pairs=[(2, 2), (2, 2)], budget=1)  # nothing fits: still rank 1
+@settings(max_examples=40, deadline=None)
+def test_tt_rank_for_budget_is_the_largest_uniform_rank_that_fits(pairs, budget):
+    from tqla.tt import check_ranks, rank_bounds
+    from tqla_torch.nn._tt_forward import tt_rank_for_budget
+
+    rows, cols = [m for m, _ in pairs], [n for _, n in pairs]
+    modes = [m * n for m, n in pairs]
+
+    def params(r):  # Σ_t r_t·m_t·n_t·r_{t+1}, ranks capped at the bounds
+        full = check_ranks(r, modes)
+        return sum(full[t] * modes[t] * full[t + 1] for t in range(len(modes)))
+
+    top = max(rank_bounds(modes), default=1)  # beyond it every rank is capped
+    fitting = [r for r in range(1, top + 1) if params(r) <= budget]
+    assert tt_rank_for_budget(rows, cols, budget) == max(fitting, default=1)
+
+
+def test_tt_modes_names_its_arguments():
+    from tqla_torch.nn._tt_forward import tt_modes
+
+    with pytest.raises(ValueError, match=r"^n must be a positive integer, got 0$"):
+        tt_modes(0, 3)
+    with pytest.raises(ValueError, match=r"^d must be a positive integer, got 0$"):
+        tt_modes(8, 0)
