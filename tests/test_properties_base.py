@@ -55,3 +55,60 @@ def test_deprecated_permute_spelling_warns_at_the_caller():
     # its caller's frame is the wrapper's own file
     wrapped = hasattr(check_permute, "__wrapped__")
     assert w[0].filename == (check_permute.__code__.co_filename if wrapped else __file__)
+
+
+# Found by a fresh sample (seed 6) of tqla_torch/nn/base.py's mutants
+def test_relative_error_is_its_definition_for_every_shape_and_form(monkeypatch):
+    """‖approx − ref‖ / ‖ref‖ for scalars, vectors, matrices and 3-way arrays, a broadcast
+    approximation, the row-function form, several row blocks, and a zero reference."""
+    import math
+
+    import tqla_torch.nn.base as base
+
+    g = torch.Generator().manual_seed(0)
+
+    def want(a, r):
+        a, r = a.double().expand_as(r), r.double()
+        return float(torch.linalg.norm((a - r).flatten()) / torch.linalg.norm(r.flatten()))
+
+    monkeypatch.setattr(base, "_ERROR_BLOCK", 6)  # blocks of a few rows
+    for shape in ((), (7,), (5, 3), (4, 3, 2), (9, 1)):
+        ref = torch.randn(shape, generator=g)
+        approx = ref + 0.1 * torch.randn(shape, generator=g)
+        got = base.relative_error(approx, ref)
+        assert got == pytest.approx(want(approx, ref), rel=1e-12)
+        if ref.ndim:
+            assert base.relative_error(lambda i, j: approx[i:j], ref) == pytest.approx(got)
+    ref = torch.randn(4, 3, generator=g)
+    row = torch.randn(3, generator=g)  # broadcast over the rows
+    assert base.relative_error(row, ref) == pytest.approx(want(row, ref), rel=1e-12)
+    zero = torch.zeros(3, 2)
+    assert base.relative_error(zero, zero) == 0.0
+    assert base.relative_error(torch.ones(3, 2), zero) == math.inf
+
+
+def test_helpers_name_what_they_check():
+    from tqla_torch.nn.base import check_padding_idx
+
+    assert check_padding_idx(None, 5) is None
+    assert [check_padding_idx(p, 5) for p in (-5, -1, 0, 4)] == [0, 4, 0, 4]
+    for bad in (-6, 5):
+        with pytest.raises(ValueError, match=rf"^padding_idx must be within num_embeddings, "
+                                             rf"got {bad}$"):  # fmt: skip
+            check_padding_idx(bad, 5)
+    with pytest.raises(ValueError, match=r"^a layer spec must be a dict, got list$"):
+        CompressedModule.from_spec([1])
+
+    class _Bare(CompressedModule, register=False):
+        pass
+
+    with pytest.raises(NotImplementedError, match=r"^_Bare\._spec_values$"):
+        _Bare().spec()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dense_linear_stays_on_the_weight_device():
+    from tqla_torch.nn.base import dense_linear
+
+    lin = dense_linear(torch.randn(3, 2, device="cuda"), torch.randn(3, device="cuda"))
+    assert lin.weight.device.type == "cuda" and lin.bias.device.type == "cuda"
