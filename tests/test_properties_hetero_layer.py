@@ -43,3 +43,64 @@ def test_initial_weights_have_linear_layers_variance():
             layer.reset_parameters()
             total += float((layer.to_dense() ** 2).mean())
     assert 0.87 < total / 40 * 3 * 48 < 1.15  # the seed gives 1.05; a 1/(4·in) scale 0.79
+
+
+# Found by a fresh sample (seed 6) of tqla_torch/nn/spectral.py's mutants
+@pytest.mark.parametrize("permute", ["none", "rows"])
+def test_spectral_fit_passes_every_option_to_the_solver(permute, monkeypatch):
+    """p, n_iter (as max_iter), tol and the seeded generator reach the spectral solver on
+    both routes (plain, and inside the permuted search)."""
+    import numpy as np
+
+    import tqla
+    from tqla_torch.compression import CompressionConfig
+    from tqla_torch.nn import SpectralKroneckerLinear
+
+    seen: list[dict] = []
+    real = tqla.kron_spectral
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tqla, "kron_spectral", spy)
+    real_perm = tqla.permuted_kron_spectral
+
+    def spy_perm(*args, spectral_options, **kwargs):
+        seen.append(spectral_options)
+        return real_perm(*args, spectral_options=spectral_options, **kwargs)
+
+    monkeypatch.setattr(tqla, "permuted_kron_spectral", spy_perm)
+    st = CompressionConfig(target_modules=["m"], method="spectral_kron", b_shape=[2, 2],
+                           rank=1, p=[4, 8], n_iter=3, tol=1e-3, permute=permute,
+                           n_restarts=1).settings_for("m")  # fmt: skip
+    SpectralKroneckerLinear.from_module(torch.nn.Linear(8, 6).double(), st, name="m")
+    opts = seen[0]
+    assert list(opts["p"]) == [4, 8] and opts["max_iter"] == 3 and opts["tol"] == 1e-3
+    assert isinstance(opts["rng"], np.random.Generator)
+
+
+def test_relative_spectral_error_of_a_zero_weight_and_of_half_precision():
+    from tqla_torch.nn.spectral import _relative_spectral
+
+    zero = torch.zeros(4, 3, dtype=torch.float64)
+    assert _relative_spectral(zero, zero.clone()) == (0.0, 0.0)
+    assert _relative_spectral(zero, torch.ones(4, 3, dtype=torch.float64)) == (
+        float("inf"), float("inf"))  # fmt: skip
+    # a half-precision layer's dense weight is compared in float64 (it used to raise)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 8).to(torch.bfloat16)
+    st = SimpleNamespace(shapes=SHAPES, n_params=None, rank=2, repeat=1, norm=None, seed=0,
+                         implementation="factorized")  # fmt: skip
+    layer = HeteroKroneckerLinear.from_module(lin, st)
+    assert layer.A[0].dtype == torch.bfloat16 and 0 < layer.spectral_error < 1
+
+
+def test_plan_with_a_budget_and_a_rank_takes_the_smaller_bound_and_repr_names_every_term():
+    largest = max(4 * 3 + 2 * 4, 2 * 6 + 4 * 2)  # 20 parameters per term
+    lin = torch.nn.Linear(12, 8)
+    for n_params, rank, want in ((100, 2, 2 * largest + 8), (40, 3, 40)):
+        st = SimpleNamespace(shapes=SHAPES, n_params=n_params, rank=rank, repeat=1)
+        assert HeteroKroneckerLinear.plan(lin, st).params_after == want
+    layer = HeteroKroneckerLinear(12, 8, SHAPES, [1, 2])
+    assert layer.extra_repr() == "in=12, out=8, terms=[4×3⊗2×4×1, 2×6⊗4×2×2]"

@@ -44,6 +44,8 @@ def _relative_spectral(W: torch.Tensor, approx: Any) -> tuple[float, float]:
     import tqla
 
     Wd = W.detach().to(torch.float64)
+    if isinstance(approx, torch.Tensor):  # a half-precision layer's dense weight
+        approx = approx.detach().to(torch.float64)
     est = tqla.spectral_norm(tqla.residual(Wd, approx), rng=0)
     norm = float(torch.linalg.matrix_norm(Wd, ord=2))
     if norm == 0:
