@@ -166,3 +166,51 @@ def test_kronecker_embedding_fit_stays_on_the_table_device():
     for method in ("permuted_kron", "kron"):
         layer = KroneckerEmbedding.from_embedding(emb, 2, method=method, permute=True, n_iter=1)
         assert {t.device.type for t in layer.state_dict().values()} == {"cuda"}
+
+
+# Found by a first sample (seed 6) of tqla_torch/nn/_embedding_fit.py's mutants
+def test_permuted_table_fit_is_the_gram_fit_then_the_refit(monkeypatch):
+    """Every option reaches ``gram_column_fit``; the factors are ``kron_svd`` of the table
+    with its columns in K's order, and the error is that of the returned layer."""
+    import numpy as np
+
+    import tqla_torch.nn._embedding_fit as fit_mod
+    from tqla.kron import kron_svd
+
+    seen: list[dict] = []
+    real = fit_mod.gram_column_fit
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_mod, "gram_column_fit", spy)
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(30, 8, dtype=torch.float64, generator=g)
+    opts = {"rule": "slots", "n_iter": 1, "tol": 0.5, "n_restarts": 2, "seed": 4}
+    A, B, cp, err = fit_mod.permuted_table_fit(table, 2, **opts)
+    assert seen == [opts]
+    perm, errors = real(table, 2, 1, **opts)
+    assert torch.equal(cp, torch.as_tensor(perm)) and err == errors[-1]
+    K = kron_svd(table[:, np.argsort(perm)].numpy(), ((30, 4), (1, 2)), 1)
+    torch.testing.assert_close(A, torch.from_numpy(K.A), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(B, torch.from_numpy(K.B), rtol=1e-12, atol=1e-12)
+    dense = torch.kron(A[0], B[0])[:, cp]  # W ≈ K[:, col_perm]
+    direct = float(torch.linalg.norm(table - dense) / torch.linalg.norm(table))
+    assert err == pytest.approx(direct, rel=1e-9) and len(errors) == 2 and errors[1] < errors[0]
+
+
+def test_gram_fit_uses_the_assignment_solver_it_is_given(monkeypatch):
+    import tqla_torch.nn._embedding_fit as fit_mod
+
+    solvers: list = []
+    real = fit_mod.lsap
+
+    def spy(cost, **kwargs):
+        solvers.append(kwargs.get("solver"))
+        return real(cost, **kwargs)
+
+    monkeypatch.setattr(fit_mod, "lsap", spy)
+    table = torch.randn(20, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fit_mod.gram_column_fit(table, 2, n_iter=2, solver="scipy")
+    assert solvers and set(solvers) == {"scipy"}
