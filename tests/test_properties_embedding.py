@@ -214,3 +214,59 @@ def test_gram_fit_uses_the_assignment_solver_it_is_given(monkeypatch):
     table = torch.randn(20, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     fit_mod.gram_column_fit(table, 2, n_iter=2, solver="scipy")
     assert solvers and set(solvers) == {"scipy"}
+
+
+# Found by a fresh sample (seed 7) of tqla_torch/nn/embedding.py's mutants
+def test_every_option_reaches_both_fit_routes(monkeypatch):
+    import tqla_torch.nn.embedding as emb_mod
+
+    seen: dict[str, dict] = {}
+    real_table, real_kron = emb_mod.permuted_table_fit, emb_mod.kron_decompose
+
+    def spy_table(*args, **kwargs):
+        seen["table"] = kwargs
+        return real_table(*args, **kwargs)
+
+    def spy_kron(*args, **kwargs):
+        seen["kron"] = kwargs
+        return real_kron(*args, **kwargs)
+
+    monkeypatch.setattr(emb_mod, "permuted_table_fit", spy_table)
+    monkeypatch.setattr(emb_mod, "kron_decompose", spy_kron)
+    emb = torch.nn.Embedding(10, 8).double()
+    opts = {"rule": "slots", "n_iter": 2, "tol": 0.25, "n_restarts": 2, "seed": 3}
+    layer = KroneckerEmbedding.from_embedding(emb, 2, **opts)
+    assert seen["table"] == opts
+    assert "col_perms=[True]" in layer.extra_repr()
+    layer = KroneckerEmbedding.from_embedding(emb, 2, method="kron", **opts)
+    assert {k: seen["kron"][k] for k in opts} == opts and seen["kron"]["permute"] == "none"
+    assert "col_perms=[False]" in layer.extra_repr()
+
+
+def test_compressing_again_keeps_the_earlier_levels_and_the_default_name(monkeypatch):
+    """A third level leaves the two levels found before (factors and permutations) as they
+    were, behind the new one; without a name, seeds and messages use the module's default."""
+    torch.manual_seed(0)
+    one = KroneckerEmbedding.from_embedding(torch.nn.Embedding(10, 16).double(), 2, n_iter=1)
+    two = KroneckerEmbedding.from_embedding(one, 2, n_iter=1)
+    three = KroneckerEmbedding.from_embedding(two, 2, n_iter=1)
+    assert three.level_factors == [2, 2, 2]
+    for i in range(2):
+        assert torch.equal(three.factors[i + 1], two.factors[i])
+        assert torch.equal(getattr(three, f"col_perm_{i + 1}"), getattr(two, f"col_perm_{i}"))
+    msg = r"^module 'module': factoring the table 10×2 by 1×4 needs 4"
+    with pytest.raises(ValueError, match=msg):
+        KroneckerEmbedding.from_module(torch.nn.Embedding(10, 8), _settings(b_shape=[4, 1],
+                                                                            repeat=2))
+    from tqla_torch.nn.base import seed_for
+
+    seeds: list = []
+    real = KroneckerEmbedding.from_embedding.__func__
+
+    def spy(cls, embedding, k, **kwargs):
+        seeds.append(kwargs["seed"])
+        return real(cls, embedding, k, **kwargs)
+
+    monkeypatch.setattr(KroneckerEmbedding, "from_embedding", classmethod(spy))
+    KroneckerEmbedding.from_module(torch.nn.Embedding(10, 8).double(), _settings(seed=5))
+    assert seeds == [seed_for(5, "")]
