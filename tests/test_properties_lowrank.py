@@ -170,3 +170,38 @@ def test_from_module_defaults_and_compressing_a_low_rank_embedding_again():
     torch.testing.assert_close(again.to_dense(), (U * s) @ Vh, rtol=1e-9, atol=1e-11)
     with pytest.raises(ValueError, match=r"^module 'module': svd rank 9 exceeds"):
         LowRankEmbedding.from_module(torch.nn.Embedding(10, 8), _settings(rank=9))
+
+
+# Found by a fresh sample (seed 7)
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+def test_forward_runs_the_route_its_implementation_names(implementation, monkeypatch):
+    """"factorized" multiplies by V then U (never forming U·V), "reconstructed" by U·V."""
+    import tqla_torch.nn.lowrank as lr
+
+    shapes: list[tuple] = []
+    real = torch.nn.functional.linear
+
+    def spy(x, w, b=None):
+        shapes.append(tuple(w.shape))
+        return real(x, w, b)
+
+    torch.manual_seed(0)
+    layer = LowRankLinear(8, 6, 2, implementation=implementation).double()
+    x = torch.randn(3, 8, dtype=torch.float64)
+    monkeypatch.setattr(lr.F, "linear", spy)
+    y = layer(x)
+    monkeypatch.undo()
+    torch.testing.assert_close(y, x @ layer.to_dense().detach().T + layer.bias.detach())
+    assert shapes == ([(2, 8), (6, 2)] if implementation == "factorized" else [(6, 8)])
+
+
+def test_zero_weight_and_recompression_messages():
+    zero = torch.zeros(6, 8, dtype=torch.float64)
+    for moment in (None, _moment(8, 3)):
+        layer = LowRankLinear.from_dense(zero, None, 2, moment=moment)
+        assert layer.approximation_error == 0.0
+        assert torch.count_nonzero(layer.to_dense()) == 0
+    low = LowRankEmbedding(10, 8, 3)
+    with pytest.raises(ValueError, match=r"^module 'e': svd rank 3 must be below the current "
+                                         r"rank 3 to compress a LowRankEmbedding again$"):  # fmt: skip
+        LowRankEmbedding.plan(low, _settings(rank=3), name="e")
