@@ -112,3 +112,44 @@ def test_dense_linear_stays_on_the_weight_device():
 
     lin = dense_linear(torch.randn(3, 2, device="cuda"), torch.randn(3, device="cuda"))
     assert lin.weight.device.type == "cuda" and lin.bias.device.type == "cuda"
+
+
+# Found by a fresh sample (seed 7)
+def test_every_family_initialises_its_bias_like_linear():
+    """Bias entries U(−1/√fan_in, 1/√fan_in), as torch.nn.Linear / Conv2d (400 entries:
+    both ends of the interval are reached within 10% with probability 1 − 1e-8)."""
+    import math
+
+    from tqla_torch.nn import (
+        HeteroKroneckerLinear,
+        KroneckerLinear,
+        LowRankLinear,
+        TTConv2d,
+        TTLinear,
+    )
+
+    torch.manual_seed(0)
+    layers = [
+        (LowRankLinear(16, 400, 2), 16),
+        (KroneckerLinear(16, 400, ((20, 4), (20, 4))), 16),
+        (HeteroKroneckerLinear(16, 400, [[[20, 4], [20, 4]]], [1]), 16),
+        (TTLinear(16, 400, (20, 20), (4, 4), [1]), 16),
+        (TTConv2d(4, 400, 3, (20, 20), (2, 2), [1, 1]), 4 * 9),
+    ]
+    for layer, fan_in in layers:
+        b, bound = layer.bias.detach(), 1.0 / math.sqrt(fan_in)
+        assert float(b.abs().max()) <= bound, type(layer).__name__
+        assert float(b.max()) > 0.9 * bound and float(b.min()) < -0.9 * bound, type(layer).__name__
+
+
+def test_check_pos_int_accepts_exactly_the_positive_integers():
+    import numpy as np
+
+    from tqla_torch.nn.base import check_pos_int
+
+    for v in (1, 2, np.int64(1), np.int32(7)):
+        got = check_pos_int(v, "n")
+        assert got == int(v) and type(got) is int
+    for bad in (0, -1, True, 1.0, "1", None):
+        with pytest.raises(ValueError, match=rf"^n must be a positive integer, got {bad!r}$"):
+            check_pos_int(bad, "n")
