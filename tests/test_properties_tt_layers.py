@@ -172,3 +172,23 @@ def test_tt_modes_names_its_arguments():
         tt_modes(0, 3)
     with pytest.raises(ValueError, match=r"^d must be a positive integer, got 0$"):
         tt_modes(8, 0)
+
+
+# Found by a fresh sample (seed 7) of tqla_torch/nn/tt.py's mutants
+def test_conv_budget_counts_the_bias_only_when_there_is_one():
+    """Budgets that the cores of rank 2, 3, 4 fill exactly (58, 111, 180 parameters for a
+    4→8 channel 3×3 kernel): met exactly without a bias, and with one when it is added."""
+    for with_bias in (False, True):
+        conv = torch.nn.Conv2d(4, 8, 3, bias=with_bias)
+        for rank, cores in ((2, 58), (3, 111), (4, 180)):
+            n = cores + (8 if with_bias else 0)
+            p = TTConv2d.plan(conv, _settings(n_params=n, repeat=1))
+            assert (p.rank, p.params_after) == (rank, n)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tt_linear_fit_stays_on_the_weight_device():
+    from tqla_torch.nn import TTLinear
+
+    layer = TTLinear.from_dense(torch.randn(8, 16, device="cuda"), None, ranks=[2, 2])
+    assert {t.device.type for t in layer.state_dict().values()} == {"cuda"}
