@@ -186,7 +186,7 @@ def memory(args: argparse.Namespace) -> list[str]:
             f"save_pretrained ({size / 1e9:.2f} GB of safetensors, written in "
             f"{time.perf_counter() - t0:.0f} s)",
             "",
-            "| path | command | wall (s) | CPU s | peak RSS (GB) | load avg before → after |",
+            "| path | command | wall (s) | CPU s | peak RSS (GiB) | load avg before → after |",
             "|---|---|---:|---:|---:|---|",
         ]
         outs = {}

@@ -197,6 +197,37 @@ def test_lsap_accepts_other_libraries_and_reports_host_copies(backend):
     assert not hasattr(asg, "transfer_stats") and not hasattr(asg, "_STATS")
 
 
+@pytest.mark.skipif("jv" not in SOLVERS, reason="numba missing")
+@pytest.mark.parametrize("kind", ["uniform", "integer", "lowrank", "geometric"])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_jv_reads_float32_in_place_with_the_solution_of_its_float64_copy(kind, maximize):
+    """A C-ordered float32 cost is solved without its float64 copy (host_bytes 0) and gets
+    exactly the float64 copy's solution: assignment, prices, augmentations, total."""
+    C32 = _costs(60, kind, 7).astype(np.float32)
+    C64 = C32.astype(np.float64)
+    a = lsap(C32, solver="jv", maximize=maximize)
+    b = lsap(C64, solver="jv", maximize=maximize)
+    assert a.host_bytes == 0 and b.host_bytes == 0
+    np.testing.assert_array_equal(a.col_ind, b.col_ind)
+    np.testing.assert_array_equal(a.prices, b.prices)
+    assert (a.cost, a.n_augment) == (b.cost, b.n_augment)
+    D32 = C32 + np.float32(0.5) * (C32 > C32.mean())  # a close problem: warm starts
+    warm = lsap(D32, solver="jv", init=a, maximize=maximize)
+    ref = lsap(D32.astype(np.float64), solver="jv", init=b, maximize=maximize)
+    np.testing.assert_array_equal(warm.col_ind, ref.col_ind)
+    np.testing.assert_array_equal(warm.prices, ref.prices)
+
+
+@pytest.mark.parametrize("solver", [s for s in SOLVERS if s != "jv"])
+def test_float32_costs_are_widened_for_the_other_solvers(solver):
+    C = _costs(9, "uniform", 2)
+    res = lsap(C.astype(np.float32), solver=solver)
+    assert res.host_bytes == C.nbytes  # the float64 copy those solvers need
+    _check_solution(C.astype(np.float32).astype(np.float64), res, solver)
+    rect = lsap(C[:5].astype(np.float32), solver=solver)  # rectangular: padded in float64
+    assert rect.host_bytes == C[:5].nbytes and len(rect.col_ind) == 5
+
+
 def test_auto_picks_the_first_installed_solver_of_the_order():
     from tqla.lsap import AUTO_ORDER
 
@@ -269,6 +300,45 @@ def test_cost_builders_refuse_over_the_limit():
         assign_cost(W, K, max_bytes=1000)
     with pytest.raises(MemoryError, match="20×20 cost matrix would need"):
         slots_cost(W, ((20, 6), (2, 2)), K, 0, max_bytes=1000)
+
+
+def _traced_peak(fn):
+    """(result, peak bytes NumPy allocated while ``fn()`` ran) — tracemalloc sees NumPy."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("side", ["rows", "cols"])
+def test_assign_cost_holds_one_cost_matrix_at_a_time(side):
+    """The n×n product is negated in place: never two n×n matrices at once (the peak of an
+    MLP fit of GPT-2 large, n = 5,120, was the cost, its negation and its float64 copy)."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((400, 360)).astype(np.float32)
+    K = kron_svd(W, ((200, 90), (2, 4)), 2)
+    rp, cp = rng.permutation(400), rng.permutation(360)
+    C, peak = _traced_peak(lambda: assign_cost(W, K, side=side, row_perm=rp, col_perm=cp))
+    Kd = K.to_dense()
+    ref = -(W @ Kd[:, cp].T) if side == "rows" else -(W.T @ Kd[rp])
+    np.testing.assert_array_equal(C, ref)  # the same product, negated (exact)
+    n_n = C.nbytes
+    assert peak < n_n + 3 * W.nbytes + (1 << 16), (peak, n_n)  # cost + dense K, its copy
+
+
+@pytest.mark.skipif("jv" not in SOLVERS, reason="numba missing")
+def test_jv_makes_no_float64_copy_of_a_float32_cost():
+    C = _costs(300, "lowrank", 4).astype(np.float32)
+    lsap(C, solver="jv")  # compiled before measuring
+    res, peak = _traced_peak(lambda: lsap(C, solver="jv"))
+    assert res.host_bytes == 0
+    assert peak < C.nbytes // 2, (peak, C.nbytes)  # O(n) work arrays only
 
 
 # --------------------------------------------------------------------------------------

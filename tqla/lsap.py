@@ -60,7 +60,9 @@ class LSAPResult(tuple):
         Augmenting paths the ``"jv"`` solver needed (0 when the warm start was optimal).
     host_bytes : int
         Bytes of the float64 host copy this solve made of ``cost`` (0 when ``cost`` already
-        was a C-ordered float64 NumPy array used in place).
+        was a C-ordered float64 NumPy array used in place, or a C-ordered float32 one the
+        square ``"jv"`` solver reads in place: it widens each entry exactly as it reads it,
+        so the solution is the one of the float64 copy, without the copy).
     device_to_host : bool
         Whether ``cost`` came from another library than NumPy (a device → host copy on a
         GPU).
@@ -243,8 +245,10 @@ def _host_copy(cost: Any) -> tuple[np.ndarray, bool]:
 def _prepare(cost: Any, maximize: bool) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """Validate ``cost``; return (C, original, host_bytes, device_to_host).
 
-    C is the float64 minimisation problem (negated for ``maximize``) with +inf on the
-    forbidden pairs (masked entries included); ``original`` the float64 input values.
+    C is the minimisation problem (negated for ``maximize``) with +inf on the forbidden
+    pairs (masked entries included); ``original`` the input values.  Both are float64,
+    except for a C-ordered float32 NumPy input, which stays float32 (no copy) until a
+    solver other than the square ``"jv"`` needs float64 (:func:`_widened`).
     """
     mask = None
     if isinstance(cost, np.ma.MaskedArray):
@@ -257,7 +261,10 @@ def _prepare(cost: Any, maximize: bool) -> tuple[np.ndarray, np.ndarray, int, bo
     if len(cost.shape) != 2:
         raise ValueError(f"cost must be a 2-D array, got shape {tuple(cost.shape)}")
     host, d2h = _host_copy(cost)
-    orig = np.ascontiguousarray(host, dtype=np.float64)
+    if host.dtype == np.float32 and host.flags.c_contiguous:
+        orig = host  # solved in place by "jv"; widened for the other solvers (_widened)
+    else:
+        orig = np.ascontiguousarray(host, dtype=np.float64)
     copied = 0 if orig is cost else orig.nbytes
     with np.errstate(over="ignore", invalid="ignore"):  # one cheap pass when finite
         finite = not orig.size or bool(np.isfinite(orig.sum()))
@@ -278,6 +285,11 @@ def _prepare(cost: Any, maximize: bool) -> tuple[np.ndarray, np.ndarray, int, bo
         C = C.copy() if C is orig else C
         C[mask] = np.inf
     return C, orig, copied, d2h
+
+
+def _widened(C: np.ndarray) -> np.ndarray:
+    """A float64 copy of a float32 problem, for the solvers that need float64 input."""
+    return np.ascontiguousarray(C, dtype=np.float64)
 
 
 def _init_prices(init: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -393,7 +405,9 @@ def lsap(
     cost : array of shape (n, m)
         Real costs (integer or floating dtype) of any array library; the solvers run on the
         host in float64, so a matrix of another library, device or dtype is copied once
-        (``.host_bytes`` of the result).  Boolean and complex matrices are refused
+        (``.host_bytes`` of the result) — except a C-ordered float32 NumPy matrix solved
+        by ``"jv"``, which reads it in place and widens each entry (exactly) as it reads
+        it: the same solution without the float64 copy, twice the matrix's size.  Boolean and complex matrices are refused
         (TypeError): cast them explicitly.  A pair is forbidden by ``+inf`` (``-inf`` with
         ``maximize=True``) or by a masked entry of a :class:`numpy.ma.MaskedArray`
         (``"scipy"`` and ``"jv"`` only).  Finite costs whose total does not fit in
@@ -466,6 +480,9 @@ def lsap(
         return LSAPResult(
             empty, empty.copy(), cost=0.0, solver=name, host_bytes=copied, device_to_host=d2h
         )
+    if C.dtype != np.float64 and not (name == "jv" and square):
+        C = _widened(C)
+        copied += C.nbytes
     Cs = _scaled(C, has_inf)
     if Cs is not C:  # prices are in the cost's units: no warm start across a scaling
         prices, prev = None, None

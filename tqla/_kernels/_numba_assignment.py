@@ -311,7 +311,11 @@ def lsap_jv(
     n_arr: int = 2,
     arr_steps: float = 4.0,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Solve a square float64 LSAP; return (col4row, column prices, n_augmentations).
+    """Solve a square LSAP; return (col4row, column prices, n_augmentations).
+
+    ``cost`` is float64, or float32 read in place: every kernel widens an entry to float64
+    (exactly) where it reads it and computes in float64, so a float32 matrix gets the
+    solution of its float64 copy without the copy.
 
     ``prices`` (length n) warm-starts the column duals, ``init`` (a previous col4row) the
     assignment; without prices the Jonker–Volgenant column reduction starts.  ``n_arr``
@@ -319,7 +323,9 @@ def lsap_jv(
     precede the shortest-augmenting-path phase.
     ``n_augmentations`` counts the rows left to the path phase.
     """
-    cost = np.ascontiguousarray(cost, dtype=np.float64)
+    if cost.dtype != np.float32:
+        cost = np.ascontiguousarray(cost, dtype=np.float64)
+    cost = np.ascontiguousarray(cost)
     n = cost.shape[0]
     if prices is None:
         v = np.zeros(n)
