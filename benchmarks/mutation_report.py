@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/mutation_report.py RESULT.json [...] [--equivalent EQUIV.json]
-                                         [--triage TRIAGE.json]
+                                         [--triage TRIAGE.json ...]
 
 ``--equivalent`` names a JSON object {mutant name: reason} of surviving mutants judged
 equivalent (no test can tell them apart from the original).  ``--triage`` names a JSON
@@ -58,13 +58,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("results", nargs="+", type=Path)
     ap.add_argument("--equivalent", type=Path)
-    ap.add_argument("--triage", type=Path)
+    ap.add_argument("--triage", type=Path, action="append", default=[],
+                    help="may be given several times (their entries are merged)")
     args = ap.parse_args()
     equivalent = json.loads(args.equivalent.read_text()) if args.equivalent else {}
-    triage = json.loads(args.triage.read_text()) if args.triage else {}
-    equivalent = {**equivalent, **triage.get("equivalent", {})}
-    killed_by = triage.get("killed_by", {})
-    device = triage.get("needs_device", {})
+    killed_by: dict = {}
+    device: dict = {}
+    for path in args.triage:
+        triage = json.loads(path.read_text())
+        equivalent = {**equivalent, **triage.get("equivalent", {})}
+        killed_by.update(triage.get("killed_by", {}))
+        device.update(triage.get("needs_device", {}))
     rows, survivors = [], []
     for path in args.results:
         d = json.loads(path.read_text())
