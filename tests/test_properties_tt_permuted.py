@@ -13,7 +13,7 @@ from tqla import permuted_tt
 
 @given(seed=st.integers(0, 2**16), rule=st.sampled_from(["slots", "assign", "slots+assign"]),
        stop=st.integers(0, 3))  # fmt: skip
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 def test_callback_sees_each_iteration_and_its_error_and_may_stop(seed, rule, stop):
     W = np.random.default_rng(seed).standard_normal((8, 8))
     seen = []
