@@ -101,9 +101,12 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/batch.py": (["tests/test_batch.py"], ["tests/test_properties_batch.py"]),
     "tqla/_spectral_residual.py": (
         ["tests/test_spectral.py"],
-        ["tests/test_properties_spectral.py"],
+        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_residual.py"],
     ),
-    "tqla/_fixed_rank.py": (["tests/test_spectral.py"], ["tests/test_properties_spectral.py"]),
+    "tqla/_fixed_rank.py": (
+        ["tests/test_spectral.py"],
+        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_residual.py"],
+    ),
     "tqla/_permuted_base.py": (
         ["tests/test_permuted.py", "tests/test_tt.py"],
         ["tests/test_properties_permuted.py", "tests/test_properties_tt_permuted.py"],
