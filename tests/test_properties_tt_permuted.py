@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tqla import permuted_tt
+from tqla import PermutedKronecker, PermutedTT, kron_svd, permuted_tt, tt_matrix
 
 
 @given(seed=st.integers(0, 2**16), rule=st.sampled_from(["slots", "assign", "slots+assign"]),
@@ -34,3 +34,13 @@ def test_mode_counts_must_match_and_the_message_says_so():
     W = np.zeros((8, 8))
     with pytest.raises(ValueError, match=r"row_modes \(2, 4\) and col_modes \(2, 2, 2\) must have"):
         permuted_tt(W, (2, 4), (2, 2, 2), ranks=2)
+
+
+def test_permuted_results_name_the_bad_permutation():
+    W = np.random.default_rng(0).standard_normal((6, 4))
+    inner = [kron_svd(W, ((3, 2), (2, 2)), 1), tt_matrix(W, (3, 2), (2, 2), ranks=1)]
+    for cls, K in zip((PermutedKronecker, PermutedTT), inner, strict=True):
+        with pytest.raises(ValueError, match="col_perm must be a permutation"):
+            cls(K, np.arange(6), np.array([0, 0, 1, 2]), [0.1], 0)
+        with pytest.raises(ValueError, match=r"row_perm must have shape \(6,\)"):
+            cls(K, np.arange(5), np.arange(4), [0.1], 0)
