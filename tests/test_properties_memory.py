@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import tqla._memory as mem
@@ -43,6 +43,9 @@ def test_available_memory_is_memavailable_else_half_the_physical(monkeypatch):
 
 @given(st.one_of(st.integers(1, 2**62), st.integers(1, 2**40).map(float),
                  st.integers(1, 2**31).map(np.int64)))  # fmt: skip
+@example(1)
+@example(1.0)
+@example(np.int64(1))
 def test_positive_bytes_accepts_whole_positive_numbers(v):
     out = mem.positive_bytes(v, "max_bytes")
     assert type(out) is int and out == v
