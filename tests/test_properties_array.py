@@ -38,4 +38,3 @@ def test_to_numpy_does_not_copy_what_is_already_a_host_array_of_the_dtype():
     assert to_numpy(a, np.float64) is a and to_numpy(a) is a
     b = to_numpy(a, np.float32)
     assert b.dtype == np.float32 and not np.shares_memory(a, b)
-

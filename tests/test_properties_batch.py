@@ -40,7 +40,9 @@ def test_n_jobs_none_or_zero_means_the_cpus_and_one_the_calling_thread(monkeypat
 
 
 def test_a_value_that_is_neither_one_nor_one_per_matrix_is_named():
-    with pytest.raises(ValueError, match=r"shapes must be one value or one per matrix \(2\), got int"):
+    with pytest.raises(
+        ValueError, match=r"shapes must be one value or one per matrix \(2\), got int"
+    ):
         permuted_kron_many(_mats(2), 5)
     with pytest.raises(ValueError, match=r"rank must be one value or one per matrix \(2\), got 3"):
         permuted_kron_many(_mats(2), SHAPE, [1, 1, 1])
