@@ -96,3 +96,15 @@ def test_errors_match_the_returned_approximation(rule):
     P = permuted_kron(W, s, 2, rule=rule, n_iter=3)
     err = float(np.linalg.norm(W - P.to_dense()) / np.linalg.norm(W))
     assert err == pytest.approx(P.errors[-1], rel=1e-9)
+
+
+def test_a_side_left_unpermuted_is_named_in_the_log_and_callback_type_errors(caplog):
+    """Third mutation pass (fresh sample, seed 7): the info message names the side, and the
+    callback's TypeError names the type it got."""
+    W = np.random.default_rng(0).standard_normal((6, 8))
+    with caplog.at_level(logging.INFO, logger="tqla.permuted"):
+        permuted_kron(W, ((1, 4), (6, 2)), 1, permute="both", n_iter=1)
+    assert "rows not permuted (a factor dimension is 1)" in caplog.text
+    assert "cols not permuted" not in caplog.text
+    with pytest.raises(TypeError, match="callback must be callable, got int"):
+        permuted_kron(W, ((3, 4), (2, 2)), 1, callback=5)
