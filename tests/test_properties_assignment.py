@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
 import tqla.permuted as permuted_module
-from tqla import KroneckerShape, permuted_kron
+from tqla import KroneckerShape, KroneckerSum, permuted_kron
 from tqla.assignment import assign_cost, check_cost_memory, slots_cost
 from tqla.kron import kron_svd
 from tqla.lsap import LSAPResult, lsap
@@ -263,3 +263,20 @@ def test_projection_kernel_selects_the_projection_pass_only(monkeypatch, project
     assert ("rearranged_matmul", projection_kernel) in seen, seen
     assert ("slots_cost", "array_api") in seen, seen
     assert np.allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@given(seed=st.integers(0, 2**16), r=st.integers(1, 3))
+@settings(max_examples=10, deadline=None)
+def test_slots_basis_spans_the_b_factors_of_the_side(seed, r):
+    """Third mutation pass (fresh sample, seed 7): V is orthonormal and spans vec(B_k) for
+    side="rows", vec(B_kᵀ) (the transposed sum's factors) for side="cols"."""
+    from tqla.assignment import slots_basis
+
+    rng = np.random.default_rng(seed)
+    K = KroneckerSum(rng.standard_normal((r, 2, 3)), rng.standard_normal((r, 3, 4)))
+    for side, B in (("rows", K.B), ("cols", np.transpose(K.B, (0, 2, 1)))):
+        V = slots_basis(K, side)
+        Bf = B.reshape(r, -1).T  # (m2·n2, r), one column per term
+        assert V.shape == Bf.shape
+        np.testing.assert_allclose(V.T @ V, np.eye(r), atol=1e-12)
+        np.testing.assert_allclose(V @ (V.T @ Bf), Bf, atol=1e-10 * np.abs(Bf).max())

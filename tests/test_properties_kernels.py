@@ -189,3 +189,15 @@ def test_slots_cost_kernels_agree_on_non_square_factors(s, rank, seed):
         for impl in available("slots_cost"):
             got = slots_cost(W, s, K, slot, kernel=impl)
             _close(got, np.asarray(ref), np.float64, s.n1 * rank, f"{impl} slot {slot}")
+
+
+def test_array_api_slots_cost_refuses_mixed_libraries():
+    """Every operand's library is checked, the basis Vs included: a torch Vs with NumPy C
+    and Y would otherwise be converted silently by NumPy (third mutation pass)."""
+    torch = pytest.importorskip("torch")
+    f = get_kernel("slots_cost", "array_api")
+    C, Y = np.ones((3, 2, 4)), np.ones((3, 2, 2))
+    with pytest.raises(TypeError, match="arrays of one array library"):
+        f(C, torch.ones(4, 2, dtype=torch.float64), Y)
+    cost, P = f(C, np.ones((4, 2)), Y)
+    assert cost.shape == (3, 3) and P.shape == (3, 2, 2)

@@ -96,3 +96,45 @@ def test_errors_match_the_returned_approximation(rule):
     P = permuted_kron(W, s, 2, rule=rule, n_iter=3)
     err = float(np.linalg.norm(W - P.to_dense()) / np.linalg.norm(W))
     assert err == pytest.approx(P.errors[-1], rel=1e-9)
+
+
+def test_a_side_left_unpermuted_is_named_in_the_log_and_callback_type_errors(caplog):
+    """Third mutation pass (fresh sample, seed 7): the info message names the side, and the
+    callback's TypeError names the type it got."""
+    W = np.random.default_rng(0).standard_normal((6, 8))
+    with caplog.at_level(logging.INFO, logger="tqla.permuted"):
+        permuted_kron(W, ((1, 4), (6, 2)), 1, permute="both", n_iter=1)
+    assert "rows not permuted (a factor dimension is 1)" in caplog.text
+    assert "cols not permuted" not in caplog.text
+    with pytest.raises(TypeError, match="callback must be callable, got int"):
+        permuted_kron(W, ((3, 4), (2, 2)), 1, callback=5)
+
+
+def test_host_bytes_sum_over_the_solves_and_the_refits_use_the_kernel_asked_for(monkeypatch):
+    """Third mutation pass (fresh sample, seed 7): ``timings["host_bytes"]`` is the sum of
+    the LSAP results' ``host_bytes`` (torch input: every solve copies its cost to the host),
+    and ``kernel=`` reaches every refit's kron_svd."""
+    torch = pytest.importorskip("torch")
+    W = np.random.default_rng(0).standard_normal((8, 8))
+    seen = []
+    real_lsap = permuted_module.lsap
+
+    def spy_lsap(*args, **kwargs):
+        res = real_lsap(*args, **kwargs)
+        seen.append(res.host_bytes)
+        return res
+
+    monkeypatch.setattr(permuted_module, "lsap", spy_lsap)
+    P = permuted_kron(torch.tensor(W), ((4, 4), (2, 2)), 1, n_iter=3, tol=0.0, rng=0)
+    assert len(seen) >= 2 and all(b > 0 for b in seen)
+    assert P.timings["host_bytes"] == sum(seen) and P.timings["n_lsap"] == len(seen)
+    kernels = []
+    real_svd = permuted_module.kron_svd
+
+    def spy_svd(*args, **kwargs):
+        kernels.append(kwargs.get("kernel"))
+        return real_svd(*args, **kwargs)
+
+    monkeypatch.setattr(permuted_module, "kron_svd", spy_svd)
+    permuted_kron(W, ((4, 4), (2, 2)), 1, n_iter=2, kernel="numpy", rng=0)
+    assert kernels and set(kernels) == {"numpy"}
