@@ -88,21 +88,16 @@ def assign_lpt(costs: Sequence[float], n_ranks: int) -> list[list[int]]:
 
 
 # Seconds of one thread per unit of work, by the method of the fit (what LPT balances; only
-# ratios matter).  Fitted by ``python benchmarks/bench_scaling.py costs`` to the measured
-# fit times of GPT-2-shaped modules (widths 512-1280; benchmarks/results/scaling_costs_cpu.md):
-# a matrix M×N costs ``_MATRIX[method] · M·N·(M+N)`` (the cost matrices of the permutation
-# searches and the refits), an embedding table V×d, per repetition on the width w it has
-# then, ``_EMBED_ROWS · V·w + _EMBED_GRAM · V·w²`` (passes over the table and its Gram
-# matrix).  Methods never measured take permuted_kron's constants (the dearest).
-_MATRIX = {
-    "permuted_kron": 9.0e-11,
-    "kron": 9.0e-11,
-    "svd": 9.0e-11,
-    "spectral_kron": 9.0e-11,
-    "hetero_kron": 9.0e-11,
-    "tt": 9.0e-11,
+# ratios matter): ``(matrix, table rows, table Gram)``.  A matrix M×N costs
+# ``matrix · M·N·(M+N)`` (the cost matrices of the permutation searches, the refits); an
+# embedding table V×d, per repetition on the width w it has then, ``rows · V·w + gram ·
+# V·w²`` (passes over the table and its Gram matrix).  Fitted to the measured one-thread fit
+# times of GPT-2-shaped modules by ``python benchmarks/bench_scaling.py costs``
+# (benchmarks/results/scaling_costs_cpu.md); methods it does not measure take
+# permuted_kron's constants (the dearest).
+_COSTS: dict[str, tuple[float, float, float]] = {
+    "permuted_kron": (9.0e-11, 1.7e-8, 1.7e-11),
 }
-_EMBED_ROWS, _EMBED_GRAM = 1.3e-3 / 1.5 / 50257, 1.05e-6 / 1.25 / 50257
 
 
 def estimated_cost(report: Any, settings: Any) -> float:
@@ -126,15 +121,16 @@ def estimated_cost(report: Any, settings: Any) -> float:
     """
     rows, cols = float(report.out_features), float(report.in_features)
     method = str(getattr(report, "method", "") or getattr(settings, "method", ""))
+    matrix, per_row, gram = _COSTS.get(method, _COSTS["permuted_kron"])
     restarts = max(1, int(getattr(settings, "n_restarts", 1) or 1))
     if getattr(report, "kind", "") == "Embedding":  # in = vocabulary, out = width
         k = _embedding_step(settings)
         width, cost = rows, 0.0
         for _ in range(max(1, int(getattr(settings, "repeat", 1) or 1))):
-            cost += _EMBED_ROWS * cols * width + _EMBED_GRAM * cols * width * width
+            cost += per_row * cols * width + gram * cols * width * width
             width = max(1.0, width / k)
         return cost * restarts
-    return _MATRIX.get(method, _MATRIX["permuted_kron"]) * rows * cols * (rows + cols) * restarts
+    return matrix * rows * cols * (rows + cols) * restarts
 
 
 def _embedding_step(settings: Any) -> float:
