@@ -96,7 +96,9 @@ def assign_lpt(costs: Sequence[float], n_ranks: int) -> list[list[int]]:
 # (benchmarks/results/scaling_costs_cpu.md); methods it does not measure take
 # permuted_kron's constants (the dearest).
 _COSTS: dict[str, tuple[float, float, float]] = {
-    "permuted_kron": (9.0e-11, 1.7e-8, 1.7e-11),
+    "permuted_kron": (1.07e-10, 6.75e-09, 2.54e-11),
+    "kron": (2.3e-12, 1.02e-08, 2.56e-12),
+    "svd": (2.23e-11, 1.43e-08, 4.73e-11),
 }
 
 
@@ -291,34 +293,61 @@ def _header(item: Any, layer: nn.Module) -> dict[str, Any]:
     }
 
 
+_ALIGN = 16  # bytes: every tensor starts at a multiple, so its bytes view as its dtype
+
+
+def _padded(shape: Any, dtype: torch.dtype) -> tuple[int, int]:
+    """``(bytes, bytes padded to _ALIGN)`` of a tensor of ``shape`` and ``dtype``."""
+    n = torch.Size(tuple(shape)).numel() * torch.empty((), dtype=dtype).element_size()
+    return n, -(-n // _ALIGN) * _ALIGN
+
+
 def pack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The bytes of ``tensors`` one after another in one uint8 tensor (see :func:`unpack`).
+    """The bytes of ``tensors`` one after another (each padded to 16 bytes) in one uint8
+    tensor on the first tensor's device (see :func:`unpack`).
 
     Examples
     --------
-    >>> ts = [torch.arange(3), torch.ones(2, 2)]
+    >>> ts = [torch.arange(3), torch.ones(2, 2, dtype=torch.float16)]
     >>> back = unpack(pack(ts), [(t.shape, t.dtype) for t in ts])
     >>> all(torch.equal(a, b) for a, b in zip(ts, back))
     True
     """
-    flat = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]
-    if not flat:
+    parts = []
+    for t in tensors:
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        n, padded = _padded(t.shape, t.dtype)
+        parts.append(raw)
+        if padded > n:
+            parts.append(torch.zeros(padded - n, dtype=torch.uint8, device=raw.device))
+    if not parts:
         return torch.empty(0, dtype=torch.uint8)
-    return torch.cat(flat)
+    return torch.cat(parts)
+
+
+def packed_size(layout: Sequence[tuple[Any, torch.dtype]]) -> int:
+    """Bytes of the :func:`pack` buffer of tensors with these ``(shape, dtype)``s."""
+    return sum(_padded(shape, dtype)[1] for shape, dtype in layout)
 
 
 def unpack(buffer: torch.Tensor, layout: Sequence[tuple[Any, torch.dtype]]) -> list[torch.Tensor]:
-    """Split a :func:`pack` buffer back into tensors of the given ``(shape, dtype)``s."""
+    """Split a :func:`pack` buffer back into tensors of the given ``(shape, dtype)``s (views
+    of the buffer).
+
+    Raises
+    ------
+    ValueError
+        If the buffer's size is not the layout's.
+    """
+    if packed_size(layout) != buffer.numel():
+        raise ValueError(
+            f"buffer has {buffer.numel()} bytes, the layout describes {packed_size(layout)}"
+        )
     out, at = [], 0
     for shape, dtype in layout:
-        count = 1
-        for n in shape:
-            count *= int(n)
-        nbytes = count * torch.empty((), dtype=dtype).element_size()
-        out.append(buffer[at : at + nbytes].view(dtype).reshape(tuple(shape)))
-        at += nbytes
-    if at != buffer.numel():
-        raise ValueError(f"buffer has {buffer.numel()} bytes, the layout describes {at}")
+        n, padded = _padded(shape, dtype)
+        out.append(buffer[at : at + n].view(dtype).reshape(tuple(shape)))
+        at += padded
     return out
 
 
@@ -328,10 +357,7 @@ def _broadcast_packed(
     """Broadcast the state of rank ``src``'s ``layers`` as one buffer; on the other ranks,
     the received state dicts (``layouts``: each layer's ``(key, shape, dtype)``)."""
     flat_layout = [(shape, dtype) for lay in layouts for _k, shape, dtype in lay]
-    nbytes = sum(
-        torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        for shape, dtype in flat_layout
-    )
+    nbytes = packed_size(flat_layout)
     if nbytes == 0:
         return [{} for _ in layouts]
     if rank == src:
