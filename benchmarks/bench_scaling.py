@@ -1,11 +1,26 @@
-"""Compression past one process and past memory (issue 14): speed-up and peak RSS.
+"""Compression past one process and past memory (issue 14): speed-up, peak RSS, fit costs.
 
 ``spread``: the ``tq_gpt2`` plan on a randomly initialised GPT-2 (``--size medium``:
-n_embd 1024, 24 layers) compressed by ``tqla_torch.compress`` in one process and under
-``torchrun --nproc-per-node N`` (gloo; each rank fits its share and receives the others'),
-in fresh subprocesses, interleaved over ``--rounds``.  Reports wall time of the compress call
-(rank 0), CPU time summed over all processes (``getrusage`` of the children), and checks
-that both runs reach the same per-module errors.
+n_embd 1024, 24 layers) compressed by ``tqla_torch.compress`` in fresh subprocesses,
+interleaved over ``--rounds``; ``--runs`` picks among
+
+- ``threaded``: one process, default threading (modules fitted side by side on all cores);
+- ``serial``: one process, ``n_jobs=1`` (one module at a time, BLAS on all cores);
+- ``torchrun``: ``torchrun --nproc-per-node N`` (gloo), unpinned, sharing the cores;
+- ``pinned1`` / ``pinnedN``: the parallel efficiency of spreading itself — one process on
+  one core against N processes on one core each, every process with one thread
+  (``OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS=1``, each process binds itself to the
+  ``LOCAL_RANK``-th usable CPU with ``sched_setaffinity`` before importing torch).
+
+Reports wall time of the compress call (rank 0), compress CPU seconds of every rank (robust
+under load), CPU time of all processes with start-up (``getrusage`` of the children), a
+per-rank timeline (import, model build, modules, estimated and measured fit time, exchange)
+and checks that all runs reach the same per-module errors.
+
+``costs``: one-thread fit times (thread CPU time, one core) of the modules of ``--plans``
+on GPT-2-shaped models of ``--widths``, and the constants of the cost model
+(``tqla_torch.compression.distributed.estimated_cost``) fitted to them by least squares on
+the relative error, next to the model's current predictions.
 
 ``memory``: a randomly initialised GPT-2 (``--size large``: n_embd 1280, 36 layers, ~3.1 GB
 of float32) saved with transformers' ``save_pretrained`` into a temporary folder, then
@@ -15,6 +30,8 @@ two outputs are loaded and their logits compared.  Everything under the temporar
 deleted afterwards.
 
     python benchmarks/bench_scaling.py spread --size medium --nproc 2
+    python benchmarks/bench_scaling.py spread --size medium --runs pinned1,pinnedN
+    python benchmarks/bench_scaling.py costs --repeats 2
     python benchmarks/bench_scaling.py memory --size large
     python benchmarks/bench_scaling.py memory --size small --no-write   # quick check
 
