@@ -7,11 +7,11 @@ import os
 import socket
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tqla_torch.compression.distributed import assign_lpt, cpus_per_rank, pack, unpack
 
@@ -34,9 +34,8 @@ CASES = ("ok", "nan", "too_many", "folder", "folder_too_many", "cpus")
 
 
 def _run_folder_case(rank: int, case: str, out: str) -> None:
-    from tqla_torch.compression.streaming import compress_folder
-
     import tqla_torch
+    from tqla_torch.compression.streaming import compress_folder
 
     cfg = _config()
     if case == "folder_too_many":
@@ -169,8 +168,9 @@ def test_assign_lpt_balances_and_is_deterministic():
 @pytest.mark.slow
 def test_two_gloo_ranks_equal_single_process(spawned):
     """Each rank fits half the modules; every rank ends with the single-process model."""
-    import tqla_torch
     from _tiny import tiny_gpt2
+
+    import tqla_torch
 
     results = spawned["ok"]
     ref = tiny_gpt2()
@@ -209,8 +209,9 @@ def test_world_larger_than_modules_is_refused(spawned):
 @pytest.mark.slow
 def test_folder_compressed_by_two_ranks_equals_in_memory_path(spawned):
     """compress_folder under 2 gloo ranks: units split, rank 0 assembles the same model."""
-    import tqla_torch
     from _tiny import tiny_gpt2
+
+    import tqla_torch
 
     shares = [[tuple(u) for u in res["units"]] for res in spawned["folder"]]
     assert shares[0] and shares[1] and not set(shares[0]) & set(shares[1])

@@ -30,8 +30,17 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["assign_lpt", "blas_share", "cpus_per_rank", "estimated_cost", "fit_spread", "pack", "unpack",
-    "world"]
+__all__ = [
+    "assign_lpt",
+    "blas_share",
+    "cpus_per_rank",
+    "estimated_cost",
+    "fit_spread",
+    "pack",
+    "packed_size",
+    "unpack",
+    "world",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -254,8 +263,9 @@ def fit_spread(
         raise CompressionError(failed[0])
     out: list[nn.Module | None] = [fitted.get(i) for i in range(len(items))]
     for src, (_, hs) in enumerate(headers):
-        received = _broadcast_packed([fitted[i] for i in shares[src]] if src == rank else [],
-                                     [h["tensors"] for h in hs], src, rank, _device(items))
+        layers = [fitted[i] for i in shares[src]] if src == rank else []
+        layouts = [h["tensors"] for h in hs]
+        received = _broadcast_packed(layers, layouts, src, rank, _items_device(items))
         if src != rank:
             for i, h, state in zip(shares[src], hs, received):
                 out[i] = _rebuild(items[i], h, state)
@@ -278,7 +288,7 @@ _REPORT_FIELDS = ("seconds", "error", "spectral_error", "params_after", "rank")
 _ATTRS = ("approximation_error", "spectral_error")
 
 
-def _device(items: Sequence[Any]) -> torch.device:
+def _items_device(items: Sequence[Any]) -> torch.device:
     ref = next(iter(items[0].module.parameters()), None)
     return ref.device if ref is not None else torch.device("cpu")
 
@@ -374,7 +384,7 @@ def _rebuild(item: Any, header: dict[str, Any], state: dict[str, torch.Tensor]) 
     """A fitted layer received from another rank; fills in the item's report."""
     from tqla_torch.nn.base import CompressedModule
 
-    device = _device([item])
+    device = _items_device([item])
     new = CompressedModule.from_spec(header["spec"], device=device)
     new.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True, assign=True)
     for attr, value in header["attrs"].items():

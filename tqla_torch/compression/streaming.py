@@ -44,13 +44,13 @@ import torch
 from torch import nn
 
 from tqla_torch.compression import _st_files
+from tqla_torch.compression import distributed as _dist
 from tqla_torch.compression._checkpoint import (
     check_checkpoint,
     meta_model,
     source_entries,
     tensor_groups,
 )
-from tqla_torch.compression import distributed as _dist
 from tqla_torch.compression.apply import (
     HISTORY_ATTR,
     _fit_all,
