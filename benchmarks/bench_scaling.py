@@ -278,6 +278,7 @@ def _spread_summary(args: argparse.Namespace, runs: dict, results: dict) -> list
     """Speed-ups (best wall of each run) and CPU-bound estimates, where both runs were made."""
     wall = {k: min(x["wall"] for x in v) for k, v in results.items()}
     busiest = {k: min(max(x["cpus"]) for x in v) for k, v in results.items()}
+    cores = {k: max(1, min(len(x["affinity"]) for x in v[0]["ranks"])) for k, v in results.items()}
     out = []
     for one, many, what in (
         ("pinned1", "pinnedN", f"**parallel efficiency** ({args.nproc} pinned processes on "
@@ -287,12 +288,14 @@ def _spread_summary(args: argparse.Namespace, runs: dict, results: dict) -> list
         ("serial", "torchrun", "over one process fitting one module at a time (`n_jobs=1`)"),
     ):  # fmt: skip
         if one in wall and many in wall:
+            # on an idle machine the one process needs at least its CPU / its cores
+            floor = busiest[one] / cores[one]
             out.append(
                 f"- {what}: wall **{wall[one] / wall[many]:.2f}×** ({wall[one]:.1f} s → "
-                f"{wall[many]:.1f} s); CPU-bound estimate (compress CPU of the one process / "
-                f"busiest rank's; what the wall ratio tends to on an idle machine): "
-                f"**{busiest[one] / busiest[many]:.2f}×** ({busiest[one]:.1f} s → "
-                f"{busiest[many]:.1f} s)"
+                f"{wall[many]:.1f} s); CPU-bound estimate (what the wall ratio tends to on an "
+                f"idle machine: the one process's compress CPU over the {cores[one]} core(s) "
+                f"it may use, {busiest[one]:.1f} s / {cores[one]}, against the busiest rank's "
+                f"{busiest[many]:.1f} s): **{floor / busiest[many]:.2f}×**"
             )
     errs = [v[0]["errors"] for v in results.values()]
     ref = errs[0]
