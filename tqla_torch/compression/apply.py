@@ -423,7 +423,8 @@ def compress(
         initialised) the modules are spread over the ranks by estimated cost, each rank
         fits its share and every rank receives all fitted layers
         (:mod:`tqla_torch.compression.distributed`; ``docs/scaling.md``); the default is
-        then CPUs // world size per process.
+        then the CPUs each process may keep busy (its CPUs divided by the processes on the
+        same host that share them: :func:`~tqla_torch.compression.distributed.cpus_per_rank`).
     fold_permutations : bool
         Fold the permutation between the two compressed layers of each GPT-2 style MLP
         through its elementwise activation (:func:`fold_mlp_permutations`): one gather
@@ -457,11 +458,9 @@ def compress(
     from tqla_torch.compression import distributed
 
     world_size = distributed.world()[1]
-    if n_jobs is None:
-        from tqla.batch import _usable_cpus
-
-        n_jobs = max(1, _usable_cpus() // world_size)
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+    if n_jobs is not None and (
+        isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1
+    ):
         raise ValueError(f"n_jobs must be None or an integer >= 1, got {n_jobs!r}")
     items, notes = _resolve(model, config)
     auto = getattr(config, "auto_plan", None)
@@ -474,10 +473,12 @@ def compress(
     before = count_parameters(model)
     if world_size > 1:  # torchrun: each rank fits its share, every rank gets all layers
         layers = distributed.fit_spread(
-            items, lambda mine: _fit_all(mine, progress, n_jobs, moments, damp)
+            items, lambda mine, cpus: _fit_all(mine, progress, n_jobs or cpus, moments, damp)
         )
     else:
-        layers = _fit_all(items, progress, n_jobs, moments, damp)
+        from tqla.batch import _usable_cpus
+
+        layers = _fit_all(items, progress, n_jobs or _usable_cpus(), moments, damp)
     fitted = list(zip(items, layers))
     undo: list[Callable[[], None]] = []
     try:

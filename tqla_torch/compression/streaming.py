@@ -44,13 +44,13 @@ import torch
 from torch import nn
 
 from tqla_torch.compression import _st_files
+from tqla_torch.compression import distributed as _dist
 from tqla_torch.compression._checkpoint import (
     check_checkpoint,
     meta_model,
     source_entries,
     tensor_groups,
 )
-from tqla_torch.compression import distributed as _dist
 from tqla_torch.compression.apply import (
     HISTORY_ATTR,
     _fit_all,
@@ -440,8 +440,9 @@ def _run_units(model, units, done, config, entries, where, dst, plan, callback):
     fitted = set()
     from tqla.batch import _blas_threads
 
+    cpus = _dist.cpus_per_rank()  # collective: every rank, before anything can fail
     try:
-        with _dist.blas_share(size) as per_rank, _blas_threads(1):
+        with _dist.blas_share(cpus) as per_rank, _blas_threads(1):
             for count, i in enumerate(mine, 1):
                 tensors, written = _fit_unit(model, units[i], config, entries, where, per_rank)
                 specs = {k: v for k, v in _compressed_modules(model).items() if k in written}
