@@ -54,11 +54,12 @@ class ZeroFed(nn.Module):
 # --------------------------------------------------------------------------------------
 # budget, determinism
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("budget", [0.6, 0.75, 0.9])
+@pytest.mark.parametrize("budget", [0.6, 0.75, 0.9, 5_500])
 def test_plan_never_exceeds_the_budget(budget):
     model = _gpt2()
     cfg = plan_for_budget(model, budget, _data(), b_shapes=B_SHAPES)
-    limit = int(np.floor(budget * tqla_torch.count_parameters(model)))
+    total = tqla_torch.count_parameters(model)
+    limit = budget if isinstance(budget, int) else int(np.floor(budget * total))
     rep = tqla_torch.inspect(model, cfg)
     assert rep.params_after <= limit
     assert rep.params_after == cfg.auto_plan.params_after
@@ -76,8 +77,18 @@ def test_plan_is_deterministic_for_a_seed():
 def test_compress_meets_the_plan_and_reports_predicted_errors():
     model = _gpt2()
     cfg = plan_for_budget(model, 0.7, _data(), b_shapes=B_SHAPES)
-    text = str(tqla_torch.inspect(model, cfg))
-    assert "pred. error" in text
+    insp = tqla_torch.inspect(model, cfg)
+    assert "pred. error" in str(insp)
+    # inspect shows each module's chosen method, shape, rank and predicted error
+    shown = {m.name: m for m in insp.modules}
+    assert set(shown) == {r.name for r in cfg.auto_plan.rows if r.method != "dense"}
+    for r in cfg.auto_plan.rows:
+        if r.method != "dense":
+            m = shown[r.name]
+            assert (m.method, m.rank, m.params_after) == (r.method, r.rank, r.params_after)
+            assert m.predicted_error == r.predicted_error
+            if r.shape is not None:
+                assert [list(v) for v in m.shape] == r.shape
     rep = tqla_torch.compress(model, cfg)
     assert rep.params_after == cfg.auto_plan.params_after
     assert all(m.predicted_error is not None for m in rep.modules)
@@ -425,3 +436,27 @@ def test_calibration_names_why_a_batch_does_not_fit():
         plan_for_budget(model, 0.7, [torch.randint(0, 64, (2, 20))])
     with pytest.raises(ValueError, match="token id 70 is not below the model's vocab_size 64"):
         plan_for_budget(model, 0.7, [{"input_ids": torch.full((2, 8), 70)}])
+
+
+def test_target_modules_follow_the_config_matching_rules():
+    model = _gpt2()
+    for target, exclude in [(r".*\.c_fc", None), (r"transformer\.h\.1\..*", "c_attn"),
+                            (["transformer.h.0.mlp.c_proj", "c_fc"], None)]:
+        cfg = plan_for_budget(model, 0.9, _data(), target_modules=target, exclude_modules=exclude,
+                              b_shapes=B_SHAPES, allow_dense=False)
+        probe = tqla_torch.CompressionConfig(target_modules=target, exclude_modules=exclude,
+                                             method="svd", rank=1)
+        want = sorted(n for n, m in model.named_modules()
+                      if n and probe.matches(n) and type(m).__name__ == "Conv1D")
+        assert sorted(r.name for r in cfg.auto_plan.rows) == want
+
+
+def test_data_as_a_dataloader_of_id_tensors_gives_the_same_plan():
+    ids = torch.cat(_data())
+    a = plan_for_budget(_gpt2(), 0.7, [ids[i : i + 2] for i in range(0, len(ids), 2)],
+                        b_shapes=B_SHAPES)
+    loader = torch.utils.data.DataLoader(ids, batch_size=2)
+    b = plan_for_budget(_gpt2(), 0.7, loader, b_shapes=B_SHAPES)
+    ds = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids), batch_size=2)
+    c = plan_for_budget(_gpt2(), 0.7, ds, b_shapes=B_SHAPES)
+    assert a.to_dict() == b.to_dict() == c.to_dict()
