@@ -110,7 +110,8 @@ def whitened_kron_spectral(
     SpectralKronecker
         Factors of W's library, device and dtype.  Its ``spectral_error``,
         ``kron_svd_error``, ``frobenius_error`` and ``history`` are those of the whitened
-        problem (W' against K·(S₁⊗S₂)).
+        problem (W' against K·(S₁⊗S₂)) with S₁, S₂ scaled to spectral norm 1, i.e. the
+        whitened errors divided by √λ_max(C₁⊗C₂); relative errors do not depend on it.
 
     Examples
     --------
