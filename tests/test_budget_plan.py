@@ -143,7 +143,7 @@ FIT_OPTIONS = {
     "svd": {"rank": 3},
     "kron": {"b_shape": [2, 2], "rank": 2},
     "permuted_kron": {"b_shape": [2, 2], "rank": 2, "n_iter": 2},
-    "spectral_kron": {"b_shape": [2, 2], "rank": 2, "n_iter": 5},
+    "spectral_kron": {"b_shape": [2, 2], "rank": 2, "p": [8], "n_iter": 5},
     "tt": {"rank": 3, "tt_cores": 2},
 }
 
@@ -188,7 +188,7 @@ def test_activation_aware_spectral_and_tt_fit_the_inputs(method):
     X = torch.randn(2000, 64, generator=g) * torch.kron(torch.linspace(0.1, 3, 32),
                                                         torch.tensor([1.0, 0.2]))
     C = (X.T @ X / 2000).double()
-    opts = {"b_shape": [2, 2], "rank": 2, "n_iter": 10} if method == "spectral_kron" else {
+    opts = {"b_shape": [2, 2], "rank": 2, "p": [8], "n_iter": 20} if method == "spectral_kron" else {
         "rank": 2, "tt_cores": 2}
     cfg = tqla_torch.CompressionConfig(target_modules=[name], method=method, **opts)
     plain, aware = copy.deepcopy(model), copy.deepcopy(model)
