@@ -202,6 +202,11 @@ def gpt2_part(args, lines):
 # MiniLM
 # --------------------------------------------------------------------------------------
 FFN = r"encoder\.layer\.\d+\.(intermediate|output)\.dense"
+ENCODER = r"encoder\.layer\.\d+\..*"
+SCOPES = {
+    "ffn": (FFN, "the 12 FFN matrices the presets compress"),
+    "all": (ENCODER, "every Linear of the 6 encoder blocks (attention and FFN, 36 matrices)"),
+}
 
 
 def minilm_part(args, lines):
@@ -240,66 +245,91 @@ def minilm_part(args, lines):
     def fidelity(m):
         return float(torch.nn.functional.cosine_similarity(embed(m), ref, dim=-1).mean())
 
-    ffn = {"intermediate.dense": [4, 2], "output.dense": [2, 4]}
+    over = {r"intermediate\.dense": {"b_shape": [4, 2]}, r"output\.dense": {"b_shape": [2, 4]}}
 
     def preset(method):
-        over = {rf"intermediate\.dense": {"b_shape": [4, 2]}, rf"output\.dense": {"b_shape": [2, 4]}}
-        kw = dict(target_modules=r"encoder\.layer\.\d+\.(intermediate|output)\.dense", overrides=over)
-        if method == "svd":
-            return None
-        return CompressionConfig(method=method, rank=4, n_iter=args.n_iter, **kw,
+        return CompressionConfig(method=method, rank=4, n_iter=args.n_iter, target_modules=FFN,
+                                 overrides=over,
                                  **({"permute": "both"} if method == "permuted_kron" else {}))
 
-    rows = []
-    models = {}
+    rows, models, secs = [], {}, {}
     kron_methods = ("kron",) if args.no_permuted else ("permuted_kron", "kron")
     for method in kron_methods:
         for aware in (False, True):
-            models[(method, aware)] = apply_steps(copy.deepcopy(model), [preset(method)], calib, aware)
+            t0 = time.process_time()
+            models[(method, aware)] = apply_steps(copy.deepcopy(model), [preset(method)], calib,
+                                                  aware)
+            secs[(method, aware)] = time.process_time() - t0
+            print(method, aware, f"{secs[(method, aware)]:.1f} s CPU", flush=True)
     budget = count_parameters(models[("kron", False)])  # = the permuted plan's count
     # SVD of equal size per module: n_params = the Kronecker layer's own count
-    per = 4 * (384 * 192 + 8) + 0
+    per = 4 * (384 * 192 + 8)
     svd_cfg = CompressionConfig(
-        target_modules=r"encoder\.layer\.\d+\.(intermediate|output)\.dense", method="svd",
+        target_modules=FFN, method="svd",
         overrides={r"intermediate\.dense": {"n_params": per + 1536},
                    r"output\.dense": {"n_params": per + 384}},
     )
     for aware in (False, True):
+        t0 = time.process_time()
         models[("svd", aware)] = apply_steps(copy.deepcopy(model), [svd_cfg], calib, aware)
-    t0 = time.perf_counter()
-    targets = FFN if args.minilm_ffn_only else r"encoder\..*"
-    shapes = [(4, 2), (2, 4), (2, 2), (4, 4)] if args.minilm_ffn_only else None
-    cfg = plan_for_budget(model, budget, calib, target_modules=targets, b_shapes=shapes, seed=0,
-                          sensitivity=args.sensitivity)
-    t_plan = time.perf_counter() - t0
-    plan = cfg.auto_plan
-    for aware in (False, True):
-        m = copy.deepcopy(model)
-        compress(m, cfg, moments=None if aware else {})
-        models[("auto", aware)] = m
+        secs[("svd", aware)] = time.process_time() - t0
+    methods = tuple(args.minilm_methods)
+    if args.no_permuted:
+        methods = tuple(m for m in methods if m != "permuted_kron")
+    shapes = [tuple(int(v) for v in b.split("x")) for b in args.minilm_b_shapes]
+    plans, cache = {}, {}
+    for scope in args.minilm_scopes:
+        t0 = time.perf_counter()
+        cfg = plan_for_budget(model, budget, calib, target_modules=SCOPES[scope][0],
+                              methods=methods, b_shapes=shapes or None, seed=0,
+                              sensitivity=args.sensitivity, cache=cache)
+        plans[scope] = (cfg, time.perf_counter() - t0)
+        print(scope, f"{plans[scope][1]:.1f} s", flush=True)
+        print(cfg.auto_plan.table(), flush=True)
+        for aware in (False, True):
+            t0 = time.process_time()
+            m = copy.deepcopy(model)
+            compress(m, cfg, moments=None if aware else {})
+            models[(f"auto ({scope})", aware)] = m
+            secs[(f"auto ({scope})", aware)] = time.process_time() - t0
     for (name, aware), m in models.items():
-        rows.append((name, aware, count_parameters(m), fidelity(m)))
+        rows.append((name, aware, count_parameters(m), fidelity(m), secs[(name, aware)]))
         print(rows[-1], flush=True)
-    del ffn
+    shape_txt = ", ".join(args.minilm_b_shapes) if shapes else "the default B shapes"
     lines += [
         "## all-MiniLM-L6-v2 (real weights)",
         "",
         f"{count_parameters(model):,} parameters; fidelity = mean cosine of mean-pooled "
         f"embeddings vs the original on {len(eval_s)} built-in validation sentences. "
-        f"Calibration: {len(calib_s)} training sentences. Fixed plans: every FFN matrix "
-        f"(12) at Kronecker rank 4 (B 4×2 / 2×4, out×in), or SVD of the same size. Budget: "
-        f"the permuted plan's count, {budget:,}. Automatic plan over "
-        f"{'the same 12 FFN matrices (B shapes 4×2, 2×4, 2×2, 4×4)' if args.minilm_ffn_only else 'all encoder Linear layers'}"
-        f": {plan.n_candidates:,} candidates, {t_plan:.1f} s"
-        f"{' (permuted preset not run: --no-permuted)' if args.no_permuted else ''}.",
+        f"Calibration: {len(calib_s)} training sentences ({len(calib)} batches). Fixed plans "
+        f"(the MiniLM equivalents of tq_gpt2 / kron_gpt2 / svd_gpt2): every FFN matrix (12) at "
+        f"permuted Kronecker rank 4 (B 4×2 / 2×4, out×in, rows and columns permuted, "
+        f"{args.n_iter} iterations), the same without permutations, or SVD of the same size. "
+        f"Budget: the permuted plan's count, {budget:,}"
+        f"{' (permuted preset not run: --no-permuted)' if args.no_permuted else ''}. "
+        f"Automatic plans: methods {', '.join(methods)}; {shape_txt}; sensitivity "
+        f"{args.sensitivity}. Fit time = CPU seconds of the compression (statistics "
+        f"included for the activation-aware presets; plan excluded for auto).",
         "",
-        "| plan | fit | parameters | fidelity (cosine) |",
-        "|---|---|---:|---:|",
     ]
-    for name, aware, p, f in rows:
-        lines.append(f"| {name} | {'activation-aware' if aware else 'plain'} | {p:,} | {f:.4f} |")
-    lines += ["", "```", plan.table(), "```", ""]
-    return rows, plan
+    for scope, (cfg, t) in plans.items():
+        p = cfg.auto_plan
+        lines.append(f"- auto ({scope}): {SCOPES[scope][1]}; {p.n_candidates:,} candidates, "
+                     f"plan {t:.1f} s (statistics {p.seconds['statistics']:.1f} s, curves "
+                     f"{p.seconds['curves']:.1f} s, allocation "
+                     f"{p.seconds['allocation'] * 1e3:.1f} ms)")
+    lines += [
+        "",
+        "| plan | fit | parameters | fidelity (cosine) | fit time (CPU s) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, aware, p, f, t in rows:
+        lines.append(f"| {name} | {'activation-aware' if aware else 'plain'} | {p:,} | "
+                     f"{f:.4f} | {t:.1f} |")
+    for scope, (cfg, _) in plans.items():
+        lines += ["", f"Plan auto ({scope}):", "", "```", cfg.auto_plan.table(), "```"]
+    lines.append("")
+    return rows, plans
 
 
 def plot_plan(plan, path: str, title: str) -> None:
@@ -367,7 +397,20 @@ def main() -> None:
                         "emb-mlp (embedding and MLP layers)")
     p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
     p.add_argument("--minilm-ffn-only", action="store_true",
-                   help="MiniLM: plan over the FFN matrices only, 4 B shapes")
+                   help="MiniLM: plan over the FFN matrices only, 4 B shapes, svd and kron "
+                        "(the earlier run; same as --minilm-scopes ffn --minilm-b-shapes "
+                        "4x2,2x4,2x2,4x4 --minilm-methods svd,kron)")
+    p.add_argument("--minilm-scopes", default="ffn,all",
+                   type=lambda v: [x for x in v.split(",") if x],
+                   help="MiniLM: candidates of the automatic plans, comma-separated from "
+                        "ffn (the presets' 12 FFN matrices), all (every encoder Linear)")
+    p.add_argument("--minilm-methods", default="svd,kron,permuted_kron",
+                   type=lambda v: [x for x in v.split(",") if x],
+                   help="MiniLM: methods of the automatic plans")
+    p.add_argument("--minilm-b-shapes", default="",
+                   type=lambda v: [x for x in v.split(",") if x],
+                   help="MiniLM: Kronecker B shapes (out×in, e.g. 4x2,2x4) of the automatic "
+                        "plans; default: default_b_shapes per module")
     p.add_argument("--aware-only", action="store_true",
                    help="GPT-2: only activation-aware fits (skip the plainly fitted rows)")
     p.add_argument("--variants-only", action="store_true",
@@ -376,6 +419,12 @@ def main() -> None:
                         "settings; the teacher perplexity shows it is the same teacher)")
     p.add_argument("--plot", default=None, help="PNG of the GPT-2 plan's per-layer parameters")
     args = p.parse_args()
+    if args.minilm_ffn_only:
+        args.minilm_scopes, args.minilm_methods = ["ffn"], ["svd", "kron"]
+        args.minilm_b_shapes = ["4x2", "2x4", "2x2", "4x4"]
+    bad = [s for s in args.minilm_scopes if s not in SCOPES]
+    if bad:
+        p.error(f"--minilm-scopes: unknown {bad}; choose from {sorted(SCOPES)}")
     torch.set_num_threads(1)
     lines = ["# Automatic activation-aware plan vs fixed presets (benchmarks/bench_auto.py)", ""]
     lines += environment()

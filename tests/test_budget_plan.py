@@ -54,11 +54,12 @@ class ZeroFed(nn.Module):
 # --------------------------------------------------------------------------------------
 # budget, determinism
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("budget", [0.6, 0.75, 0.9])
+@pytest.mark.parametrize("budget", [0.6, 0.75, 0.9, 5_500])
 def test_plan_never_exceeds_the_budget(budget):
     model = _gpt2()
     cfg = plan_for_budget(model, budget, _data(), b_shapes=B_SHAPES)
-    limit = int(np.floor(budget * tqla_torch.count_parameters(model)))
+    total = tqla_torch.count_parameters(model)
+    limit = budget if isinstance(budget, int) else int(np.floor(budget * total))
     rep = tqla_torch.inspect(model, cfg)
     assert rep.params_after <= limit
     assert rep.params_after == cfg.auto_plan.params_after
@@ -76,8 +77,18 @@ def test_plan_is_deterministic_for_a_seed():
 def test_compress_meets_the_plan_and_reports_predicted_errors():
     model = _gpt2()
     cfg = plan_for_budget(model, 0.7, _data(), b_shapes=B_SHAPES)
-    text = str(tqla_torch.inspect(model, cfg))
-    assert "pred. error" in text
+    insp = tqla_torch.inspect(model, cfg)
+    assert "pred. error" in str(insp)
+    # inspect shows each module's chosen method, shape, rank and predicted error
+    shown = {m.name: m for m in insp.modules}
+    assert set(shown) == {r.name for r in cfg.auto_plan.rows if r.method != "dense"}
+    for r in cfg.auto_plan.rows:
+        if r.method != "dense":
+            m = shown[r.name]
+            assert (m.method, m.rank, m.params_after) == (r.method, r.rank, r.params_after)
+            assert m.predicted_error == r.predicted_error
+            if r.shape is not None:
+                assert [list(v) for v in m.shape] == r.shape
     rep = tqla_torch.compress(model, cfg)
     assert rep.params_after == cfg.auto_plan.params_after
     assert all(m.predicted_error is not None for m in rep.modules)
@@ -128,9 +139,18 @@ def test_moments_stream_over_batches_and_dataloader_of_dicts():
 # --------------------------------------------------------------------------------------
 # activation-aware compress
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["svd", "kron", "permuted_kron"])
+FIT_OPTIONS = {
+    "svd": {"rank": 3},
+    "kron": {"b_shape": [2, 2], "rank": 2},
+    "permuted_kron": {"b_shape": [2, 2], "rank": 2, "n_iter": 2},
+    "spectral_kron": {"b_shape": [2, 2], "rank": 2, "p": [8], "n_iter": 5},
+    "tt": {"rank": 3, "tt_cores": 2},
+}
+
+
+@pytest.mark.parametrize("method", sorted(FIT_OPTIONS))
 def test_identity_moments_give_the_plain_fit(method):
-    extra = {"rank": 3} if method == "svd" else {"b_shape": [2, 2], "rank": 2, "n_iter": 2}
+    extra = FIT_OPTIONS[method]
     cfg = tqla_torch.CompressionConfig(target_modules=["c_fc"], method=method, **extra)
     a, b = _gpt2(), _gpt2()
     tqla_torch.compress(a, cfg)
@@ -156,6 +176,38 @@ def test_activation_aware_svd_reduces_the_output_error():
     e_plain = (plain.get_submodule(name)(X) - y).norm()
     e_aware = (aware.get_submodule(name)(X) - y).norm()
     assert e_aware < e_plain  # the whitened fit is optimal on these inputs
+
+
+@pytest.mark.parametrize("method", ["spectral_kron", "tt"])
+def test_activation_aware_spectral_and_tt_fit_the_inputs(method):
+    # inputs whose moment is C1⊗C2 over the column split: the whitened fit is the right one
+    model = _gpt2()
+    name = "transformer.h.0.mlp.c_proj"  # 64 → 16
+    mod = model.get_submodule(name)
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(2000, 64, generator=g) * torch.kron(torch.linspace(0.1, 3, 32),
+                                                        torch.tensor([1.0, 0.2]))
+    C = (X.T @ X / 2000).double()
+    opts = {"b_shape": [2, 2], "rank": 2, "p": [8], "n_iter": 20} if method == "spectral_kron" else {
+        "rank": 2, "tt_cores": 2}
+    cfg = tqla_torch.CompressionConfig(target_modules=[name], method=method, **opts)
+    plain, aware = copy.deepcopy(model), copy.deepcopy(model)
+    tqla_torch.compress(plain, cfg)
+    tqla_torch.compress(aware, cfg, moments={name: C}, damp=0.0)
+    with torch.no_grad():
+        y = mod(X)
+        e_plain = (plain.get_submodule(name)(X) - y).norm()
+        e_aware = (aware.get_submodule(name)(X) - y).norm()
+    assert e_aware < 0.9 * e_plain
+
+
+def test_methods_without_an_activation_aware_fit_are_named():
+    cfg = tqla_torch.CompressionConfig(
+        target_modules=["c_fc"], method="hetero_kron", shapes=[[[8, 8], [8, 2]]], rank=1)
+    n = "transformer.h.0.mlp.c_fc"
+    with pytest.raises(ValueError, match=r"moments\['transformer.h.0.mlp.c_fc'\]: "
+                                         r"HeteroKroneckerLinear .* no activation-aware fit"):
+        tqla_torch.compress(_gpt2(), cfg, moments={n: torch.eye(16, dtype=torch.float64)})
 
 
 # --------------------------------------------------------------------------------------
@@ -361,3 +413,50 @@ def test_bad_methods_and_sensitivity_are_named():
         plan_for_budget(_gpt2(), 0.7, _data(), methods=("tucker",))
     with pytest.raises(ValueError, match="sensitivity must be one of"):
         plan_for_budget(_gpt2(), 0.7, _data(), sensitivity="hessian")
+
+
+@pytest.mark.parametrize("order", ["pairs", "A", "B", None])
+def test_kron_gram_orders_agree_with_the_definition(order):
+    from tqla_torch.compression.curves import _kron_gram
+
+    rng = np.random.default_rng(0)
+    for top, m1, n1, m2, n2 in [(3, 4, 3, 2, 5), (4, 3, 2, 5, 4)]:
+        A, B = rng.standard_normal((top, m1, n1)), rng.standard_normal((top, m2, n2))
+        X = rng.standard_normal((50, n1 * n2))
+        C = X.T @ X
+        T = [np.kron(A[k], B[k]) for k in range(top)]
+        ref = np.array([[np.sum((T[k] @ C) * T[j]) for j in range(top)] for k in range(top)])
+        got = _kron_gram(A, B, C, order)
+        np.testing.assert_allclose(got, np.triu(ref), atol=1e-12 * np.abs(ref).max())
+
+
+def test_calibration_names_why_a_batch_does_not_fit():
+    model = _gpt2()  # vocab 64, 16 positions
+    with pytest.raises(ValueError, match="longer than the model's 16 positions"):
+        plan_for_budget(model, 0.7, [torch.randint(0, 64, (2, 20))])
+    with pytest.raises(ValueError, match="token id 70 is not below the model's vocab_size 64"):
+        plan_for_budget(model, 0.7, [{"input_ids": torch.full((2, 8), 70)}])
+
+
+def test_target_modules_follow_the_config_matching_rules():
+    model = _gpt2()
+    for target, exclude in [(r".*\.c_fc", None), (r"transformer\.h\.1\..*", "c_attn"),
+                            (["transformer.h.0.mlp.c_proj", "c_fc"], None)]:
+        cfg = plan_for_budget(model, 0.9, _data(), target_modules=target, exclude_modules=exclude,
+                              b_shapes=B_SHAPES, allow_dense=False)
+        probe = tqla_torch.CompressionConfig(target_modules=target, exclude_modules=exclude,
+                                             method="svd", rank=1)
+        want = sorted(n for n, m in model.named_modules()
+                      if n and probe.matches(n) and type(m).__name__ == "Conv1D")
+        assert sorted(r.name for r in cfg.auto_plan.rows) == want
+
+
+def test_data_as_a_dataloader_of_id_tensors_gives_the_same_plan():
+    ids = torch.cat(_data())
+    a = plan_for_budget(_gpt2(), 0.7, [ids[i : i + 2] for i in range(0, len(ids), 2)],
+                        b_shapes=B_SHAPES)
+    loader = torch.utils.data.DataLoader(ids, batch_size=2)
+    b = plan_for_budget(_gpt2(), 0.7, loader, b_shapes=B_SHAPES)
+    ds = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids), batch_size=2)
+    c = plan_for_budget(_gpt2(), 0.7, ds, b_shapes=B_SHAPES)
+    assert a.to_dict() == b.to_dict() == c.to_dict()

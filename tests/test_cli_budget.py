@@ -58,3 +58,22 @@ def test_budget_with_embeddings_and_a_sensitivity(tiny_gpt2, small_text, capsys)
         ["inspect", str(tiny_gpt2), "--budget", "0.6", "--sensitivity", "hessian"], capsys
     )
     assert code != 0 and "--sensitivity" in err
+
+
+def test_compress_budget_defaults_to_the_model_context(tiny_gpt2, small_text, tmp_path, capsys):
+    # the command line as is: the calibration rows default to the model's 64 positions
+    out_dir = tmp_path / "auto65"
+    code, out, err = run(
+        ["compress", str(tiny_gpt2), "--budget", "0.65", "--data", str(small_text),
+         "--calib-batches", "2", "-o", str(out_dir)],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads((out_dir / "tqla_compress_report.json").read_text())
+    assert report["params_after"] <= int(0.65 * report["params_before"])
+    code, _, err = run(
+        ["inspect", str(tiny_gpt2), "--budget", "0.65", "--data", str(small_text),
+         "--calib-block-size", "100"],
+        capsys,
+    )
+    _assert_clean_error(code, err, "--calib-block-size 100", "64 positions")

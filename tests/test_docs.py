@@ -94,6 +94,7 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla_torch.nn._tt_forward",
         "tqla_torch.compression.tt_gpt2",
         "tqla.whiten",
+        "tqla.whiten_structured",
         "tqla_torch.compression.budget_plan",
         "tqla_torch._atomic",
         "tqla_torch.compression.distributed",

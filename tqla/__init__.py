@@ -39,6 +39,7 @@ from tqla.whiten import (
     whitened_spectrum,
     whitened_svd,
 )
+from tqla.whiten_structured import kron_moment_factors, whitened_kron_spectral, whitened_tt_matrix
 
 __version__ = "0.1.0"
 
@@ -90,4 +91,7 @@ __all__ = [
     "whitened_permuted_kron",
     "whitened_spectrum",
     "whitened_svd",
+    "kron_moment_factors",
+    "whitened_kron_spectral",
+    "whitened_tt_matrix",
 ]

@@ -103,7 +103,11 @@ def add_plan_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
         "--calib-batches", type=int, default=16, metavar="N", help="--budget: calibration batches"
     )
     parser.add_argument(
-        "--calib-block-size", type=int, default=128, metavar="T", help="--budget: tokens per row"
+        "--calib-block-size",
+        type=int,
+        default=None,
+        metavar="T",
+        help="--budget: tokens per row (default: 128, or the model's context length if shorter)",
     )
     parser.add_argument(
         "--methods",
@@ -305,9 +309,19 @@ def budget_config(args: argparse.Namespace, model: Any) -> Any:
         raise CLIError(
             "--budget needs a tokenizer for --data: the model folder has none; pass --tokenizer"
         )
+    from tqla_torch._lm import max_positions
+
+    limit = max_positions(model)
+    if args.calib_block_size is None:
+        args.calib_block_size = min(128, limit or 128)
     for name in ("calib_batches", "calib_block_size"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1")
+    if limit is not None and args.calib_block_size > limit:
+        raise CLIError(
+            f"--calib-block-size {args.calib_block_size} is longer than the model's context "
+            f"({limit} positions); give at most {limit}"
+        )
     texts = load_texts(args.data)
     ids = pack_tokens(tokenize_texts(texts, tokenizer), args.calib_block_size)
     if len(ids) == 0:

@@ -25,6 +25,7 @@ parameter.
 from __future__ import annotations
 
 import dataclasses
+import inspect as _inspect
 import logging
 import math
 import time
@@ -556,6 +557,12 @@ def _check_moments(items: list[_Item], moments: Any) -> dict[str, torch.Tensor]:
             raise ValueError(
                 f"moments[{name!r}] must be the ({n}, {n}) second moment of the module's inputs, "
                 f"got {getattr(C, 'shape', type(C).__name__)}"
+            )
+        if "moment" not in _inspect.signature(it.layer_type.from_module).parameters:
+            raise ValueError(
+                f"moments[{name!r}]: {it.report.layer} (method {it.settings.method!r}) has no "
+                f"activation-aware fit; activation-aware methods: svd, kron, permuted_kron, "
+                f"spectral_kron, tt (Linear/Conv1D layers)"
             )
     return dict(moments)
 

@@ -80,6 +80,26 @@ def _call(model: nn.Module, batch: Any, device: torch.device, index: int) -> tup
     )
 
 
+def _misfit(model: nn.Module, batch: Any) -> str:
+    """Why a batch of input ids cannot fit the model, if its config says (else "")."""
+    from tqla_torch._lm import max_positions, vocab_size
+
+    ids = batch.get("input_ids") if isinstance(batch, Mapping) else batch
+    if isinstance(ids, (list, tuple)) and len(ids) == 1:
+        ids = ids[0]
+    if not torch.is_tensor(ids) or ids.dim() < 1 or ids.is_floating_point() or ids.numel() == 0:
+        return ""
+    V, T = vocab_size(model), max_positions(model)
+    if V is not None and int(ids.max()) >= V:
+        return f" (token id {int(ids.max())} is not below the model's vocab_size {V})"
+    if int(ids.min()) < 0:
+        return f" (negative token id {int(ids.min())})"
+    if T is not None and ids.shape[-1] > T:
+        return (f" (rows of {ids.shape[-1]} tokens are longer than the model's {T} positions; "
+                f"use at most {T} tokens per row)")
+    return ""
+
+
 def _loss(out: Any, input_ids: Any, gen: torch.Generator) -> torch.Tensor:
     logits = getattr(out, "logits", None)
     if logits is not None and input_ids is not None and logits.dim() == 3:
@@ -200,9 +220,13 @@ def collect_statistics(
                 except TypeError as err:
                     if "calibration batches" in str(err):
                         raise
-                    raise ValueError(f"data: batch {i} does not fit the model: {err}") from err
+                    raise ValueError(
+                        f"data: batch {i} does not fit the model: {err}{_misfit(model, batch)}"
+                    ) from err
                 except (RuntimeError, ValueError, IndexError) as err:
-                    raise ValueError(f"data: batch {i} does not fit the model: {err}") from err
+                    raise ValueError(
+                        f"data: batch {i} does not fit the model: {err}{_misfit(model, batch)}"
+                    ) from err
                 if sensitivity:
                     _loss(out, ids, gen).backward()
             n_batches += 1

@@ -123,8 +123,12 @@ def _kron_errors(
 ) -> list[float]:
     """Exact whitened squared errors (in the damped C, the norm of the SVD curves) of the
     closed-form Kronecker fits of ranks 1..top: the rank-r fit is the first r terms of the
-    rank-top one (a truncated SVD of W·(S₁⊗S₂)), so one decomposition serves every rank;
-    each rank adds one M×N·N product."""
+    rank-top one (a truncated SVD of W·(S₁⊗S₂)), so one decomposition serves every rank.
+
+    With T_k = A_k⊗B_k, ‖W − Σ_{k≤r} T_k‖²_C = ‖W‖²_C − 2·Σ_k ⟨W, T_k⟩_C + Σ_{k,l} ⟨T_k, T_l⟩_C,
+    and ⟨T_k, T_l⟩_C = Σ (A_kᵀA_l)[j, j′]·(B_kᵀB_l)[b, b′]·C[(j, b), (j′, b′)] needs no
+    M×N product: per shape top·M·N + top²·N² multiply-adds (W·C, M·N², once per module in
+    ``roots``) instead of top·M·N² for forming each residual's C-norm."""
     from tqla.kron import kron_svd
     from tqla.whiten import _kron_roots
 
@@ -132,22 +136,75 @@ def _kron_errors(
     key = (n1, n2, damp)
     if key not in roots:
         roots[key] = _kron_roots(Cd, KroneckerShape(shape[0], shape[1]), damp)
+    if ("WC", damp) not in roots:  # W·C and ‖W‖²_C in the damped C, for every shape
+        Creg = Cd + damp * float(np.trace(Cd)) / Cd.shape[0] * np.eye(Cd.shape[0])
+        WC = Wd @ Creg
+        roots[("WC", damp)] = (Creg, WC, float(np.sum(Wd * WC)))
+    Creg, WC, w2 = roots[("WC", damp)]
     S1, S1p, S2, S2p = roots[key]
     n3 = Wd.reshape(Wd.shape[0], n1, n2)
     Ww = np.einsum("mab,ac,bd->mcd", n3, S1, S2, optimize=True).reshape(Wd.shape)
     K = kron_svd(Ww, shape, top)
     A = np.einsum("kij,jl->kil", np.asarray(K.A), S1p)
     B = np.einsum("kij,jl->kil", np.asarray(K.B), S2p)
-    Creg = Cd + damp * float(np.trace(Cd)) / Cd.shape[0] * np.eye(Cd.shape[0])
-    E = Wd.copy()
-    P = E @ Creg
-    out = []
+    # ⟨W, T_k⟩_C = Σ (W·C)[(i, a), (j, b)]·A_k[i, j]·B_k[a, b]
+    WC4 = WC.reshape(m1, m2, n1, n2)
+    cross = np.einsum("kab,kab->k", np.einsum("kij,iajb->kab", A, WC4, optimize=True), B)
+    gram = _kron_gram(A, B, Creg)
+    out, err2 = [], w2
     for k in range(top):
-        T = np.kron(A[k], B[k])
-        E -= T
-        P -= T @ Creg
-        out.append(max(float(np.sum(E * P)), 0.0))
+        err2 += gram[k, k] - 2.0 * cross[k] + 2.0 * float(np.sum(gram[:k, k]))
+        out.append(max(float(err2), 0.0))
     return out
+
+
+def _kron_gram(
+    A: np.ndarray, B: np.ndarray, C: np.ndarray, order: str | None = None
+) -> np.ndarray:
+    """gram[k, l] = ⟨A_k⊗B_k, A_l⊗B_l⟩_C for k <= l (upper triangle), by the cheapest of
+    three contraction orders of Σ (A_kᵀA_l)[j, m]·(B_kᵀB_l)[b, c]·C[(j, b), (m, c)]:
+
+    * "pairs": both small Grams per pair, then C (P·(m1·n1² + m2·n2² + N²), P = #pairs);
+    * "A": U_k = A_k contracted with C once per k (top·m1·N²), then with A_l (P·m1·n1·n2²);
+    * "B": the same from the B side (top·m2·N² + P·m2·n2·n1²).
+
+    Working memory is bounded by about 2²² numbers per chunk in "pairs", and by m1·n2·N
+    (or m2·n1·N) in "A" (or "B")."""
+    top, m1, n1 = A.shape
+    _, m2, n2 = B.shape
+    N = n1 * n2
+    P = top * (top + 1) // 2
+    costs = {
+        "pairs": P * (m1 * n1 * n1 + m2 * n2 * n2 + N * N),
+        "A": top * m1 * N * N + P * (m1 * n1 * n2 * n2 + m2 * n2 * n2),
+        "B": top * m2 * N * N + P * (m2 * n2 * n1 * n1 + m1 * n1 * n1),
+    }
+    order = min(costs, key=costs.__getitem__) if order is None else order
+    C4 = C.reshape(n1, n2, n1, n2)  # [j, b, m, c]
+    gram = np.zeros((top, top))
+    if order == "A":
+        for k in range(top):
+            U = np.tensordot(A[k], C4, axes=(1, 0))  # [i, b, m, c]
+            Wkl = np.tensordot(U, A[k:], axes=([0, 2], [1, 2]))  # [b, c, l]
+            GB = np.einsum("ab,lac->bcl", B[k], B[k:])
+            gram[k, k:] = np.sum(Wkl * GB, axis=(0, 1))
+        return gram
+    if order == "B":
+        for k in range(top):
+            U = np.tensordot(B[k], C4, axes=(1, 1))  # [a, j, m, c]
+            Wkl = np.tensordot(U, B[k:], axes=([0, 3], [1, 2]))  # [j, m, l]
+            GA = np.einsum("ij,lim->jml", A[k], A[k:])
+            gram[k, k:] = np.sum(Wkl * GA, axis=(0, 1))
+        return gram
+    Cbc = C4.transpose(1, 3, 0, 2).reshape(n2 * n2, n1 * n1)
+    kk, ll = np.triu_indices(top)
+    step = max(1, 2**22 // max(n1 * n1, n2 * n2))
+    for i in range(0, len(kk), step):
+        k, l = kk[i : i + step], ll[i : i + step]
+        GA = np.einsum("pij,pim->pjm", A[k], A[l], optimize=True).reshape(len(k), -1)
+        GB = np.einsum("pab,pac->pbc", B[k], B[l], optimize=True).reshape(len(k), -1)
+        gram[k, l] = np.sum((GB @ Cbc) * GA, axis=1)
+    return gram
 
 
 def _permuted_curve(

@@ -209,11 +209,16 @@ def _dense(cores: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _fit_cores(
-    weight: torch.Tensor, row_modes, col_modes, ranks, eps
+    weight: torch.Tensor, row_modes, col_modes, ranks, eps, moment=None, damp: float = 0.0
 ) -> tuple[list[torch.Tensor], float]:
-    """TT-matrix cores of ``weight`` (float64 decomposition) and the relative error."""
+    """TT-matrix cores of ``weight`` (float64 decomposition) and the relative (plain)
+    error; with ``moment`` (in×in) the activation-aware fit :func:`tqla.whitened_tt_matrix`."""
     W64 = weight.detach().to(torch.float64)
-    T = tqla.tt_matrix(W64, row_modes, col_modes, ranks=ranks, eps=eps)
+    if moment is not None:
+        T = tqla.whitened_tt_matrix(W64, moment.detach().to(W64), row_modes, col_modes,
+                                    ranks=ranks, eps=eps, damp=damp)
+    else:
+        T = tqla.tt_matrix(W64, row_modes, col_modes, ranks=ranks, eps=eps)
     err = relative_error(T.to_dense(), W64)
     return [G.to(weight.dtype) for G in T.cores], err
 

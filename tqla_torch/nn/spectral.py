@@ -64,6 +64,19 @@ def _spectral_options(settings: Any, seed: Any) -> dict[str, Any]:
     return opts
 
 
+def _whitened_refit(W, M, shape, rank, rp, cp, damp, opts):
+    """Whitened spectral refit of K on the search's permutations: W ≈ K[rp][:, cp], so K's
+    target is W[inv_rp][:, inv_cp] with the moment M[inv_cp][:, inv_cp]."""
+    import tqla
+
+    inv_r = torch.argsort(rp) if rp is not None else torch.arange(W.shape[0])
+    inv_c = torch.argsort(cp) if cp is not None else torch.arange(W.shape[1])
+    K = tqla.whitened_kron_spectral(
+        W[inv_r][:, inv_c], M[inv_c][:, inv_c], shape, rank, damp=damp, **opts
+    )
+    return K.A, K.B, math.nan
+
+
 class SpectralKroneckerLinear(KroneckerLinear):
     """A Kronecker (optionally permuted) linear layer fitted in the spectral norm.
 
@@ -92,8 +105,17 @@ class SpectralKroneckerLinear(KroneckerLinear):
 
     @classmethod
     def from_module(
-        cls, module: nn.Module, settings: Any, *, name: str = ""
+        cls,
+        module: nn.Module,
+        settings: Any,
+        *,
+        name: str = "",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
     ) -> SpectralKroneckerLinear:
+        """Fit in the spectral norm; with ``moment`` (the in×in input second moment) the
+        whitened spectral norm (:func:`tqla.whitened_kron_spectral`; with permutations, the
+        plain search's permutations and the moment permuted like the columns)."""
         import tqla
 
         plan = cls.plan(module, settings, name=name or "module")
@@ -104,10 +126,14 @@ class SpectralKroneckerLinear(KroneckerLinear):
         opts = _spectral_options(settings, seed)
         shape = KroneckerShape.of(plan.shape)
         rp = cp = None
+        Md = None if moment is None else moment.detach().to(torch.float64).cpu()
         if settings.permute == "none":
-            K = tqla.kron_spectral(Wd, shape, plan.rank, **opts)
+            if Md is None:
+                K = tqla.kron_spectral(Wd, shape, plan.rank, **opts)
+            else:
+                K = tqla.whitened_kron_spectral(Wd, Md, shape, plan.rank, damp=damp, **opts)
             A, B = K.A, K.B
-            start = K.kron_svd_error.estimate
+            start = K.kron_svd_error.estimate if Md is None else math.nan
         else:
             P = tqla.permuted_kron_spectral(
                 Wd, shape, plan.rank, permute=settings.permute, spectral_options=opts,
@@ -117,6 +143,8 @@ class SpectralKroneckerLinear(KroneckerLinear):
             rp = P.row_perm if settings.permute in ("rows", "both") else None
             cp = P.col_perm if settings.permute in ("cols", "both") else None
             start = P.errors[0] * float(torch.linalg.matrix_norm(Wd.double(), ord=2))
+            if Md is not None:  # refit K to W[inv_r][:, inv_c], moment permuted alike
+                A, B, start = _whitened_refit(Wd, Md, shape, plan.rank, rp, cp, damp, opts)
         layer = cls.from_factors(
             A.to(W.dtype), B.to(W.dtype), rp, cp, None if v.bias is None else v.bias.detach(),
             implementation=settings.implementation, source=v.kind,
@@ -126,7 +154,11 @@ class SpectralKroneckerLinear(KroneckerLinear):
             layer.approximation_error = relative_error(dense, W)
             layer.spectral_error, _ = _relative_spectral(W, dense)
         norm = float(torch.linalg.matrix_norm(W.detach().double(), ord=2))
-        layer.kron_svd_spectral_error = start / norm if norm > 0 else 0.0
+        # the plain start's error (None after a whitened fit, whose start is measured in
+        # the whitened norm)
+        layer.kron_svd_spectral_error = (
+            None if math.isnan(start) else (start / norm if norm > 0 else 0.0)
+        )
         return layer
 
 

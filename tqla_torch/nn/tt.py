@@ -155,16 +155,20 @@ class TTLinear(LinearBase):
         d: int = 3,
         implementation: str = "factorized",
         source: str = "linear",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
     ) -> TTLinear:
         """TT-SVD of an (out, in) weight (:func:`tqla.tt_matrix`, in float64).
 
         Modes default to :func:`tt_modes` of out and in with ``d`` cores; give ``ranks`` or
-        ``eps`` (not both; neither is exact).
+        ``eps`` (not both; neither is exact).  With ``moment`` (the in×in second moment of
+        the inputs) the fit is activation-aware (:func:`tqla.whitened_tt_matrix`, damped by
+        ``damp``; ``eps`` is then relative to the whitened norm).
         """
         out_f, in_f = (int(v) for v in weight.shape)
         rm = tt_modes(out_f, d) if row_modes is None else row_modes
         cm = tt_modes(in_f, d) if col_modes is None else col_modes
-        cores, err = _fit_cores(weight, rm, cm, ranks, eps)
+        cores, err = _fit_cores(weight, rm, cm, ranks, eps, moment, damp)
         layer = cls(
             in_f,
             out_f,
@@ -191,8 +195,11 @@ class TTLinear(LinearBase):
         eps: float | None = None,
         d: int = 3,
         implementation: str = "factorized",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
     ) -> TTLinear:
-        """Compress a ``torch.nn.Linear`` or transformers ``Conv1D`` (modes: out×in weight)."""
+        """Compress a ``torch.nn.Linear`` or transformers ``Conv1D`` (modes: out×in weight;
+        ``moment``/``damp``: see :meth:`from_dense`)."""
         v = weight_view(linear)
         if v.kind == "embedding":
             raise TypeError("TTLinear compresses Linear and Conv1D layers, not embeddings")
@@ -206,6 +213,8 @@ class TTLinear(LinearBase):
             d=d,
             implementation=implementation,
             source=v.kind,
+            moment=moment,
+            damp=damp,
         )
 
     from_conv1d = from_linear
@@ -266,13 +275,22 @@ class TTLinear(LinearBase):
         )
 
     @classmethod
-    def from_module(cls, module: nn.Module, settings: Any, *, name: str = "") -> TTLinear:
+    def from_module(
+        cls,
+        module: nn.Module,
+        settings: Any,
+        *,
+        name: str = "",
+        moment: torch.Tensor | None = None,
+        damp: float = 0.0,
+    ) -> TTLinear:
         where = f"module {name or 'module'!r}"
         v = weight_view(module)
         bias = 0 if v.bias is None else v.bias.numel()
         rm, cm, ranks, eps = cls._resolve(v.out_features, v.in_features, bias, settings, where)
         return cls.from_linear(
-            module, rm, cm, ranks=ranks, eps=eps, implementation=settings.implementation
+            module, rm, cm, ranks=ranks, eps=eps, implementation=settings.implementation,
+            moment=moment, damp=damp,
         )
 
     # -- structure ---------------------------------------------------------------------
