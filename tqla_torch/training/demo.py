@@ -607,7 +607,8 @@ class _MethodRun:
         one_shot = copy.deepcopy(self.teacher)
         t_compress = time.perf_counter()
         for _, stage_config in stage_configs:
-            compress(one_shot, stage_config)
+            if stage_config is not None:  # None: a stage that only trains
+                compress(one_shot, stage_config)
         compress_s = time.perf_counter() - t_compress
         params = count_parameters(one_shot)
         ppl_before = self.evaluate(one_shot)
@@ -651,7 +652,8 @@ class _MethodRun:
             "distill_tokens": result.tokens_seen,
             "resumed_from": result.resumed_from,
             "stages": [
-                {"name": name, "tokens": stage_tokens, "config": cfg.to_dict()}
+                {"name": name, "tokens": stage_tokens,
+                 "config": None if cfg is None else cfg.to_dict()}
                 for name, cfg in stage_configs
             ],
             "history": result.history,
