@@ -46,7 +46,8 @@ def split_plan(config: CompressionConfig, groups: Sequence[Sequence[str]]) -> li
     -------
     list of CompressionConfig or None
         One config per group, each with its modules' overrides and an ``auto_plan`` that
-        holds only their rows and moments (so ``compress`` fits them activation-aware).
+        holds only their rows and moments (so ``compress`` fits them activation-aware); the
+        first stage's also lists the modules the plan leaves dense.
 
     Examples
     --------
@@ -73,11 +74,14 @@ def split_plan(config: CompressionConfig, groups: Sequence[Sequence[str]]) -> li
             f"got {sorted(flat)}"
         )
     out: list[Any] = []
+    dense = {r.name for r in plan.rows if r.method == "dense"}
     for group in groups:
         if not group:
             out.append(None)
             continue
         keep = set(group)
+        rows_keep = keep | dense  # the modules left dense are listed in the first stage
+        dense = set()
         values = config.to_dict()
         values["target_modules"] = [n for n in names if n in keep]
         values["overrides"] = {
@@ -86,7 +90,7 @@ def split_plan(config: CompressionConfig, groups: Sequence[Sequence[str]]) -> li
         stage = CompressionConfig(**values)
         stage.auto_plan = dataclasses.replace(
             plan,
-            rows=[r for r in plan.rows if r.name in keep],
+            rows=[r for r in plan.rows if r.name in rows_keep],
             moments={k: v for k, v in plan.moments.items() if k in keep},
         )
         out.append(stage)

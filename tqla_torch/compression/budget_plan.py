@@ -309,7 +309,7 @@ def plan_for_budget(
         missing = sorted(set(modules) - set(sensitivity))
         if missing:
             raise ValueError(f"sensitivity: no score for modules {missing}")
-    heads = _tied_heads(model, modules)
+    heads = _linear_heads(model, modules)
     t0 = time.perf_counter()
     stats: CalibrationStats = collect_statistics(
         model,
@@ -414,17 +414,17 @@ def _all_curves(
     return curves, dense, refs
 
 
-def _tied_heads(model: nn.Module, modules: Mapping[str, nn.Module]) -> dict[str, str]:
+def _linear_heads(model: nn.Module, modules: Mapping[str, nn.Module]) -> dict[str, str]:
     """{embedding name: name of the Linear LM head that shares its weight} for the
     targeted ``nn.Embedding`` modules with such a head."""
+    from tqla_torch.compression.apply import _tied_heads
+
     heads = {}
     for name, m in modules.items():
-        if type(m) is not nn.Embedding:
-            continue
-        for hname, h in model.named_modules():
-            if isinstance(h, nn.Linear) and h.weight is m.weight:
-                heads[name] = hname
-                break
+        if type(m) is nn.Embedding:
+            linear = [h for h, mod in _tied_heads(model, m) if isinstance(mod, nn.Linear)]
+            if linear:
+                heads[name] = linear[0]
     return heads
 
 
