@@ -175,3 +175,21 @@ def test_bad_input_is_named():
         two_sided_error_curve(W, np.ones(3), np.ones(4), [(np.ones(3), np.ones(4))], max_rank=4)
     with pytest.raises(ValueError, match="damp"):
         two_sided_whitened_svd(W, np.ones(3), np.ones(4), 1, damp=-1.0)
+
+
+@given(mn=sizes, seed=st.integers(0, 2**16))
+@settings(max_examples=15)
+def test_error_curve_of_a_singular_fit_weight_counts_the_residual(mn, seed):
+    """damp=0 with rows the fit does not see: Ŵ leaves them at zero (residual R₀ ≠ 0), and
+    full row weights of the terms couple R₀ with the fitted rows (the cross term)."""
+    m, n = mn
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((m, n))
+    P_fit = rng.uniform(0.5, 2.0, m)
+    P_fit[0] = 0.0
+    terms = [(_psd(m, rng), _weight(n, rng, False)), (_weight(m, rng, True), np.ones(n))]
+    curve = two_sided_error_curve(W, P_fit, np.ones(n), terms)
+    scale = _err(W, 0 * W, terms) + 1.0
+    for r in range(min(m, n) + 1):
+        want = _err(W, 0 * W if r == 0 else _fit(W, P_fit, np.ones(n), r), terms)
+        assert curve[r] == pytest.approx(want, rel=1e-8, abs=1e-10 * scale)
