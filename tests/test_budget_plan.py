@@ -373,7 +373,8 @@ def test_plan_with_embeddings_sizes_the_table_and_compress_fits_it():
                           target_modules=r"transformer\.(wte|h\..*)", b_shapes=B_SHAPES)
     rows = {r.name: r for r in cfg.auto_plan.rows}
     assert rows["transformer.wte"].method == "svd"
-    assert cfg.auto_plan.moments["transformer.wte"].shape == (64,)
+    p, C = cfg.auto_plan.moments["transformer.wte"]  # tied LM head: two-sided weight
+    assert p.shape == (64,) and C.shape == (16, 16)
     rep = tqla_torch.compress(model, cfg)
     assert rep.params_after == cfg.auto_plan.params_after
     assert type(model.transformer.wte).__name__ == "LowRankEmbedding"

@@ -96,6 +96,8 @@ def test_torch_python_examples_run(page, tmp_path, monkeypatch):
         "tqla.whiten",
         "tqla.whiten_structured",
         "tqla_torch.compression.budget_plan",
+        "tqla.two_sided",
+        "tqla_torch.compression.auto_gpt2",
         "tqla_torch._atomic",
         "tqla_torch.compression.distributed",
         "tqla_torch.compression.streaming",

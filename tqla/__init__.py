@@ -29,6 +29,7 @@ from tqla.svd import truncated_svd
 from tqla.tt import TensorTrain, rank_bounds, tt_svd
 from tqla.tt_matrix import TTMatrix, TTMatrixShape, tt_matrix, tt_matrix_shapes
 from tqla.tt_permuted import PermutedTT, permuted_tt
+from tqla.two_sided import nearest_kron_weight, two_sided_error_curve, two_sided_whitened_svd
 from tqla.whiten import (
     moment_root,
     nearest_kron_moment,
@@ -85,6 +86,9 @@ __all__ = [
     "unrearrange",
     "moment_root",
     "nearest_kron_moment",
+    "nearest_kron_weight",
+    "two_sided_error_curve",
+    "two_sided_whitened_svd",
     "whitened_error",
     "whitened_kron_spectrum",
     "whitened_kron_svd",

@@ -547,6 +547,8 @@ def _check_moments(items: list[_Item], moments: Any) -> dict[str, torch.Tensor]:
                     f"moments[{name!r}]: activation-aware embeddings (token frequencies) are "
                     f"fitted by method 'svd' only, not by {it.report.layer}"
                 )
+            if isinstance(C, (tuple, list)):  # two-sided (tied table): checked by the fit
+                continue
             if not torch.is_tensor(C) or tuple(C.shape) != (n,):
                 raise ValueError(
                     f"moments[{name!r}] of an embedding must be the ({n},) vector of token "

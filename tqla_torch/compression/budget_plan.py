@@ -31,6 +31,7 @@ from tqla_torch.compression.curves import (
     Candidate,
     default_b_shapes,
     layer_curves,
+    tied_table_curve,
 )
 from tqla_torch.nn.weights import is_conv1d, weight_view
 
@@ -308,21 +309,27 @@ def plan_for_budget(
         missing = sorted(set(modules) - set(sensitivity))
         if missing:
             raise ValueError(f"sensitivity: no score for modules {missing}")
+    heads = _linear_heads(model, modules)
     t0 = time.perf_counter()
     stats: CalibrationStats = collect_statistics(
         model,
         data,
-        modules,
+        {**modules, **{h: model.get_submodule(h) for h in heads.values()}},
         sensitivity=sensitivity == "fisher",
         max_batches=max_batches,
         seed=seed,
     )
     t1 = time.perf_counter()
+    fisher = sensitivity == "fisher"
     curves, dense, refs = _all_curves(
-        modules, stats, methods, b_shapes, damp, allow_dense, permuted_b_shapes, cache
+        modules, stats, methods, b_shapes, damp, allow_dense, permuted_b_shapes, cache,
+        heads=heads, fisher=fisher,
     )
     t2 = time.perf_counter()
     weights = _weights(model, data, modules, stats, sensitivity, seed)
+    for name in heads:  # a tied table's summed error carries its own weights
+        if isinstance(sensitivity, str) and sensitivity in ("fisher", "uniform"):
+            weights[name] = 1.0
     fixed = total - sum(dense.values())
     try:
         chosen = allocate(curves, weights, budget - fixed)
@@ -371,12 +378,27 @@ def _all_curves(
     allow_dense: bool,
     permuted_b_shapes: Any,
     cache: dict | None,
+    *,
+    heads: Mapping[str, str] | None = None,
+    fisher: bool = False,
 ) -> tuple[dict[str, list[Candidate]], dict[str, int], dict[str, float]]:
-    """Every module's candidates, dense size and reference tr(W·C·Wᵀ)."""
+    """Every module's candidates, dense size and reference error of W itself (for a
+    table tied to an LM head, ``heads``, the two-sided curve; its fit weight replaces the
+    moment in ``stats.moments``)."""
     curves, dense, refs = {}, {}, {}
     cache = {} if cache is None else cache
+    heads = heads or {}
     for name, m in modules.items():
         C = stats.moments[name]
+        if name in heads:
+            terms = _tied_terms(name, heads[name], m, stats, fisher)
+            curves[name], stats.moments[name] = tied_table_curve(
+                m.weight, terms, damp=damp, allow_dense=allow_dense
+            )
+            dense[name] = m.weight.numel()
+            Wd = m.weight.detach().to(torch.float64).cpu()
+            refs[name] = float(sum((p[:, None] * Wd * (Wd @ Cw)).sum() for p, Cw in terms))
+            continue
         if isinstance(m, nn.Embedding):  # out×in = d×V, diagonal moment, low rank only
             W, bias, kinds = m.weight.detach().T, 0, ("svd",)
         else:
@@ -390,6 +412,40 @@ def _all_curves(
         Wd, Cd = W.to(torch.float64).cpu(), C.cpu()
         refs[name] = float((Wd * Wd * Cd).sum() if Cd.dim() == 1 else (Wd * (Wd @ Cd)).sum())
     return curves, dense, refs
+
+
+def _linear_heads(model: nn.Module, modules: Mapping[str, nn.Module]) -> dict[str, str]:
+    """{embedding name: name of the Linear LM head that shares its weight} for the
+    targeted ``nn.Embedding`` modules with such a head."""
+    from tqla_torch.compression.apply import _tied_heads
+
+    heads = {}
+    for name, m in modules.items():
+        if type(m) is nn.Embedding:
+            linear = [h for h, mod in _tied_heads(model, m) if isinstance(mod, nn.Linear)]
+            if linear:
+                heads[name] = linear[0]
+    return heads
+
+
+def _tied_terms(
+    name: str, head: str, m: nn.Module, stats: CalibrationStats, fisher: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The two error terms (row weights (V,), column weight (d, d)) of a tied table: the
+    input lookup and the LM head.  Fisher: each weighted by its measured per-row
+    sensitivity (lookup: Σ_t∈v ‖∂L/∂e_t‖²/(n·d); head: E[(∂L/∂z_v)²]), so the sum
+    estimates the loss increase like sensitivity × error of the other modules; otherwise
+    the unweighted output errors (token frequencies; all logits alike)."""
+    d = int(m.embedding_dim)
+    eye = torch.eye(d, dtype=torch.float64)
+    S = stats.moments[head].to(torch.float64).cpu()
+    if fisher:
+        look = stats.row_sensitivity[name].cpu()
+        logit = stats.row_sensitivity[head].cpu()
+    else:
+        look = stats.moments[name].to(torch.float64).cpu()
+        logit = torch.ones_like(look)
+    return [(look, eye), (logit, S)]
 
 
 def _weights(
@@ -444,68 +500,4 @@ def _to_config(rows: list[PlanRow], base: CompressionConfig | None) -> Compressi
     return CompressionConfig(**values)
 
 
-def auto_gpt2_steps(
-    model: nn.Module,
-    data: Iterable[Any],
-    *,
-    budget: int | float | None = None,
-    target_modules: str | list[str] | None = r"transformer\.h\..*",
-    **plan_kwargs: Any,
-) -> list[CompressionConfig]:
-    """The automatic plan as the three stages of :func:`~tqla_torch.compression.tq_gpt2_steps`.
-
-    Stage 1 and 3 are tq_gpt2's embedding steps (the token table halved twice with column
-    permutations); stage 2 is :func:`plan_for_budget` over the blocks' Linear/Conv1D layers,
-    measured on a copy of ``model`` with both embedding steps applied.  Its ``auto_plan``
-    carries the input moments, so ``compress`` fits stage 2 activation-aware.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A GPT-2 (not modified).
-    data : iterable of batches
-        Calibration data (see :func:`plan_for_budget`).
-    budget : int or float, optional
-        Whole-model parameters after all three stages; default: the :func:`tq_gpt2` plan's
-        count on ``model`` (its Kronecker twin has the same count and is measured).
-    target_modules : optional
-        Candidates of stage 2 (default: every Linear/Conv1D of the blocks).
-    **plan_kwargs
-        Passed to :func:`plan_for_budget` (``methods``, ``sensitivity``, ``damp``, ...).
-
-    Returns
-    -------
-    list of CompressionConfig
-        ``[embedding, automatic plan, embedding again]``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> _ = torch.manual_seed(0)
-    >>> gpt = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=16,
-    ...                                  vocab_size=64)).eval()
-    >>> steps = auto_gpt2_steps(gpt, [torch.randint(0, 64, (2, 16))], b_shapes=[(2, 2)])
-    >>> [len(s.overrides) > 0 for s in steps]
-    [True, True, True]
-    """
-    import copy
-
-    from tqla_torch.compression.apply import compress, count_parameters
-    from tqla_torch.compression.presets import kron_gpt2_steps, tq_gpt2_steps
-
-    data = list(data)
-    if budget is None:
-        twin = copy.deepcopy(model)
-        for cfg in kron_gpt2_steps():
-            compress(twin, cfg)
-        budget = count_parameters(twin)
-        del twin
-    emb1, _, emb2 = tq_gpt2_steps()
-    base = copy.deepcopy(model)
-    compress(base, emb1)
-    compress(base, emb2)
-    if isinstance(budget, (float, np.floating)) and not isinstance(budget, bool):
-        budget = _check_budget(budget, count_parameters(model))
-    plan = plan_for_budget(base, budget, data, target_modules=target_modules, **plan_kwargs)
-    return [emb1, plan, emb2]
+from tqla_torch.compression.auto_gpt2 import auto_gpt2_steps  # noqa: E402  (re-export)

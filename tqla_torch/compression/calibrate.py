@@ -46,12 +46,18 @@ class CalibrationStats:
         n, the number of input vectors each module saw.
     sensitivity : dict of str to float
         E‖∂L/∂y‖² / out per module (empty when not measured).
+    row_sensitivity : dict of str to torch.Tensor
+        The same per output coordinate, E[(∂L/∂y_i)²] (float64, length out); for an
+        ``nn.Embedding`` per row of its table, Σ_{t: x_t = v} ‖∂L/∂y_t‖² / (n·d) (length V;
+        the row weights of the Fisher-style lookup error, summing to its ``sensitivity``).
+        Empty when not measured.
     batches : int
     """
 
     moments: dict[str, torch.Tensor] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     sensitivity: dict[str, float] = field(default_factory=dict)
+    row_sensitivity: dict[str, torch.Tensor] = field(default_factory=dict)
     batches: int = 0
 
 
@@ -165,6 +171,7 @@ def collect_statistics(
     acc: dict[str, torch.Tensor] = {}
     tokens = dict.fromkeys(modules, 0)
     grads = dict.fromkeys(modules, 0.0)
+    rows: dict[str, torch.Tensor] = {}
     embeds = {name for name, m in modules.items() if isinstance(m, nn.Embedding)}
     widths = {
         name: int(m.num_embeddings) if name in embeds else weight_view(m).in_features
@@ -194,9 +201,18 @@ def collect_statistics(
     def fwd_hook(name: str):
         def hook(module: nn.Module, args: tuple, out: Any) -> None:
             if sensitivity and torch.is_tensor(out) and out.requires_grad:
+                ids = args[0].detach().reshape(-1) if name in embeds else None
 
                 def on_grad(g: torch.Tensor) -> None:
-                    grads[name] += float((g.double() ** 2).sum())
+                    g2 = g.detach().double() ** 2
+                    grads[name] += float(g2.sum())
+                    g2 = g2.reshape(-1, g2.shape[-1])
+                    if ids is not None:  # per table row: Σ over its tokens of ‖g_t‖²
+                        row = torch.zeros(widths[name], dtype=torch.float64, device=g.device)
+                        row.index_add_(0, ids.to(g.device), g2.sum(1))
+                    else:
+                        row = g2.sum(0)
+                    rows[name] = row if name not in rows else rows[name].add_(row)
 
                 out.register_hook(on_grad)
 
@@ -252,4 +268,6 @@ def collect_statistics(
         if sensitivity:
             out_f = int(m.embedding_dim) if name in embeds else weight_view(m).out_features
             stats.sensitivity[name] = grads[name] / n / out_f
+            if name in rows:
+                stats.row_sensitivity[name] = rows[name] / n / (out_f if name in embeds else 1)
     return stats

@@ -16,7 +16,7 @@ import torch
 
 from tqla.shapes import KroneckerShape
 
-__all__ = ["PERMUTED_B_SHAPES", "Candidate", "default_b_shapes", "layer_curves"]
+__all__ = ["PERMUTED_B_SHAPES", "Candidate", "default_b_shapes", "layer_curves", "tied_table_curve"]
 
 DEFAULT_METHODS = ("svd", "kron")
 PERMUTED_B_SHAPES = ((2, 4), (4, 2))
@@ -249,3 +249,44 @@ def _tails(sig: np.ndarray) -> np.ndarray:
     sq = np.asarray(sig, dtype=np.float64) ** 2
     t = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
     return np.clip(t, 0.0, None)
+
+
+def tied_table_curve(
+    E: torch.Tensor,
+    terms: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    damp: float = 0.01,
+    allow_dense: bool = True,
+) -> tuple[list[Candidate], tuple[torch.Tensor, torch.Tensor]]:
+    """Low-rank candidates of a token table with two-sided error terms (a tied LM head).
+
+    ``terms`` are (row weight, column weight) pairs of the V×d table E: the input lookup
+    (per-token weights, I) and the tied head (per-token weights of the logits, the second
+    moment of the final hidden states).  One two-sided fit in their nearest Kronecker
+    weight (:func:`tqla.nearest_kron_weight`) gives every rank, and each candidate's error
+    is the exact sum of the terms (:func:`tqla.two_sided_error_curve`).
+
+    Returns
+    -------
+    candidates : list of Candidate
+        Method "svd" at every rank smaller than the table (and "dense" with
+        ``allow_dense``); ``error2`` is the summed error.
+    weight : (row weight (V,), column weight (d, d))
+        The fit's weight, what :func:`tqla_torch.compress` needs as the table's moment.
+    """
+    from tqla import nearest_kron_weight, two_sided_error_curve
+
+    V, d = (int(v) for v in E.shape)
+    dense = V * d
+    t64 = [
+        tuple(x.detach().to(torch.float64).cpu().numpy() for x in pair) for pair in terms
+    ]
+    P, C = nearest_kron_weight(t64, V, d)
+    top = min(d, (dense - 1) // (V + d))
+    Ed = E.detach().to(torch.float64).cpu().numpy()
+    errs = two_sided_error_curve(Ed, P, C, t64, damp=damp, max_rank=min(V, d))
+    cands = [Candidate("svd", None, r, r * (V + d), float(errs[r])) for r in range(1, top + 1)]
+    if allow_dense:
+        cands.append(Candidate("dense", None, 0, dense, 0.0))
+    P_t = torch.as_tensor(P if P.ndim == 1 else np.diag(P), dtype=torch.float64)
+    return cands, (P_t, torch.as_tensor(C, dtype=torch.float64))

@@ -87,6 +87,32 @@ def _truncated_svd(
     return U * root[None, :], root[:, None] * Vh, err
 
 
+def _two_sided_fit(W: torch.Tensor, rank: int, moment: Any, damp: float) -> Any:
+    """The (d, V)-oriented factors of a two-sided fit of the V×d table ``W`` (see
+    :meth:`LowRankEmbedding.from_embedding`), as an object with ``U``, ``V`` and
+    ``approximation_error`` (the plain relative error) like a :class:`LowRankLinear`."""
+    from types import SimpleNamespace
+
+    from tqla import two_sided_whitened_svd
+
+    V_, d = (int(v) for v in W.shape)
+    if len(moment) != 2:
+        raise ValueError("moment pair must be (row weights (V,), column weight (d, d))")
+    p, C = moment
+    if not (torch.is_tensor(p) and tuple(p.shape) == (V_,)):
+        raise ValueError(f"moment pair: the row weights must be a ({V_},) tensor")
+    if not (torch.is_tensor(C) and tuple(C.shape) == (d, d)):
+        raise ValueError(f"moment pair: the column weight must be a ({d}, {d}) tensor")
+    Wd = W.detach().to(torch.float64)
+    U, sig, Vh = two_sided_whitened_svd(Wd, p.to(Wd), C.to(Wd), rank, damp=damp)
+    root = sig.clamp_min(0).sqrt()
+    Uf, Vf = U * root[None, :], root[:, None] * Vh  # E ≈ Uf·Vf (V×r, r×d)
+    norm = torch.linalg.norm(Wd)
+    err = float(torch.linalg.norm(Wd - Uf @ Vf) / norm) if bool(norm > 0) else 0.0
+    # LowRankLinear of Eᵀ: U_lin = Vfᵀ (d×r), V_lin = Ufᵀ (r×V)
+    return SimpleNamespace(U=Vf.T.to(W.dtype), V=Uf.T.to(W.dtype), approximation_error=err)
+
+
 class LowRankLinear(LinearBase):
     """A linear layer with a rank-r weight ``W = U·V`` (U: out×r, V: r×in), the SVD baseline.
 
@@ -368,7 +394,11 @@ class LowRankEmbedding(EmbeddingBase):
         moment of the one-hot inputs), the fit is activation-aware: it minimises
         Σ_v f_v·‖E_v − Ê_v‖² (:func:`tqla.whitened_svd` with a diagonal moment; ``damp``
         adds damp·mean(f) to every frequency, so unseen tokens are still fitted a little).
-        All-equal frequencies give the plain fit.
+        All-equal frequencies give the plain fit.  A pair ``(p, C)`` — row weights p of
+        length V and a d×d column weight C, e.g. from
+        :func:`~tqla_torch.compression.curves.tied_table_curve` for a table tied to an LM
+        head — makes the fit two-sided: it minimises Σ_v p_v·(E_v − Ê_v)·C·(E_v − Ê_v)ᵀ
+        (:func:`tqla.two_sided_whitened_svd`).
         """
         if not isinstance(embedding, nn.Embedding):
             raise TypeError(
@@ -379,13 +409,19 @@ class LowRankEmbedding(EmbeddingBase):
         check_rank_or_budget(rank, n_params)
         if rank is None:
             rank = low_rank_for_budget(V_, d, check_pos_int(n_params, "n_params"), bias=False)
-        if moment is not None and (not torch.is_tensor(moment) or tuple(moment.shape) != (V_,)):
-            raise ValueError(
-                f"moment of an embedding must be the ({V_},) vector of token frequencies, got "
-                f"{getattr(moment, 'shape', type(moment).__name__)}"
-            )
-        # (d, V) orientation: U_lin = Vᵀ; the one-hot inputs' moment is diagonal
-        lin = LowRankLinear.from_dense(W.T, None, rank, moment=moment, damp=damp)
+        if isinstance(moment, (tuple, list)):  # two-sided: (row weights, hidden moment)
+            lin = _two_sided_fit(W, rank, moment, damp)
+        else:
+            if moment is not None and (
+                not torch.is_tensor(moment) or tuple(moment.shape) != (V_,)
+            ):
+                raise ValueError(
+                    f"moment of an embedding must be the ({V_},) vector of token frequencies "
+                    f"or a pair ((V,) row weights, (d, d) moment), got "
+                    f"{getattr(moment, 'shape', type(moment).__name__)}"
+                )
+            # (d, V) orientation: U_lin = Vᵀ; the one-hot inputs' moment is diagonal
+            lin = LowRankLinear.from_dense(W.T, None, rank, moment=moment, damp=damp)
         layer = cls(
             V_,
             d,

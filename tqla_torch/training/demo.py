@@ -8,10 +8,12 @@
    (the TQCompressedGPT-2 plan adapted to the small model), plain Kronecker with the same
    shapes, low-rank SVD with ranks matched to the same parameter count, the automatic
    activation-aware plan (:func:`tqla_torch.compression.auto_gpt2_steps`: method, shape and
-   rank per block layer from 8 calibration batches, at most the permuted plan's count), and
-   tensor-train MLPs with LWIQ-allocated ranks at the low-rank plan's count;
-3. distils each with the same token budget through the three-stage recipe (embedding, MLPs,
-   embedding again; :func:`tqla_torch.training.distill_stages`);
+   rank of the tied token table and of every block layer from 8 calibration batches, at
+   most the permuted plan's count), and tensor-train MLPs with LWIQ-allocated ranks at the
+   low-rank plan's count;
+3. distils each with the same token budget in three equal stages
+   (:func:`tqla_torch.training.distill_stages`): embedding, MLPs, embedding again for the
+   fixed plans; the whole automatic plan, then two stages of training only for ``auto``;
 4. evaluates perplexity on the built-in validation split for the teacher and for every
    student before distillation (all stages applied at once, no training) and after;
 5. writes ``results.json`` (configuration, versions, machine, date, every number and loss
@@ -256,6 +258,7 @@ class DemoConfig:
 # --------------------------------------------------------------------------------------------
 
 _STAGE_NAMES = ("embedding", "mlp", "embedding-2")
+_AUTO_STAGE_NAMES = ("plan", "train", "train-2")  # auto_gpt2_steps' "front" schedule
 
 
 def method_plans(
@@ -272,9 +275,10 @@ def method_plans(
     permutations), ``kron`` the same factor shapes without permutations
     (:func:`~tqla_torch.compression.kron_gpt2_steps`) and ``svd`` low-rank factors with ranks
     matched to the same parameter count (:func:`~tqla_torch.compression.svd_gpt2_steps`);
-    ``auto`` keeps the permuted embedding steps and lets
-    :func:`~tqla_torch.compression.plan_for_budget` choose method, shape and rank of every
-    Linear/Conv1D layer of the blocks at the same parameter count, fitted activation-aware
+    ``auto`` lets :func:`~tqla_torch.compression.plan_for_budget` choose method, shape and
+    rank of the token table (its tied LM head included in its error) and of every
+    Linear/Conv1D layer of the blocks at the same parameter count, fitted activation-aware,
+    all applied in the first stage; the other two stages only train
     (:func:`~tqla_torch.compression.auto_gpt2_steps`; needs ``data``), and
     ``tt`` the low-rank embedding stages with tensor-train MLPs whose ranks LWIQ allocates at
     the low-rank plan's parameter count
@@ -294,8 +298,9 @@ def method_plans(
     Returns
     -------
     dict
-        ``{method: [(stage name, CompressionConfig), ...]}`` with stages ``embedding``,
-        ``mlp``, ``embedding-2``.
+        ``{method: [(stage name, CompressionConfig or None), ...]}`` with stages
+        ``embedding``, ``mlp``, ``embedding-2`` (``auto``: ``plan``, ``train``,
+        ``train-2``; ``None`` is a stage that only trains).
     """
     from tqla_torch.compression.budget_plan import auto_gpt2_steps
     from tqla_torch.compression.presets import kron_gpt2_steps, svd_gpt2_steps, tq_gpt2_steps
@@ -316,7 +321,8 @@ def method_plans(
     for method in methods:
         if method not in makers:
             raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
-        plans[method] = list(zip(_STAGE_NAMES, makers[method]()))
+        names = _AUTO_STAGE_NAMES if method == "auto" else _STAGE_NAMES
+        plans[method] = list(zip(names, makers[method]()))
     return plans
 
 
@@ -607,7 +613,8 @@ class _MethodRun:
         one_shot = copy.deepcopy(self.teacher)
         t_compress = time.perf_counter()
         for _, stage_config in stage_configs:
-            compress(one_shot, stage_config)
+            if stage_config is not None:  # None: a stage that only trains
+                compress(one_shot, stage_config)
         compress_s = time.perf_counter() - t_compress
         params = count_parameters(one_shot)
         ppl_before = self.evaluate(one_shot)
@@ -651,7 +658,8 @@ class _MethodRun:
             "distill_tokens": result.tokens_seen,
             "resumed_from": result.resumed_from,
             "stages": [
-                {"name": name, "tokens": stage_tokens, "config": cfg.to_dict()}
+                {"name": name, "tokens": stage_tokens,
+                 "config": None if cfg is None else cfg.to_dict()}
                 for name, cfg in stage_configs
             ],
             "history": result.history,
