@@ -144,10 +144,14 @@ def test_token_frequency_fit_is_the_row_weighted_svd():
         LowRankEmbedding.from_module(emb, _settings(rank=3), moment=f),
     ):
         torch.testing.assert_close(layer.to_dense(), want, rtol=1e-9, atol=1e-11)
-    msg = r"^moment of an embedding must be the \(10,\) vector of token frequencies, got "
+    msg = (r"^moment of an embedding must be the \(10,\) vector of token frequencies or a pair "
+           r"\(\(V,\) row weights, \(d, d\) moment\), got ")
     with pytest.raises(ValueError, match=msg + r"torch\.Size\(\[9\]\)$"):
         LowRankEmbedding.from_embedding(emb, 3, moment=f[:9])
-    with pytest.raises(ValueError, match=msg + "list$"):
+    with pytest.raises(ValueError, match=msg + r"\(10,\)$"):
+        LowRankEmbedding.from_embedding(emb, 3, moment=f.numpy())
+    # a list or tuple is the two-sided pair, checked as such
+    with pytest.raises(ValueError, match=r"^moment pair must be \(row weights \(V,\), column weight \(d, d\)\)"):
         LowRankEmbedding.from_embedding(emb, 3, moment=f.tolist())
     with pytest.raises(ValueError, match=r"^rank must be a positive integer, got 0$"):
         LowRankEmbedding(10, 8, 0)
