@@ -71,7 +71,11 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/permuted.py": (
         ["tests/test_permuted.py"],
-        ["tests/test_properties_assignment.py", "tests/test_properties_permuted.py"],
+        [
+            "tests/test_properties_assignment.py",
+            "tests/test_properties_permuted.py",
+            "tests/test_properties_arguments.py",
+        ],
     ),
     "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
     "tqla/_kernels/_numba_assignment.py": (
@@ -156,7 +160,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/nn/embedding.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_embedding.py"],
+        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py"],
     ),
     "tqla_torch/nn/base.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py"],
@@ -168,7 +172,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/nn/_embedding_fit.py": (
         ["tests/test_nn_embedding_fit.py", "tests/test_layers.py"],
-        ["tests/test_properties_embedding.py"],
+        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py"],
     ),
 }
 _LAYER_TESTS = (
