@@ -151,7 +151,8 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_properties_tt_layers.py"],
     ),
     "tqla_torch/nn/spectral.py": (
-        ["tests/test_torch_spectral.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py"],
+        ["tests/test_torch_spectral.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
+         "tests/test_nn_contracts_b.py"],
         ["tests/test_properties_hetero_layer.py"],
     ),
     "tqla_torch/nn/lowrank.py": (
@@ -163,7 +164,8 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py"],
     ),
     "tqla_torch/nn/base.py": (
-        ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py"],
+        ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
+         "tests/test_nn_contracts_b.py"],
         ["tests/test_properties_base.py"],
     ),
     "tqla_torch/nn/weights.py": (
