@@ -146,3 +146,34 @@ def test_from_spec_without_type():
             "unknown compressed layer type 'CompressedModule'; known: "
             f"{sorted(base.REGISTRY)}")):
         CompressedModule.from_spec(spec)
+
+
+# ------------------------------------------------------------------ the plain start's error
+@pytest.mark.parametrize("permute", ["rows", "cols", "both"])
+def test_permuted_start_error_is_the_searchs_relative_spectral_error(monkeypatch, permute):
+    import tqla
+
+    results = []
+    real = tqla.permuted_kron_spectral
+
+    def spy(*args, **kwargs):
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(tqla, "permuted_kron_spectral", spy)
+    torch.manual_seed(1)
+    lin = nn.Linear(16, 8, dtype=torch.float64)
+    layer = spectral.SpectralKroneckerLinear.from_module(
+        lin, _spectral_settings(b_shape=[2, 4], permute=permute), name="m")
+    (P,) = results
+    assert layer.kron_svd_spectral_error == pytest.approx(P.errors[0], rel=1e-12)
+
+
+def test_a_layer_not_fitted_reports_no_spectral_errors():
+    torch.manual_seed(0)
+    fitted = spectral.SpectralKroneckerLinear.from_module(
+        nn.Linear(16, 16, dtype=torch.float64), _spectral_settings(), name="m")
+    again = spectral.SpectralKroneckerLinear.from_spec(fitted.spec())
+    made = spectral.SpectralKroneckerLinear.from_factors(fitted.A.detach(), fitted.B.detach())
+    for layer in (again, made):
+        assert layer.spectral_error is None and layer.kron_svd_spectral_error is None
