@@ -138,3 +138,72 @@ def test_host_bytes_sum_over_the_solves_and_the_refits_use_the_kernel_asked_for(
     monkeypatch.setattr(permuted_module, "kron_svd", spy_svd)
     permuted_kron(W, ((4, 4), (2, 2)), 1, n_iter=2, kernel="numpy", rng=0)
     assert kernels and set(kernels) == {"numpy"}
+
+
+# Found by a fresh sample (seed 8) of tqla/permuted.py's mutants
+@pytest.mark.parametrize(
+    ("bad", "exc", "msg"),
+    [
+        ([[1.0, 2.0]], TypeError, r"W must be an array \(NumPy, CuPy, torch, \.\.\.\), got list; "
+                                  r"wrap it with numpy\.asarray first"),
+        (np.ones(6), ValueError, r"W must be 2-D, got 1-D array of shape \(6,\)"),
+        (np.ones((4, 6), dtype=np.int64), TypeError,
+         r"W must have a real floating dtype \(float32 or float64\), got int64; "
+         r"convert it with \.astype\(float64\) / \.to\(torch\.float64\)"),
+    ],
+    ids=["not-an-array", "1-D", "integer"],
+)  # fmt: skip
+def test_a_bad_matrix_is_named_W_in_the_whole_message(bad, exc, msg):
+    with pytest.raises(exc, match=f"^{msg}$"):
+        permuted_kron(bad, KroneckerShape((2, 3), (2, 2)), 1)
+
+
+def test_a_scalar_operand_of_matmul_is_rejected_by_its_own_message():
+    s = KroneckerShape((2, 3), (2, 2))
+    P = permuted_kron(_W(s), s, 1, n_iter=1)
+    with pytest.raises(ValueError, match=r"^approx @ X needs X with 6 rows, got a scalar$"):
+        P @ np.array(2.0)
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0])
+def test_relative_errors_do_not_depend_on_the_scale_of_W(scale):
+    """‖W − K‖/‖W‖ is scale-free: W scaled by 0.1 (‖W‖ < 1) or 10 gives the same errors and
+    the same permutations (an error divided by 1 instead of ‖W‖ would scale with W)."""
+    s = KroneckerShape((3, 2), (2, 2))
+    W = _W(s, 4)
+    W = W / (2.0 * np.linalg.norm(W))  # ‖W‖ = 1/2, then 1/20 and 5 after scaling
+    P = permuted_kron(W, s, 1, n_iter=3, tol=0.0)
+    Q = permuted_kron(scale * W, s, 1, n_iter=3, tol=0.0)
+    eps = 64 * np.finfo(np.float64).eps
+    np.testing.assert_allclose(Q.errors, P.errors, rtol=eps, atol=eps)
+    np.testing.assert_array_equal(Q.row_perm, P.row_perm)
+    np.testing.assert_array_equal(Q.col_perm, P.col_perm)
+    err = float(np.linalg.norm(scale * W - Q.to_dense()) / np.linalg.norm(scale * W))
+    assert Q.errors[-1] == pytest.approx(err, rel=1e-9, abs=eps)
+
+
+def test_a_rejected_step_is_logged_with_its_errors(caplog, monkeypatch):
+    """Every refit after the first made worse (error + 1): each step that moves something
+    is rejected, and its debug line gives the rule, the side, the new and the kept error."""
+    real_fit = permuted_module._Run.fit
+    calls: list[int] = []
+
+    def worse_fit(self, U):
+        K, err = real_fit(self, U)
+        calls.append(1)
+        return K, (err if len(calls) == 1 else err + 1.0)
+
+    monkeypatch.setattr(permuted_module._Run, "fit", worse_fit)
+    s = KroneckerShape((4, 3), (3, 2))
+    with caplog.at_level(logging.DEBUG, logger="tqla.permuted"):
+        P = permuted_kron(_W(s, 5), s, 1, n_iter=2, tol=0.0)
+    rejected = [r for r in caplog.records if "rejected" in r.msg]
+    assert rejected and len(calls) == len(rejected) + 1
+    kept = P.errors[0]
+    for r in rejected:
+        rule, side, new, old = r.args  # exactly these four values
+        assert rule in ("slots", "assign") and side in ("rows", "cols")
+        assert old == kept and new > old + 0.5
+        assert r.getMessage() == (
+            f"step {rule}/{side} rejected: error {new:.6g} > {kept:.6g}"
+        )
