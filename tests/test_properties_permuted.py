@@ -68,6 +68,8 @@ def test_warm_start_reaches_the_solver(monkeypatch):
     s = KroneckerShape((4, 3), (3, 2))
     permuted_kron(_W(s), s, 1, rule="slots", n_iter=3, tol=0.0, solver="jv", warm_start=True)
     assert any(i is not None for i in inits), "warm_start=True never passed a warm start"
+    # the warm start is the previous solution's dual prices (without them it does nothing)
+    assert all(i.prices is not None for i in inits if i is not None)
     inits.clear()
     permuted_kron(_W(s), s, 1, rule="slots", n_iter=3, tol=0.0, solver="jv", warm_start=False)
     assert all(i is None for i in inits)
@@ -207,3 +209,45 @@ def test_a_rejected_step_is_logged_with_its_errors(caplog, monkeypatch):
         assert r.getMessage() == (
             f"step {rule}/{side} rejected: error {new:.6g} > {kept:.6g}"
         )
+
+
+# Found by a fresh sample (seed 9) of tqla/permuted.py's mutants
+@pytest.mark.parametrize(
+    ("shape", "first"),
+    [(((4, 3), (3, 2)), "rows"), (((3, 4), (2, 3)), "cols"), (((3, 2), (2, 3)), "rows")],
+    ids=["tall", "wide", "square"],
+)
+def test_the_larger_side_is_updated_first(monkeypatch, shape, first):
+    """Both sides permuted: cols first only when N > M (ties: rows first)."""
+    sides: list[str] = []
+    real = permuted_module._Run.step
+
+    def spy(self, rule, side):
+        sides.append(side)
+        return real(self, rule, side)
+
+    monkeypatch.setattr(permuted_module._Run, "step", spy)
+    s = KroneckerShape(*shape)
+    permuted_kron(_W(s), s, 1, rule="assign", n_iter=1, tol=0.0)
+    assert sides == [first, "cols" if first == "rows" else "rows"]
+
+
+def test_an_unmoved_side_is_not_refit_and_the_svd_time_is_part_of_the_total(monkeypatch):
+    """An exact Kronecker product needs no permutation: the assignments return the identity,
+    so the only fit is the first one; the time of that fit is within the total."""
+    fits: list[int] = []
+    real = permuted_module._Run.fit
+
+    def spy(self, U):
+        fits.append(1)
+        return real(self, U)
+
+    monkeypatch.setattr(permuted_module._Run, "fit", spy)
+    rng = np.random.default_rng(6)
+    s = KroneckerShape((3, 2), (2, 3))
+    W = np.kron(rng.standard_normal((3, 2)), rng.standard_normal((2, 3)))
+    P = permuted_kron(W, s, 1, rule="assign", n_iter=2, tol=0.0)
+    assert len(fits) == 1
+    np.testing.assert_array_equal(P.row_perm, np.arange(6))
+    np.testing.assert_array_equal(P.col_perm, np.arange(6))
+    assert 0.0 <= P.timings["svd"] <= P.timings["total"]
