@@ -206,9 +206,7 @@ def test_a_rejected_step_is_logged_with_its_errors(caplog, monkeypatch):
         rule, side, new, old = r.args  # exactly these four values
         assert rule in ("slots", "assign") and side in ("rows", "cols")
         assert old == kept and new > old + 0.5
-        assert r.getMessage() == (
-            f"step {rule}/{side} rejected: error {new:.6g} > {kept:.6g}"
-        )
+        assert r.getMessage() == (f"step {rule}/{side} rejected: error {new:.6g} > {kept:.6g}")
 
 
 # Found by a fresh sample (seed 9) of tqla/permuted.py's mutants
