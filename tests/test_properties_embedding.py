@@ -270,3 +270,27 @@ def test_compressing_again_keeps_the_earlier_levels_and_the_default_name(monkeyp
     monkeypatch.setattr(KroneckerEmbedding, "from_embedding", classmethod(spy))
     KroneckerEmbedding.from_module(torch.nn.Embedding(10, 8).double(), _settings(seed=5))
     assert seeds == [seed_for(5, "")]
+
+
+# Found by a fresh sample (seed 8) of tqla_torch/nn/embedding.py's mutants
+def test_the_repr_states_padding_idx_only_when_it_is_set():
+    torch.manual_seed(0)
+    plain = KroneckerEmbedding.from_embedding(torch.nn.Embedding(10, 8).double(), 2, n_iter=1)
+    padded = KroneckerEmbedding.from_embedding(
+        torch.nn.Embedding(10, 8, padding_idx=3).double(), 2, n_iter=1
+    )
+    assert plain.extra_repr().endswith(", dense_params=80")
+    assert padded.extra_repr().endswith(", dense_params=80, padding_idx=3")
+
+
+def test_repeating_on_a_compressed_embedding_measures_the_error_against_it():
+    """``repeat > 1`` on a KroneckerEmbedding: the error of all the new steps together is
+    relative to that layer's dense table (it has no ``weight``)."""
+    torch.manual_seed(0)
+    one = KroneckerEmbedding.from_embedding(torch.nn.Embedding(10, 16).double(), 2, n_iter=1)
+    new = KroneckerEmbedding.from_module(one, _settings(repeat=2))
+    assert new.level_factors == [2, 2, 2]
+    with torch.no_grad():
+        ref = one.to_dense()
+        want = float(torch.linalg.norm(new.to_dense() - ref) / torch.linalg.norm(ref))
+    assert new.approximation_error == pytest.approx(want, rel=1e-9)

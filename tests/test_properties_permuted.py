@@ -68,6 +68,8 @@ def test_warm_start_reaches_the_solver(monkeypatch):
     s = KroneckerShape((4, 3), (3, 2))
     permuted_kron(_W(s), s, 1, rule="slots", n_iter=3, tol=0.0, solver="jv", warm_start=True)
     assert any(i is not None for i in inits), "warm_start=True never passed a warm start"
+    # the warm start is the previous solution's dual prices (without them it does nothing)
+    assert all(i.prices is not None for i in inits if i is not None)
     inits.clear()
     permuted_kron(_W(s), s, 1, rule="slots", n_iter=3, tol=0.0, solver="jv", warm_start=False)
     assert all(i is None for i in inits)
@@ -138,3 +140,112 @@ def test_host_bytes_sum_over_the_solves_and_the_refits_use_the_kernel_asked_for(
     monkeypatch.setattr(permuted_module, "kron_svd", spy_svd)
     permuted_kron(W, ((4, 4), (2, 2)), 1, n_iter=2, kernel="numpy", rng=0)
     assert kernels and set(kernels) == {"numpy"}
+
+
+# Found by a fresh sample (seed 8) of tqla/permuted.py's mutants
+@pytest.mark.parametrize(
+    ("bad", "exc", "msg"),
+    [
+        ([[1.0, 2.0]], TypeError, r"W must be an array \(NumPy, CuPy, torch, \.\.\.\), got list; "
+                                  r"wrap it with numpy\.asarray first"),
+        (np.ones(6), ValueError, r"W must be 2-D, got 1-D array of shape \(6,\)"),
+        (np.ones((4, 6), dtype=np.int64), TypeError,
+         r"W must have a real floating dtype \(float32 or float64\), got int64; "
+         r"convert it with \.astype\(float64\) / \.to\(torch\.float64\)"),
+    ],
+    ids=["not-an-array", "1-D", "integer"],
+)  # fmt: skip
+def test_a_bad_matrix_is_named_W_in_the_whole_message(bad, exc, msg):
+    with pytest.raises(exc, match=f"^{msg}$"):
+        permuted_kron(bad, KroneckerShape((2, 3), (2, 2)), 1)
+
+
+def test_a_scalar_operand_of_matmul_is_rejected_by_its_own_message():
+    s = KroneckerShape((2, 3), (2, 2))
+    P = permuted_kron(_W(s), s, 1, n_iter=1)
+    with pytest.raises(ValueError, match=r"^approx @ X needs X with 6 rows, got a scalar$"):
+        P @ np.array(2.0)
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0])
+def test_relative_errors_do_not_depend_on_the_scale_of_W(scale):
+    """‖W − K‖/‖W‖ is scale-free: W scaled by 0.1 (‖W‖ < 1) or 10 gives the same errors and
+    the same permutations (an error divided by 1 instead of ‖W‖ would scale with W)."""
+    s = KroneckerShape((3, 2), (2, 2))
+    W = _W(s, 4)
+    W = W / (2.0 * np.linalg.norm(W))  # ‖W‖ = 1/2, then 1/20 and 5 after scaling
+    P = permuted_kron(W, s, 1, n_iter=3, tol=0.0)
+    Q = permuted_kron(scale * W, s, 1, n_iter=3, tol=0.0)
+    eps = 64 * np.finfo(np.float64).eps
+    np.testing.assert_allclose(Q.errors, P.errors, rtol=eps, atol=eps)
+    np.testing.assert_array_equal(Q.row_perm, P.row_perm)
+    np.testing.assert_array_equal(Q.col_perm, P.col_perm)
+    err = float(np.linalg.norm(scale * W - Q.to_dense()) / np.linalg.norm(scale * W))
+    assert Q.errors[-1] == pytest.approx(err, rel=1e-9, abs=eps)
+
+
+def test_a_rejected_step_is_logged_with_its_errors(caplog, monkeypatch):
+    """Every refit after the first made worse (error + 1): each step that moves something
+    is rejected, and its debug line gives the rule, the side, the new and the kept error."""
+    real_fit = permuted_module._Run.fit
+    calls: list[int] = []
+
+    def worse_fit(self, U):
+        K, err = real_fit(self, U)
+        calls.append(1)
+        return K, (err if len(calls) == 1 else err + 1.0)
+
+    monkeypatch.setattr(permuted_module._Run, "fit", worse_fit)
+    s = KroneckerShape((4, 3), (3, 2))
+    with caplog.at_level(logging.DEBUG, logger="tqla.permuted"):
+        P = permuted_kron(_W(s, 5), s, 1, n_iter=2, tol=0.0)
+    rejected = [r for r in caplog.records if "rejected" in r.msg]
+    assert rejected and len(calls) == len(rejected) + 1
+    kept = P.errors[0]
+    for r in rejected:
+        rule, side, new, old = r.args  # exactly these four values
+        assert rule in ("slots", "assign") and side in ("rows", "cols")
+        assert old == kept and new > old + 0.5
+        assert r.getMessage() == (f"step {rule}/{side} rejected: error {new:.6g} > {kept:.6g}")
+
+
+# Found by a fresh sample (seed 9) of tqla/permuted.py's mutants
+@pytest.mark.parametrize(
+    ("shape", "first"),
+    [(((4, 3), (3, 2)), "rows"), (((3, 4), (2, 3)), "cols"), (((3, 2), (2, 3)), "rows")],
+    ids=["tall", "wide", "square"],
+)
+def test_the_larger_side_is_updated_first(monkeypatch, shape, first):
+    """Both sides permuted: cols first only when N > M (ties: rows first)."""
+    sides: list[str] = []
+    real = permuted_module._Run.step
+
+    def spy(self, rule, side):
+        sides.append(side)
+        return real(self, rule, side)
+
+    monkeypatch.setattr(permuted_module._Run, "step", spy)
+    s = KroneckerShape(*shape)
+    permuted_kron(_W(s), s, 1, rule="assign", n_iter=1, tol=0.0)
+    assert sides == [first, "cols" if first == "rows" else "rows"]
+
+
+def test_an_unmoved_side_is_not_refit_and_the_svd_time_is_part_of_the_total(monkeypatch):
+    """An exact Kronecker product needs no permutation: the assignments return the identity,
+    so the only fit is the first one; the time of that fit is within the total."""
+    fits: list[int] = []
+    real = permuted_module._Run.fit
+
+    def spy(self, U):
+        fits.append(1)
+        return real(self, U)
+
+    monkeypatch.setattr(permuted_module._Run, "fit", spy)
+    rng = np.random.default_rng(6)
+    s = KroneckerShape((3, 2), (2, 3))
+    W = np.kron(rng.standard_normal((3, 2)), rng.standard_normal((2, 3)))
+    P = permuted_kron(W, s, 1, rule="assign", n_iter=2, tol=0.0)
+    assert len(fits) == 1
+    np.testing.assert_array_equal(P.row_perm, np.arange(6))
+    np.testing.assert_array_equal(P.col_perm, np.arange(6))
+    assert 0.0 <= P.timings["svd"] <= P.timings["total"]
