@@ -13,6 +13,28 @@ from tqla_torch.nn import KroneckerEmbedding, LowRankEmbedding  # noqa: E402
 from tqla_torch.nn.embedding import TiedEmbeddingHead  # noqa: E402
 
 
+@pytest.fixture
+def fit_spies(monkeypatch):
+    """The keyword arguments of the embedding's last Gram-route (``"table"``) and plain-route
+    (``"kron"``) fit calls; both still run."""
+    import tqla_torch.nn.embedding as emb_mod
+
+    seen: dict[str, dict] = {}
+    real_table, real_kron = emb_mod.permuted_table_fit, emb_mod.kron_decompose
+
+    def spy_table(*args, **kwargs):
+        seen["table"] = kwargs
+        return real_table(*args, **kwargs)
+
+    def spy_kron(*args, **kwargs):
+        seen["kron"] = kwargs
+        return real_kron(*args, **kwargs)
+
+    monkeypatch.setattr(emb_mod, "permuted_table_fit", spy_table)
+    monkeypatch.setattr(emb_mod, "kron_decompose", spy_kron)
+    return seen
+
+
 def _settings(**kw):
     base = {"shape": None, "b_shape": [2, 1], "rank": 1, "permute": "rows", "repeat": 1,
             "method": "permuted_kron", "implementation": "factorized", "rule": None,
@@ -91,24 +113,10 @@ def test_embedding_messages_and_the_head_spec():
     assert TiedEmbeddingHead(low).spec() == {"type": "TiedEmbeddingHead", "bias": False}
 
 
-def test_settings_reach_both_fit_routes_and_the_repr_names_the_chain(monkeypatch):
+def test_settings_reach_both_fit_routes_and_the_repr_names_the_chain(fit_spies):
     """``tol`` reaches the Gram-route fit, ``seed`` the plain route, the repr states the
     factor chain, and a wrong type names the rule (fresh mutation sample, seed 5)."""
-    import tqla_torch.nn.embedding as emb_mod
-
-    seen: dict[str, dict] = {}
-    real_table, real_kron = emb_mod.permuted_table_fit, emb_mod.kron_decompose
-
-    def spy_table(*args, **kwargs):
-        seen["table"] = kwargs
-        return real_table(*args, **kwargs)
-
-    def spy_kron(*args, **kwargs):
-        seen["kron"] = kwargs
-        return real_kron(*args, **kwargs)
-
-    monkeypatch.setattr(emb_mod, "permuted_table_fit", spy_table)
-    monkeypatch.setattr(emb_mod, "kron_decompose", spy_kron)
+    seen = fit_spies
     emb = torch.nn.Embedding(10, 8).double()
     layer = KroneckerEmbedding.from_embedding(emb, 2, n_iter=2, tol=0.25, seed=3)
     assert seen["table"]["tol"] == 0.25 and seen["table"]["seed"] == 3
@@ -217,22 +225,8 @@ def test_gram_fit_uses_the_assignment_solver_it_is_given(monkeypatch):
 
 
 # Found by a fresh sample (seed 7) of tqla_torch/nn/embedding.py's mutants
-def test_every_option_reaches_both_fit_routes(monkeypatch):
-    import tqla_torch.nn.embedding as emb_mod
-
-    seen: dict[str, dict] = {}
-    real_table, real_kron = emb_mod.permuted_table_fit, emb_mod.kron_decompose
-
-    def spy_table(*args, **kwargs):
-        seen["table"] = kwargs
-        return real_table(*args, **kwargs)
-
-    def spy_kron(*args, **kwargs):
-        seen["kron"] = kwargs
-        return real_kron(*args, **kwargs)
-
-    monkeypatch.setattr(emb_mod, "permuted_table_fit", spy_table)
-    monkeypatch.setattr(emb_mod, "kron_decompose", spy_kron)
+def test_every_option_reaches_both_fit_routes(fit_spies):
+    seen = fit_spies
     emb = torch.nn.Embedding(10, 8).double()
     opts = {"rule": "slots", "n_iter": 2, "tol": 0.25, "n_restarts": 2, "seed": 3}
     layer = KroneckerEmbedding.from_embedding(emb, 2, **opts)
