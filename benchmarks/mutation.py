@@ -127,6 +127,18 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_permuted.py", "tests/test_spectral.py", "tests/test_hetero.py"],
         ["tests/test_properties_estimator.py"],
     ),
+    # fifth pass: modules added by issue 13 and the public testing helpers
+    "tqla/two_sided.py": (["tests/test_two_sided.py"], ["tests/test_properties_two_sided.py"]),
+    "tqla/whiten_structured.py": (
+        ["tests/test_whiten_structured.py"],
+        ["tests/test_properties_whiten_structured.py"],
+    ),
+    "tqla/testing/assertions.py": (["tests/test_testing.py"], ["tests/test_properties_testing.py"]),
+    "tqla/testing/strategies.py": (["tests/test_testing.py"], ["tests/test_properties_testing.py"]),
+    "tqla/testing/spectral_checks.py": (
+        ["tests/test_testing.py", "tests/test_hetero.py", "tests/test_spectral.py"],
+        ["tests/test_properties_testing.py"],
+    ),
     # the kernel modules' functions are all decorated (@register): run with --engine compiled
     "tqla/_kernels/_numpy.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
     "tqla/_kernels/_numpy_assignment.py": (
