@@ -167,6 +167,15 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
          "tests/test_nn_contracts_b.py"],
         ["tests/test_properties_hetero_layer.py"],
     ),
+    "tqla_torch/nn/kronecker.py": (
+        ["tests/test_layers.py", "tests/test_nn_registry.py"],
+        ["tests/test_properties_layers.py", "tests/test_properties_kron_layer.py"],
+    ),
+    "tqla_torch/nn/_kron_forward.py": (
+        ["tests/test_layers.py", "tests/test_nn_registry.py"],
+        ["tests/test_properties_layers.py", "tests/test_kron_forward_chunks.py",
+         "tests/test_properties_kron_forward.py"],
+    ),
     "tqla_torch/nn/lowrank.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py"],
         ["tests/test_properties_lowrank.py"],
