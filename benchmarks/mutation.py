@@ -187,7 +187,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla_torch/nn/base.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
          "tests/test_nn_contracts_b.py"],
-        ["tests/test_properties_base.py"],
+        ["tests/test_properties_base.py", "tests/test_properties_base_whole.py"],
     ),
     "tqla_torch/nn/weights.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py"],
