@@ -304,6 +304,26 @@ def test_decompose_permuted_with_a_moment_calls_the_whitened_search(permute, mon
     assert type(err) is float and err == pytest.approx(_rel(A, B, rp, cp, W), rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "method,permute,whiten",
+    [("kron", "none", False), ("kron", "none", True), ("permuted_kron", "both", False),
+     ("permuted_kron", "rows", True)],
+)  # fmt: skip
+def test_decompose_of_a_torch_matrix_returns_torch_factors_and_the_plain_error(
+    method, permute, whiten
+):
+    """The device route's _decompose, run on CPU tensors: same solvers through torch."""
+    W, C = _weight(), (_moment() if whiten else None)
+    A, B, rp, cp, err = kmod._decompose(W, S, 2, method, permute, None, 2, None, 1, 0, C, 0.0)
+    assert isinstance(A, torch.Tensor) and isinstance(B, torch.Tensor)
+    assert (rp is None) == (permute == "none") and (cp is None) == (permute != "both")
+    assert type(err) is float and err == pytest.approx(_rel(A, B, rp, cp, W), rel=1e-9)
+    approx = W + 0.5
+    want = float(torch.linalg.norm(approx - W) / torch.linalg.norm(W))
+    assert kmod._relative_error(approx, W) == pytest.approx(want, rel=1e-12)
+    assert kmod._relative_error(approx.numpy(), W.numpy()) == pytest.approx(want, rel=1e-12)
+
+
 def test_decompose_kron_refuses_permutations():
     msg = ("permute='rows' needs method='permuted_kron'; method='kron' has no permutations "
            "(use permute='none')")  # fmt: skip
@@ -426,7 +446,9 @@ def test_from_factors_defaults_and_messages():
     assert (layer.implementation, layer.source, layer.approximation_error, layer.bias) == (
         "factorized", "linear", None, None)  # fmt: skip
     assert layer.permute == "none" and layer.A.dtype == torch.float32
-    for a, b in ((A[0], B), (A, B[0]), (torch.randn(2, 3, 4), B)):
+    bad_pairs = ((A[0], B), (A, B[0]), (torch.randn(2, 3, 4), B), (A, B.reshape(1, 4)),
+                 (A.reshape(1, 12), B))  # fmt: skip
+    for a, b in bad_pairs:
         msg = (f"A and B must be 3-D (rank, rows, cols) with the same rank, got "
                f"{tuple(a.shape)} and {tuple(b.shape)}")  # fmt: skip
         with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
