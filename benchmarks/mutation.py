@@ -75,6 +75,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_properties_assignment.py",
             "tests/test_properties_permuted.py",
             "tests/test_properties_arguments.py",
+            "tests/test_properties_permuted_whole.py",
         ],
     ),
     "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),

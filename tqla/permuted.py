@@ -285,8 +285,7 @@ class _Run:
         """One update of one side; returns True if it was accepted."""
         xp = self.xp
         Uo, so, Ko = self._oriented(side)
-        n = so.matrix_shape[0]
-        g = np.arange(n)  # new K-row k takes the old K-row g[k]
+        # g: the new K-row k takes the old K-row g[k] (both branches below set it)
         t_build = time.perf_counter()
         if rule == "slots":
             sweep = SlotsCost(
