@@ -114,7 +114,11 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/_permuted_base.py": (
         ["tests/test_permuted.py", "tests/test_tt.py"],
-        ["tests/test_properties_permuted.py", "tests/test_properties_tt_permuted.py"],
+        [
+            "tests/test_properties_permuted.py",
+            "tests/test_properties_tt_permuted.py",
+            "tests/test_properties_permuted_base.py",
+        ],
     ),
     "tqla/_array.py": (
         ["tests/test_validation.py", "tests/test_core_api.py", "tests/test_kernels.py"],
