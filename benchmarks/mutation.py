@@ -76,6 +76,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_properties_permuted.py",
             "tests/test_properties_arguments.py",
             "tests/test_properties_permuted_whole.py",
+            "tests/test_properties_permuted_api.py",
         ],
     ),
     "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
@@ -118,6 +119,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_properties_permuted.py",
             "tests/test_properties_tt_permuted.py",
             "tests/test_properties_permuted_base.py",
+            "tests/test_properties_permuted_api.py",
         ],
     ),
     "tqla/_array.py": (

@@ -33,9 +33,8 @@ from hypothesis import strategies as st
 
 import tqla.assignment as assignment_module
 import tqla.permuted as pm
-from tqla import KroneckerShape, KroneckerSum, PermutedKronecker, kron_svd, permuted_kron
+from tqla import KroneckerShape, KroneckerSum, kron_svd, permuted_kron
 from tqla.lsap import LSAPResult
-from tqla.permuted import PermutedKroneckerApprox
 
 KEYS = {"cost", "lsap", "svd", "gather", "total", "n_lsap", "host_copies", "host_bytes"}
 SLEEP = 0.002
@@ -635,85 +634,3 @@ def test_a_permuted_side_left_at_the_identity_still_counts_as_permuted():
     P = permuted_kron(W, s, 1, n_iter=2)
     np.testing.assert_array_equal(P.row_perm, np.arange(6))
     assert P.permuted == (True, True) and P.n_perm_indices == 12
-
-
-def test_a_hand_built_result_states_every_field_its_repr_and_its_transpose():
-    rng = np.random.default_rng(0)
-    K = KroneckerSum(rng.standard_normal((2, 2, 3)), rng.standard_normal((2, 3, 2)))
-    rp, cp = np.array([5, 4, 3, 2, 1, 0]), np.array([1, 0, 2, 3, 4, 5])
-    P = PermutedKronecker(
-        K, rp, cp, [0.5, 0.25], 1, timings={"total": 1.0}, restart_errors=[0.3, 0.25]
-    )
-    assert P.kron is K and P.kshape == K.kshape and P.rank == 2 and P.dtype == K.dtype
-    assert P.n_params == K.n_params and P.shape == (6, 6)
-    assert P.errors == [0.5, 0.25] and P.error == 0.25 and P.n_iter == 1
-    assert P.permuted == (True, True) and P.timings == {"total": 1.0}
-    assert P.restart_errors == [0.3, 0.25]
-    assert repr(P) == (
-        "PermutedKronecker(shape=(6, 6), A=(2, 3), B=(3, 2), rank=2, "
-        "permuted rows=True cols=True, error=0.25, n_iter=1)"
-    )
-    Q = PermutedKronecker(K, np.arange(6), cp, [1.0], 0, permuted=(False, True))
-    assert repr(Q).endswith("permuted rows=False cols=True, error=1, n_iter=0)")
-    assert Q.restart_errors == []
-    T = P.T
-    assert T.kron.kshape == K.kshape.T and T.permuted == (True, True)
-    np.testing.assert_array_equal(T.row_perm, cp)
-    np.testing.assert_array_equal(T.col_perm, rp)
-    np.testing.assert_allclose(T.to_dense(), P.to_dense().T)
-    assert T.errors == P.errors and T.timings == P.timings and T.restart_errors == [0.3, 0.25]
-    with pytest.raises(TypeError, match=r"^kron must be a KroneckerSum, got ndarray$"):
-        PermutedKronecker(np.eye(6), rp, cp, [0.0], 0)
-
-
-def test_operands_of_the_wrong_size_are_rejected_with_the_whole_message():
-    rng = np.random.default_rng(1)
-    K = KroneckerSum(rng.standard_normal((1, 2, 3)), rng.standard_normal((1, 2, 2)))
-    P = PermutedKronecker(K, np.array([3, 1, 0, 2]), np.array([5, 0, 1, 2, 3, 4]), [0.0], 0)
-    D = P.to_dense()
-    for X in (
-        rng.standard_normal(6),
-        rng.standard_normal((6, 2)),
-        rng.standard_normal((2, 6, 3)),
-        rng.standard_normal((3, 2, 6, 1)),
-    ):
-        np.testing.assert_allclose(P @ X, D @ X, atol=1e-12)
-    for X in (rng.standard_normal(4), rng.standard_normal((3, 4)), rng.standard_normal((2, 5, 4))):
-        np.testing.assert_allclose(X @ P, X @ D, atol=1e-12)
-    for X in (np.ones(4), np.ones((4, 6)), np.ones((6, 4, 2))):
-        msg = (
-            rf"^approx @ X needs X with 6 rows \(shape \(4, 6\)\), "
-            rf"got shape {re_shape(X.shape)}$"
-        )
-        with pytest.raises(ValueError, match=msg):
-            P @ X
-    for X in (np.ones(6), np.ones((4, 6)), np.ones((4, 6, 4))[:, :, :3]):
-        msg = (
-            rf"^X @ approx needs X with 4 columns \(shape \(4, 6\)\), "
-            rf"got shape {re_shape(X.shape)}$"
-        )
-        with pytest.raises(ValueError, match=msg):
-            X @ P
-    with pytest.raises(ValueError, match=r"^X @ approx needs X with 4 columns"):
-        np.array(1.0) @ P
-
-
-def re_shape(shape) -> str:
-    return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
-
-
-def test_the_estimator_passes_its_shape_rank_and_options_and_exposes_the_result():
-    s = KroneckerShape((4, 3), (3, 2))
-    W = _W(s, 10)
-    opts = {"rule": "assign", "permute": "rows", "n_iter": 2, "tol": 0.0}
-    est = PermutedKroneckerApprox(((4, 3), (3, 2)), 2, **opts)
-    assert est.shape == s and est.rank == 2 and est.kwargs == opts
-    assert est.fit(W) is est
-    ref = permuted_kron(W, s, 2, **opts)
-    R = est.result_
-    assert isinstance(R, PermutedKronecker) and R.rank == 2 and R.permuted == (True, False)
-    assert est.errors_ == R.errors == ref.errors and est.n_iter_ == R.n_iter == ref.n_iter
-    assert est.row_perm_ is R.row_perm and est.col_perm_ is R.col_perm
-    np.testing.assert_array_equal(R.row_perm, ref.row_perm)
-    np.testing.assert_allclose(est.transform(), ref.to_dense(), rtol=1e-12, atol=1e-12)
-    assert PermutedKroneckerApprox(s).rank == 1
