@@ -634,3 +634,30 @@ def test_a_permuted_side_left_at_the_identity_still_counts_as_permuted():
     P = permuted_kron(W, s, 1, n_iter=2)
     np.testing.assert_array_equal(P.row_perm, np.arange(6))
     assert P.permuted == (True, True) and P.n_perm_indices == 12
+
+
+REFIT_KERNELS = [("numpy", "scipy", "numpy"), ("auto", "scipy", "auto")]
+
+
+@pytest.mark.parametrize(("kernel", "solver", "want"), REFIT_KERNELS)
+def test_every_refit_gets_w_in_c_order_the_shape_rank_generator_and_kernel(
+    monkeypatch, kernel, solver, want
+):
+    fits = []
+    real = pm.kron_svd
+
+    def spy(U, shape, rank, **kw):
+        fits.append((U, shape, rank, kw))
+        return real(U, shape, rank, **kw)
+
+    monkeypatch.setattr(pm, "kron_svd", spy)
+    s = KroneckerShape((4, 3), (3, 2))
+    W = np.asfortranarray(_W(s, 12))
+    gen = np.random.default_rng(3)
+    permuted_kron(W, s, 2, n_iter=2, tol=0.0, n_restarts=2, rng=gen, kernel=kernel, solver=solver)
+    assert len(fits) >= 3
+    np.testing.assert_array_equal(fits[0][0], W)
+    for U, shape, rank, kw in fits:
+        assert U.flags["C_CONTIGUOUS"] and U.shape == W.shape
+        assert shape == s and rank == 2
+        assert kw == {"rng": gen, "kernel": want} and kw["rng"] is gen
