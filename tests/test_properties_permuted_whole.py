@@ -153,7 +153,7 @@ def test_torch_input_copies_every_cost_to_the_host():
 # --------------------------------------------------------------------------------------
 def _model(e0, factors, rule, sides, n_iter, tol, stop_at):
     err, k = e0, 0
-    errors, calls, seen = [e0], [], []
+    errors, calls, seen, lines = [e0], [], [], []
     phase = "assign" if rule == "assign" else "slots"
     for it in range(n_iter):
         prev = err
@@ -164,6 +164,7 @@ def _model(e0, factors, rule, sides, n_iter, tol, stop_at):
                 k += 1
         errors.append(err)
         seen.append((it, err))
+        lines.append(f"restart 0 iteration {it} ({phase}): error {err:.6g}")
         if it == stop_at:
             break
         if prev - err <= tol * prev:
@@ -171,7 +172,22 @@ def _model(e0, factors, rule, sides, n_iter, tol, stop_at):
                 phase = "polish"
                 continue
             break
-    return errors, calls, seen
+    return errors, calls, seen, lines
+
+
+class _Lines(logging.Handler):
+    """The debug lines of one iteration each (a handler: caplog is per test, not per
+    Hypothesis example)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        if record.getMessage().startswith(("restart", "XX", "RESTART")) or "iteration" in str(
+            record.msg
+        ):
+            self.lines.append(record.getMessage())
 
 
 def _script_steps(monkeypatch, factors):
@@ -237,9 +253,19 @@ def test_the_loop_follows_the_documented_phases_stall_rule_and_callback(
             seen.append((it, err))
             return np.True_ if it == stop_at else np.False_
 
-        P = permuted_kron(W, s, 1, rule=rule, n_iter=n_iter, tol=tol, callback=callback)
+        log = logging.getLogger("tqla.permuted")
+        handler, level = _Lines(), log.level
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+        try:
+            P = permuted_kron(W, s, 1, rule=rule, n_iter=n_iter, tol=tol, callback=callback)
+        finally:
+            log.removeHandler(handler)
+            log.setLevel(level)
     sides = ["rows", "cols"] if which == "both" else [which]
-    errors, want_calls, want_seen = _model(P.errors[0], factors, rule, sides, n_iter, tol, stop_at)
+    want = _model(P.errors[0], factors, rule, sides, n_iter, tol, stop_at)
+    errors, want_calls, want_seen, want_lines = want
+    assert handler.lines == want_lines
     assert P.errors == errors
     assert P.n_iter == len(errors) - 1
     assert calls == want_calls
