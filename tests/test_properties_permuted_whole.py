@@ -382,6 +382,7 @@ def _spy_steps(monkeypatch):
     def spy(self, rule, side):
         before = (self.U, self.K, self.err, self.inv["rows"].copy(), self.inv["cols"].copy())
         ret = real(self, rule, side)
+        assert self.warm == {}  # no warm-start state is kept without warm_start
         record.append(
             (ret, before, (self.U, self.K, self.err, self.inv["rows"], self.inv["cols"]), side)
         )
@@ -633,15 +634,18 @@ def test_the_permuted_sides_their_order_and_the_log(monkeypatch, caplog, shape, 
     real = pm._Run.step
     monkeypatch.setattr(pm._Run, "step", lambda self, r, sd: sides.append(sd) or real(self, r, sd))
     with caplog.at_level(logging.INFO, logger="tqla.permuted"):
-        P = permuted_kron(_W(s, 9), s, 1, rule="assign", permute=permute, n_iter=1, tol=0.0)
+        P = permuted_kron(
+            _W(s, 9), s, 1, rule="assign", permute=permute, n_iter=1, tol=0.0, n_restarts=2, rng=0
+        )
     assert P.permuted == (rows_on, cols_on)
     assert P.n_perm_indices == s.matrix_shape[0] * rows_on + s.matrix_shape[1] * cols_on
     want = [sd for sd, on in (("rows", rows_on), ("cols", cols_on)) if on]
     if len(want) == 2 and s.matrix_shape[1] > s.matrix_shape[0]:
         want.reverse()
-    assert sides == want
-    assert P.n_iter == (1 if want else 0)
+    assert sides == want * 2  # two starts when a side is permuted, else one and no step
+    assert P.n_iter == (1 if want else 0) and len(P.restart_errors) == (2 if want else 1)
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert all(r.levelno == logging.INFO for r in caplog.records)
     assert infos == [
         f"permuted_kron: {sd} not permuted (a factor dimension is 1)"
         for sd, ok in (("rows", rows_ok), ("cols", cols_ok))
