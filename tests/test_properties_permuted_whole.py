@@ -524,7 +524,6 @@ def test_sync_waits_on_cuda_tensors_and_on_the_cupy_stream_only(monkeypatch):
     fake_cupy.cuda = types.SimpleNamespace(
         get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: stream.append(1))
     )
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     cupy_array = object()
     real_ns = pm.array_namespace
     cupy_ns = types.ModuleType("cupy")  # what lib_name reads: the namespace's name
@@ -534,6 +533,8 @@ def test_sync_waits_on_cuda_tensors_and_on_the_cupy_stream_only(monkeypatch):
     for x in (on_cpu, no_type, np.zeros(2)):  # a device without a type is not CUDA
         pm._sync(x)
     assert waits == [cuda] and stream == []
+    fake_cupy.ndarray = type("ndarray", (), {})  # what array_api_compat probes
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)  # only now: no real CuPy here
     pm._sync(cupy_array)
     assert waits == [cuda] and stream == [1]
 
