@@ -75,6 +75,8 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_properties_assignment.py",
             "tests/test_properties_permuted.py",
             "tests/test_properties_arguments.py",
+            "tests/test_properties_permuted_whole.py",
+            "tests/test_properties_permuted_api.py",
         ],
     ),
     "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
@@ -113,7 +115,12 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/_permuted_base.py": (
         ["tests/test_permuted.py", "tests/test_tt.py"],
-        ["tests/test_properties_permuted.py", "tests/test_properties_tt_permuted.py"],
+        [
+            "tests/test_properties_permuted.py",
+            "tests/test_properties_tt_permuted.py",
+            "tests/test_properties_permuted_base.py",
+            "tests/test_properties_permuted_api.py",
+        ],
     ),
     "tqla/_array.py": (
         ["tests/test_validation.py", "tests/test_core_api.py", "tests/test_kernels.py"],

@@ -193,7 +193,12 @@ def _sync(x: Any) -> None:
 
 
 class _Run:
-    """State of one start of the alternating minimisation."""
+    """State of one start of the alternating minimisation (:meth:`start` begins it)."""
+
+    inv: dict[str, np.ndarray]  # K index -> W index, per side (set by start)
+    U: Any  # W in K's frame
+    K: KroneckerSum
+    err: float
 
     def __init__(self, W, s, rank, xp, norm, rng, kernel, solver, warm_start, max_bytes, timings):
         self.W = W
@@ -210,8 +215,6 @@ class _Run:
         self.max_bytes = max_bytes
         self.t = timings
         self.warm: dict[tuple, LSAPResult] = {}
-        M, N = s.matrix_shape
-        self.inv = {"rows": np.arange(M), "cols": np.arange(N)}  # K index -> W index
 
     # -- fitting -------------------------------------------------------------------
     def start(self, inv_rows: np.ndarray, inv_cols: np.ndarray) -> None:
@@ -285,8 +288,7 @@ class _Run:
         """One update of one side; returns True if it was accepted."""
         xp = self.xp
         Uo, so, Ko = self._oriented(side)
-        n = so.matrix_shape[0]
-        g = np.arange(n)  # new K-row k takes the old K-row g[k]
+        # g: the new K-row k takes the old K-row g[k] (both branches below set it)
         t_build = time.perf_counter()
         if rule == "slots":
             sweep = SlotsCost(
