@@ -83,8 +83,14 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
     ),
     "tqla_torch/layers.py": (["tests/test_layers.py"], ["tests/test_properties_layers.py"]),
-    "tqla/tt.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
-    "tqla/tt_matrix.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
+    "tqla/tt.py": (
+        ["tests/test_tt.py"],
+        ["tests/test_properties_tt.py", "tests/test_properties_tt_core.py"],
+    ),
+    "tqla/tt_matrix.py": (
+        ["tests/test_tt.py"],
+        ["tests/test_properties_tt.py", "tests/test_properties_tt_matrix.py"],
+    ),
     "tqla/spectral.py": (["tests/test_spectral.py"], ["tests/test_properties_spectral.py"]),
     "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_whiten.py"]),
     # third pass (core modules never sampled before); the second list also names the
