@@ -162,11 +162,12 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/_kernels/__init__.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
     "tqla_torch/nn/tt.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_tt_layers.py"],
+        ["tests/test_properties_tt_layers.py", "tests/test_properties_tt_linear.py"],
     ),
     "tqla_torch/nn/_tt_forward.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_tt_layers.py"],
+        ["tests/test_properties_tt_layers.py", "tests/test_properties_tt_forward.py",
+         "tests/test_properties_tt_linear.py"],
     ),
     "tqla_torch/nn/spectral.py": (
         ["tests/test_torch_spectral.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
