@@ -235,6 +235,16 @@ def test_choose_rank_is_the_smallest_rank_whose_discarded_energy_fits(e, cap, fr
     assert ttm._choose_rank(e, total, cap, delta2) == want
 
 
+def test_choose_rank_counts_a_discarded_energy_equal_to_the_budget_as_fitting():
+    e = np.array([4.0, 1.0, 0.5])
+    assert ttm._choose_rank(e, 5.5, 3, 1.5) == 1  # tail 1.5 at rank 1: exactly the budget
+    assert ttm._choose_rank(e, 5.5, 3, 1.4) == 2
+    assert ttm._choose_rank(e, 5.5, 3, 0.0) == 3
+    assert ttm._choose_rank(e, 6.0, 2, 0.1) == 2  # nothing fits below the cap: the cap
+    assert ttm._choose_rank(e, 5.5, 0, None) == 1 and ttm._choose_rank(e, 5.5, 9, None) == 3
+    assert type(ttm._choose_rank(e, 5.5, 3, 1.5)) is int
+
+
 @given(rows=st.integers(1, 6), cols=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_col_signs_make_the_largest_entry_of_each_column_positive(rows, cols, seed):
     Q = np.random.default_rng(seed).standard_normal((rows, cols))
