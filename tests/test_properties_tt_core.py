@@ -255,6 +255,11 @@ def test_col_signs_make_the_largest_entry_of_each_column_positive(rows, cols, se
     assert np.all(P[np.argmax(np.abs(P), axis=0), np.arange(cols)] > 0)
 
 
+def test_col_signs_of_a_zero_column_and_of_ties():
+    Q = np.array([[0.0, -2.0, 1.0], [0.0, 2.0, -3.0]])
+    np.testing.assert_array_equal(ttm._col_signs(np, Q), [[1.0, -1.0, -1.0]])
+
+
 @pytest.mark.parametrize("n,cap", [(8, 2), (8, 3), (12, 3), (5, 1), (5, 2), (3, 9)])
 def test_top_eig_returns_the_top_pairs_and_the_trace_by_either_route(n, cap, monkeypatch):
     import scipy.linalg
@@ -349,6 +354,7 @@ def test_check_modes_accepts_ints_and_names_every_rule():
     out = ttm.check_modes([np.int32(2), 3], "m", 6)
     assert out == (2, 3) and all(type(v) is int for v in out)
     assert ttm.check_modes((2, 3), "m") == (2, 3)  # no total: any product
+    assert ttm.check_modes((1, 4, 1), "m", 4) == (1, 4, 1)  # modes of size 1 are allowed
     _raises(TypeError, "m must be a sequence of positive integers, got 2.5", ttm.check_modes,
             2.5, "m")  # fmt: skip
     _raises(ValueError, "m must hold at least one mode, got ()", ttm.check_modes, (), "m")

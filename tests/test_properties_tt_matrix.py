@@ -79,6 +79,7 @@ def test_tt_matrix_object_names_every_bad_input():
     _raises(ValueError, "cores must hold at least one core", TTMatrix, [])
     _raises(ValueError, "cores[0] must be 4-D, got 3-D array of shape (1, 2, 1)", TTMatrix,
             [np.ones((1, 2, 1))])  # fmt: skip
+    assert TTMatrix([np.full((1, 2, 3, 1), np.nan)]).shape == (2, 3)  # a container: no check
     T = TTMatrix([np.ones((1, 2, 3, 1))])
     _raises(TypeError, "other must be a TTMatrix, got TensorTrain", T.inner, T.to_tensor_train())
     _raises(ValueError, "inner needs TT-matrices with the same row and column modes", T.inner,

@@ -213,9 +213,14 @@ def test_the_permuted_sides_and_the_restart_count(shape, modes, permute, sides, 
         np.testing.assert_array_equal(P.row_perm, np.arange(shape[0]))
 
 
-def test_a_zero_matrix_has_zero_error():
-    P = permuted_tt(np.zeros((4, 4)), (2, 2), (2, 2), ranks=1, n_iter=2)
+def test_a_zero_matrix_has_zero_error_and_equal_restarts_keep_the_first(monkeypatch):
+    log, _ = _spy_all(monkeypatch)
+    P = permuted_tt(np.zeros((4, 4)), (2, 2), (2, 2), ranks=1, n_iter=2, n_restarts=3, rng=1)
     assert P.errors[0] == 0.0 and all(e == 0.0 for e in P.errors)
+    first = log["runs"][0][1]
+    assert len(log["runs"]) == 3 and P.tt is first.T
+    np.testing.assert_array_equal(P.row_perm, np.argsort(first.inv["rows"]))
+    np.testing.assert_array_equal(P.col_perm, np.argsort(first.inv["cols"]))
 
 
 def _ref_iterate(errs_after_steps, sides, rule, n_iter, tol, stop_at=None):
