@@ -593,3 +593,66 @@ def test_host_view_shares_the_memory_of_a_cpu_tensor_only():
     assert ttm.host_view(np, np.ones(3)) is None
     M = torch.empty(2, 3, device="meta")
     assert ttm.host_view(xp, M) is None
+
+
+def _namespaces():
+    import array_api_compat
+
+    out = [("numpy", np, lambda a: a)]
+    try:
+        import torch
+
+        out.append(("torch", array_api_compat.array_namespace(torch.ones(1)), torch.from_numpy))
+    except ImportError:
+        pass
+    try:
+        import array_api_strict as xs
+
+        out.append(("array_api_strict", xs, xs.asarray))
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("rows,cols,cap,frac,method", [
+    (3, 5, 3, None, "gram"), (3, 5, 2, None, "gram"), (3, 5, 2, 0.2, "gram"),
+    (6, 2, 2, None, "gram"), (6, 3, 3, 0.3, "gram"), (4, 4, 2, None, "svd"),
+    (6, 3, 2, 0.2, "svd"),
+])  # fmt: skip
+def test_split_and_sweep_agree_in_every_library(rows, cols, cap, frac, method):
+    """The same split (and TT-SVD sweep) whatever the library of the arrays: the route a
+    CUDA tensor takes, run here on CPU tensors and array_api_strict arrays."""
+    from tqla._array import to_numpy
+
+    C = np.random.default_rng(rows * 7 + cols).standard_normal((rows, cols))
+    s2 = np.linalg.svd(C, compute_uv=False) ** 2
+    delta2 = None if frac is None else frac * s2.sum()
+    Q0, B0, e0 = ttm._split(np, C, cap, delta2, method)
+    X = np.random.default_rng(1).standard_normal((3, 4, 5))
+    ref = ttm._sweep(np, X, (3, 4, 5), None if frac else (1, 2, 3, 1), frac, float(np.sum(X**2)),
+                     method)  # fmt: skip
+    for name, xp, conv in _namespaces():
+        Q, B, e = ttm._split(xp, conv(C), cap, delta2, method)
+        np.testing.assert_allclose(to_numpy(Q), Q0, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(to_numpy(B), B0, atol=1e-10, err_msg=name)
+        assert e == pytest.approx(e0, rel=1e-9, abs=1e-12)
+        cores = ttm._sweep(xp, conv(X), (3, 4, 5), None if frac else (1, 2, 3, 1), frac,
+                           float(np.sum(X**2)), method)  # fmt: skip
+        assert [tuple(G.shape) for G in cores] == [G.shape for G in ref]
+        for G, R in zip(cores, ref):
+            np.testing.assert_allclose(to_numpy(G), R, atol=1e-9, err_msg=name)
+
+
+def test_negative_rounding_eigenvalues_add_no_kept_energy(monkeypatch):
+    """The dropped energy is the trace minus the positive part of the kept eigenvalues."""
+    C = np.random.default_rng(0).standard_normal((3, 6))
+    G = C @ C.T
+    lam = np.linalg.eigvalsh(G)[::-1].copy()
+    V = np.linalg.eigh(G)[1][:, ::-1]
+    fake = lam.copy()
+    fake[1] = -0.5  # a kept eigenvalue that rounding made negative
+    monkeypatch.setattr(ttm, "_top_eig", lambda xp, M, cap: (fake[:cap], V[:, :cap], 10.0))
+    _, _, dropped = ttm._split(np, C, 2, None, "gram")
+    assert dropped == 10.0 - fake[0]
+    _, _, dropped = ttm._split(np, C.T.copy(), 2, None, "gram")
+    assert dropped == 10.0 - fake[0]

@@ -444,3 +444,19 @@ def test_tt_conv_spec_repr_dense_conversion_and_forward(bias):
     torch.testing.assert_close(conv(x), want)
     layer.implementation = "reconstructed"
     torch.testing.assert_close(layer(x), want)
+
+
+def test_settings_without_the_tt_fields_take_the_defaults(monkeypatch):
+    """A settings object need not carry tt_cores, tt_modes, tt_ranks or eps: 3 cores for a
+    linear layer, 2 for a convolution, modes by tt_modes, the rank or budget it states."""
+    bare = SimpleNamespace(rank=2, n_params=None, repeat=1, implementation="factorized")
+    lin, conv = nn.Linear(16, 8), nn.Conv2d(4, 8, 3)
+    assert TTLinear.plan(lin, bare) == _plan("TTLinear", (2, 2, 2), (2, 2, 4), (1, 2, 2, 1),
+                                             8, 16, 8)  # fmt: skip
+    assert TTConv2d.plan(conv, bare) == _plan("TTConv2d", (2, 4), (2, 2), (1, 2, 2, 1), 8, 36, 8,
+                                              (3, 3))  # fmt: skip
+    assert TTLinear.from_module(lin, bare).ranks == (1, 2, 2, 1)
+    assert TTConv2d.from_module(conv, bare).ranks == (1, 2, 2, 1)
+    budget = SimpleNamespace(rank=None, n_params=40, repeat=1, implementation="factorized")
+    r = tt_rank_for_budget((2, 2, 2), (2, 2, 4), 40 - 8)
+    assert TTLinear.plan(lin, budget).rank == r
