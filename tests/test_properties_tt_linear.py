@@ -324,6 +324,9 @@ def test_tt_conv_constructor_states_its_structure():
             TTConv2d, 4, 6, 3, (2, 3), (4,), 1)  # fmt: skip
     _raises(ValueError, "kernel_size must be an int or a pair of ints, got None", TTConv2d, 4, 6,
             None, (2, 3), (2, 2), 1)  # fmt: skip
+    _raises(ValueError, "stride must be an int or a pair of ints, got True", TTConv2d, 4, 6, 3,
+            (2, 3), (2, 2), 1, stride=True)  # fmt: skip
+    assert TTLinear.methods == ("tt",) and TTConv2d.methods == ("tt",)
 
 
 def test_from_conv2d_hands_every_argument_to_the_fit_and_the_layer(monkeypatch):
