@@ -160,6 +160,7 @@ def test_tt_svd_hands_every_argument_to_the_sweep(monkeypatch):
         ({"ranks": [1, 2, 3, 1], "method": "svd"}, (1, 2, 3, 1), None, 0.0, "svd"),
         ({"eps": 0.25}, None, 0.25, n2, "gram"),
         ({"eps": 1e-9}, None, 1e-9, n2, "svd"),  # auto: below 30·√ε of float64
+        ({"eps": 1e-3}, None, 1e-3, n2, "gram"),  # above 30·√ε of float64 (not of float32)
         ({"eps": 1e-9, "method": "gram"}, None, 1e-9, n2, "gram"),
     ]
     for kw, full, eps, norm2, method in cases:
