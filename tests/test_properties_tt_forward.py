@@ -268,4 +268,6 @@ def test_fit_cores_hands_every_argument_to_the_decomposition(monkeypatch):
     # the plain relative error of the whitened fit
     Wd = w.detach().double()
     assert err == pytest.approx(float(torch.linalg.norm(T.to_dense() - Wd) / torch.linalg.norm(Wd)))
-    assert ttf._fit_cores.__defaults__ == (None, 0.0)
+    calls.clear()
+    ttf._fit_cores(w, (2, 3), (4, 2), 2, None, moment)  # damp defaults to 0
+    assert calls[0][0] == "wt" and calls[0][5] == {"ranks": 2, "eps": None, "damp": 0.0}
