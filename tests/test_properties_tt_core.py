@@ -179,6 +179,9 @@ def test_tt_svd_hands_every_argument_to_the_sweep(monkeypatch):
     assert xp is np and np.shares_memory(Xs, X) and (f, e, m) == (None, 0.25, "gram")
     assert n == pytest.approx(n2, rel=1e-13)
     assert all(isinstance(G, torch.Tensor) and G.dtype == torch.float64 for G in out.cores)
+    calls.clear()
+    tt_svd(T, ranks=2)
+    assert calls[0][3:] == ((1, 2, 2, 1), None, 0.0, "gram")  # no norm without eps
 
 
 def test_auto_method_switches_below_thirty_root_machine_epsilon():
@@ -657,3 +660,28 @@ def test_negative_rounding_eigenvalues_add_no_kept_energy(monkeypatch):
     assert dropped == 10.0 - fake[0]
     _, _, dropped = ttm._split(np, C.T.copy(), 2, None, "gram")
     assert dropped == 10.0 - fake[0]
+
+
+def test_every_result_stays_on_the_device_of_its_input():
+    """array_api_strict's second device: a split, TT-SVD, rounding and the products of a train
+    on another device than the default one (the route of a CUDA tensor) stay there."""
+    xs = pytest.importorskip("array_api_strict")
+    from tqla._array import to_numpy
+
+    dev = xs.Device("device1")
+    Xn = np.random.default_rng(0).standard_normal((3, 4, 5))
+    X = xs.asarray(Xn, device=dev)
+    Q = xs.asarray(Xn[0], device=dev)
+    s = ttm._col_signs(xs, Q)
+    assert s.device == dev
+    np.testing.assert_array_equal(to_numpy(s)[0], _signs(Xn[0]))
+    for kw in ({}, {"ranks": 2}, {"eps": 0.3}, {"eps": 0.3, "method": "svd"}, {"eps": 1e-9}):
+        out, ref = tt_svd(X, **kw), tt_svd(Xn, **kw)
+        assert all(G.device == dev for G in out.cores) and out.ranks == ref.ranks
+        for G, R in zip(out.cores, ref.cores):
+            np.testing.assert_allclose(to_numpy(G), R, atol=1e-9)
+    out = tt_svd(X)
+    for r in (out.round(0.5), out.round(ranks=2)):
+        assert all(G.device == dev for G in r.cores)
+    assert out.to_dense().device == dev
+    assert out.norm() == pytest.approx(np.linalg.norm(Xn), rel=1e-12)

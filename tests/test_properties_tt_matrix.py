@@ -419,3 +419,29 @@ def test_tt_matrix_shapes_defaults_and_messages():
     _raises(TypeError, "M must be an integer, got float 8.0", tt_matrix_shapes, 8.0, 8, 2)
     _raises(TypeError, "N must be an integer, got str '8'", tt_matrix_shapes, 8, "8", 2)
     _raises(TypeError, "d must be an integer, got float 2.0", tt_matrix_shapes, 8, 8, 2, d=2.0)
+
+
+def test_every_result_stays_on_the_device_of_its_input():
+    """array_api_strict's second device (the route of a CUDA tensor): the fit, products,
+    transpose, rounding and the dense matrix stay on the input's device."""
+    xs = pytest.importorskip("array_api_strict")
+    from tqla import permuted_tt
+    from tqla._array import to_numpy
+
+    dev = xs.Device("device1")
+    Wn = np.random.default_rng(0).standard_normal((6, 8))
+    W = xs.asarray(Wn, device=dev)
+    for kw in ({"ranks": 2}, {"eps": 0.4}, {}):
+        T, R = tt_matrix(W, (2, 3), (4, 2), **kw), tt_matrix(Wn, (2, 3), (4, 2), **kw)
+        assert all(G.device == dev for G in T.cores) and T.ranks == R.ranks
+        np.testing.assert_allclose(to_numpy(T.to_dense()), R.to_dense(), atol=1e-9)
+    x, y = np.ones((8, 3)), np.ones((2, 6))
+    for out, ref in ((T @ xs.asarray(x, device=dev), R @ x),
+                     (T.rmatmat(xs.asarray(y, device=dev)), y @ R.to_dense()),
+                     (T.T.to_dense(), R.to_dense().T), (T.round(ranks=1).to_dense(),
+                                                        R.round(ranks=1).to_dense())):  # fmt: skip
+        assert out.device == dev
+        np.testing.assert_allclose(to_numpy(out), ref, atol=1e-9)
+    P, Q = permuted_tt(W, (2, 3), (4, 2), ranks=2, n_iter=2), permuted_tt(Wn, (2, 3), (4, 2),
+                                                                          ranks=2, n_iter=2)  # fmt: skip
+    assert P.to_dense().device == dev and P.errors == pytest.approx(Q.errors, rel=1e-9)
