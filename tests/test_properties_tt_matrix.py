@@ -442,6 +442,6 @@ def test_every_result_stays_on_the_device_of_its_input():
                                                         R.round(ranks=1).to_dense())):  # fmt: skip
         assert out.device == dev
         np.testing.assert_allclose(to_numpy(out), ref, atol=1e-9)
-    P, Q = permuted_tt(W, (2, 3), (4, 2), ranks=2, n_iter=2), permuted_tt(Wn, (2, 3), (4, 2),
-                                                                          ranks=2, n_iter=2)  # fmt: skip
+    P = permuted_tt(W, (2, 3), (4, 2), ranks=2, n_iter=2)
+    Q = permuted_tt(Wn, (2, 3), (4, 2), ranks=2, n_iter=2)
     assert P.to_dense().device == dev and P.errors == pytest.approx(Q.errors, rel=1e-9)
