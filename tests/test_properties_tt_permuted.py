@@ -79,6 +79,12 @@ def test_permuted_tt_names_every_bad_argument():
     bad(ValueError, "col_modes (2, 2) must multiply to the dimension 6, but their product is 4",
         col_modes=(2, 2))  # fmt: skip
     bad(ValueError, "row_modes must hold at least one mode, got ()", row_modes=())
+    # the modes are checked against W's shape before anything else is looked at
+    for kw in ({"rule": "swap"}, {"ranks": [9]}, {"n_iter": -1}):
+        bad(ValueError, "row_modes (3, 4) must multiply to the dimension 8, but their product "
+            "is 12", row_modes=(3, 4), **kw)  # fmt: skip
+        bad(ValueError, "col_modes (2, 2) must multiply to the dimension 6, but their product "
+            "is 4", col_modes=(2, 2), **kw)  # fmt: skip
     bad(ValueError, "col_modes must hold positive integers, got (0, 6)", col_modes=(0, 6))
     bad(ValueError, "ranks[0] = 7 is above the bound r_k <= min(r_(k-1)·n_k, n_(k+1)·r_(k+1)) "
         "= min(1·6, 8·1) = 6 for modes (6, 8) (largest useful ranks: (6,))", ranks=[7])  # fmt: skip
