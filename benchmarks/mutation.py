@@ -85,8 +85,14 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
     ),
     "tqla_torch/layers.py": (["tests/test_layers.py"], ["tests/test_properties_layers.py"]),
-    "tqla/tt.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
-    "tqla/tt_matrix.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
+    "tqla/tt.py": (
+        ["tests/test_tt.py"],
+        ["tests/test_properties_tt.py", "tests/test_properties_tt_core.py"],
+    ),
+    "tqla/tt_matrix.py": (
+        ["tests/test_tt.py"],
+        ["tests/test_properties_tt.py", "tests/test_properties_tt_matrix.py"],
+    ),
     "tqla/spectral.py": (["tests/test_spectral.py"], ["tests/test_properties_spectral.py"]),
     "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_whiten.py"]),
     # third pass (core modules never sampled before); the second list also names the
@@ -163,11 +169,12 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/_kernels/__init__.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
     "tqla_torch/nn/tt.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_tt_layers.py"],
+        ["tests/test_properties_tt_layers.py", "tests/test_properties_tt_linear.py"],
     ),
     "tqla_torch/nn/_tt_forward.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_tt_layers.py"],
+        ["tests/test_properties_tt_layers.py", "tests/test_properties_tt_forward.py",
+         "tests/test_properties_tt_linear.py"],
     ),
     "tqla_torch/nn/spectral.py": (
         ["tests/test_torch_spectral.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
