@@ -169,7 +169,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/nn/lowrank.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py"],
-        ["tests/test_properties_lowrank.py"],
+        ["tests/test_properties_lowrank.py", "tests/test_properties_lowrank_whole.py"],
     ),
     "tqla_torch/nn/embedding.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py"],
