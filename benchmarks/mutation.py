@@ -173,7 +173,8 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/nn/embedding.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py"],
+        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py",
+         "tests/test_properties_embedding_whole.py"],
     ),
     "tqla_torch/nn/base.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
