@@ -187,7 +187,8 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/nn/_embedding_fit.py": (
         ["tests/test_nn_embedding_fit.py", "tests/test_layers.py"],
-        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py"],
+        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py",
+         "tests/test_properties_embedding_fit_whole.py"],
     ),
 }
 _LAYER_TESTS = (
