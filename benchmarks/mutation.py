@@ -165,7 +165,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla_torch/nn/spectral.py": (
         ["tests/test_torch_spectral.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
          "tests/test_nn_contracts_b.py"],
-        ["tests/test_properties_hetero_layer.py"],
+        ["tests/test_properties_hetero_layer.py", "tests/test_properties_spectral_layer_whole.py"],
     ),
     "tqla_torch/nn/lowrank.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py"],
