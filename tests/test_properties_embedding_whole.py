@@ -221,6 +221,23 @@ def test_from_embedding_calls_its_fit_and_builds_the_layer_whole(
     assert layer.approximation_error == pytest.approx(rel, rel=1e-9)
 
 
+@pytest.mark.parametrize("method", ["permuted_kron", "kron"])
+def test_from_embedding_defaults_reach_the_fit(method, monkeypatch):
+    table = _Spy(emb_mod.permuted_table_fit)
+    kron = _Spy(emb_mod.kron_decompose)
+    monkeypatch.setattr(emb_mod, "permuted_table_fit", table)
+    monkeypatch.setattr(emb_mod, "kron_decompose", kron)
+    emb = nn.Embedding(6, 8).double()
+    layer = KroneckerEmbedding.from_embedding(emb, method=method)
+    defaults = {"rule": None, "n_iter": None, "tol": None, "n_restarts": 1, "seed": 0}
+    if method == "permuted_kron":
+        assert table.calls[0] == ((emb.weight, 2), defaults)
+    else:
+        assert kron.calls[0][1] == {"method": "kron", "permute": "none", **defaults}
+    assert layer.implementation == "factorized" and layer.level_factors == [2]
+    assert KroneckerEmbedding(6, 8).approximation_error is None
+
+
 def test_half_precision_tables_are_fitted_in_float32_and_copied_back(monkeypatch):
     torch.manual_seed(3)
     for method in ("permuted_kron", "kron"):

@@ -237,6 +237,15 @@ def test_from_dense_builds_the_layer_with_every_argument(monkeypatch):
         LowRankLinear.from_dense(W, b, 2, n_params=5)
 
 
+def test_from_dense_damp_defaults_to_zero():
+    torch.manual_seed(6)
+    W = torch.randn(4, 6, dtype=torch.float64)
+    M = torch.diag(torch.linspace(0.5, 3.0, 6, dtype=torch.float64))
+    u, s, vh = tqla.whitened_svd(W, M, 2, damp=0.0)
+    layer = LowRankLinear.from_dense(W, None, 2, moment=M)
+    torch.testing.assert_close(layer.to_dense().detach(), (u * s) @ vh, rtol=1e-10, atol=1e-12)
+
+
 def test_plan_whole():
     assert LowRankLinear.plan(nn.Linear(6, 4, bias=False), _settings(n_params=27), name="q") == (
         LayerPlan(layer="LowRankLinear", in_features=6, out_features=4, factors="rank 3",

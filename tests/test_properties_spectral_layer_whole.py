@@ -324,6 +324,30 @@ def test_hetero_fit_whole(dtype, monkeypatch):
     assert calls[1][1]["bias"] is False
 
 
+def test_hetero_fit_resolves_the_shapes_under_the_module_name(monkeypatch):
+    wheres = []
+    real = spectral.resolve_out_in
+
+    def spy(*args, **kwargs):
+        wheres.append(kwargs["where"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spectral, "resolve_out_in", spy)
+    HeteroKroneckerLinear.from_module(nn.Linear(12, 8), _hetero(rank=1))
+    assert wheres == [f"module 'module': shapes[{i}]" for i in (0, 1)] * 2
+    wheres.clear()
+    HeteroKroneckerLinear.from_module(nn.Linear(12, 8), _hetero(rank=1), name="h")
+    assert wheres == [f"module 'h': shapes[{i}]" for i in (0, 1)] * 2
+
+
+def test_whitened_fit_damp_defaults_to_zero(monkeypatch):
+    wk = _Spy(tqla.whitened_kron_spectral)
+    monkeypatch.setattr(tqla, "whitened_kron_spectral", wk)
+    lin = nn.Linear(8, 6, dtype=torch.float64)
+    SpectralKroneckerLinear.from_module(lin, _settings(), moment=torch.eye(8))
+    assert wk.calls[0][1]["damp"] == 0.0
+
+
 def test_hetero_fit_message_names_the_module():
     st = _hetero(shapes=[[[4, 3], [2, 5]]])
     with pytest.raises(ValueError, match=r"^module 'h': shapes\[0\]"):
