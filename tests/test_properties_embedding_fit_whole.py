@@ -139,9 +139,10 @@ class _ScriptedRun:
     """A run whose errors are a table of column orders and whose steps follow a script."""
 
     def __init__(self, errors, script):
-        self.errors, self.script, self.steps = errors, list(script), []
+        self.errors, self.script, self.steps, self.fits = errors, list(script), [], []
 
     def fit(self, inv):
+        self.fits.append(tuple(inv))
         return ("P", tuple(inv)), self.errors[tuple(inv)]
 
     def _step(self, name, inv, P):
@@ -168,6 +169,8 @@ def test_one_start_slots_then_polish():
     assert [s for s, _ in run.steps] == ["slots", "slots", "assign", "slots", "assign", "slots"]
     assert run.steps[2] == ("assign", SWAP01) and run.steps[3] == ("slots", (1, 0, 3, 2))
     assert run.script == []
+    # an identity step is skipped: no refit
+    assert run.fits == [I4, SWAP01, (1, 0, 3, 2)]
 
 
 @pytest.mark.parametrize("rule", ["slots", "assign"])
@@ -205,7 +208,37 @@ def test_one_start_tolerance_is_relative_and_inclusive():
     assert fit_mod._run_start(run, np.arange(4), "slots", 1, 0.0)[1] == [1.0, 0.9]
 
 
+def test_a_slots_sweep_skips_identity_assignments(monkeypatch):
+    """When the LSAP of a slot keeps every candidate in place, the sweep moves nothing and
+    does no reordering work (no argsort of the solution)."""
+    W = torch.randn(12, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    run = fit_mod._GramRun(W, fit_mod.column_gram(W), 2, 1, "scipy", 1.0)
+    P, _ = run.fit(np.arange(8))
+    counted = []
+
+    class _Np:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        def argsort(self, a, *args, **kwargs):
+            counted.append(1)
+            return np.argsort(a, *args, **kwargs)
+
+    monkeypatch.setattr(fit_mod, "np", _Np())
+    monkeypatch.setattr(run, "solve", lambda cost: np.arange(4))
+    assert run.slots(np.arange(8), P).tolist() == list(range(8)) and counted == []
+    monkeypatch.setattr(run, "solve", lambda cost: np.array([1, 0, 2, 3]))
+    order = run.slots(np.arange(8), P)
+    assert len(counted) == 2 and sorted(order.tolist()) == list(range(8))
+
+
 # ------------------------------------------------------------------ gram_column_fit
+def test_rank_may_equal_k():
+    W = torch.randn(10, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    perm, errors = fit_mod.gram_column_fit(W, 3, 3, n_iter=1)
+    assert sorted(perm.tolist()) == list(range(6)) and errors[-1] < 1e-7  # rank k: exact
+
+
 def test_gram_column_fit_draws_restarts_from_its_seed(monkeypatch):
     W = torch.randn(20, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     rngs = _Spy(fit_mod.check_rng)
@@ -255,6 +288,16 @@ def test_permuted_table_fit_whole(dtype, monkeypatch):
     assert type(err) is float and err == errors[-1]
     assert [f for f in rec.factories if f[0] == "as_tensor"][-2:] == [
         ("as_tensor", {"device": T.device})] * 2  # fmt: skip
+
+
+def test_the_table_fit_reports_the_last_error_of_the_best_start(monkeypatch):
+    T = torch.randn(12, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    perm = np.array([1, 0, 2, 3, 5, 4, 7, 6])
+    monkeypatch.setattr(fit_mod, "gram_column_fit", lambda *a, **k: (perm, [3.0, 2.0, 1.0]))
+    A, B, cp, err = fit_mod.permuted_table_fit(T, 2)
+    assert err == 1.0 and cp.tolist() == perm.tolist()
+    K = kron_svd(T.numpy()[:, np.argsort(perm)], ((12, 4), (1, 2)), 1)
+    assert torch.equal(A, torch.from_numpy(K.A)) and torch.equal(B, torch.from_numpy(K.B))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
