@@ -106,6 +106,21 @@ def test_gram_run_fit_is_the_kron_svd_error_by_its_route(planted, rank, monkeypa
     np.testing.assert_allclose(P, Q[:, k - rank :] @ Q[:, k - rank :].T, atol=1e-8)
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_errors_are_relative_whatever_the_scale_of_the_table(scale):
+    """‖W‖² below 1 (or above) changes no error: each is relative to ‖W‖."""
+    W = torch.randn(12, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    G = fit_mod.column_gram(scale * W)
+    run = fit_mod._GramRun(scale * W, G, 2, 1, "scipy", float(np.trace(G)))
+    assert run.norm == pytest.approx(scale * float(torch.linalg.norm(W)), rel=1e-12)
+    inv = np.random.default_rng(0).permutation(8)
+    want = _kron_error(W.numpy(), inv, 2, 1)
+    assert run.fit(inv)[1] == pytest.approx(want, rel=1e-9)
+    _, errors = fit_mod.gram_column_fit(scale * W, 2, n_iter=2)
+    _, ref = fit_mod.gram_column_fit(W, 2, n_iter=2)
+    np.testing.assert_allclose(errors, ref, rtol=1e-9)
+
+
 def test_a_zero_table_has_zero_error():
     Z = torch.zeros(6, 8, dtype=torch.float64)
     G = fit_mod.column_gram(Z)
