@@ -179,7 +179,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla_torch/nn/spectral.py": (
         ["tests/test_torch_spectral.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
          "tests/test_nn_contracts_b.py"],
-        ["tests/test_properties_hetero_layer.py"],
+        ["tests/test_properties_hetero_layer.py", "tests/test_properties_spectral_layer_whole.py"],
     ),
     "tqla_torch/nn/kronecker.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py"],
@@ -192,11 +192,12 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/nn/lowrank.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py"],
-        ["tests/test_properties_lowrank.py"],
+        ["tests/test_properties_lowrank.py", "tests/test_properties_lowrank_whole.py"],
     ),
     "tqla_torch/nn/embedding.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py"],
-        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py"],
+        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py",
+         "tests/test_properties_embedding_whole.py"],
     ),
     "tqla_torch/nn/base.py": (
         ["tests/test_layers.py", "tests/test_nn_registry.py", "tests/test_nn_contracts.py",
@@ -209,7 +210,8 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla_torch/nn/_embedding_fit.py": (
         ["tests/test_nn_embedding_fit.py", "tests/test_layers.py"],
-        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py"],
+        ["tests/test_properties_embedding.py", "tests/test_properties_arguments.py",
+         "tests/test_properties_embedding_fit_whole.py"],
     ),
 }
 _LAYER_TESTS = (
