@@ -63,11 +63,11 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py"],
+        ["tests/test_properties_assignment.py", "tests/test_properties_cost_builders.py"],
     ),
     "tqla/lsap.py": (
         ["tests/test_lsap.py", "tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py"],
+        ["tests/test_properties_assignment.py", "tests/test_properties_lsap.py"],
     ),
     "tqla/permuted.py": (
         ["tests/test_permuted.py"],
