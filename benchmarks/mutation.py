@@ -77,10 +77,18 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_properties_arguments.py",
         ],
     ),
-    "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
+    "tqla/_kernels/_numba.py": (
+        ["tests/test_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
+    ),
     "tqla/_kernels/_numba_assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
+        [
+            "tests/test_properties_assignment.py",
+            "tests/test_properties_kernels.py",
+            "tests/test_properties_jv.py",
+            "tests/test_properties_kernel_table.py",
+        ],
     ),
     "tqla_torch/layers.py": (["tests/test_layers.py"], ["tests/test_properties_layers.py"]),
     "tqla/tt.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
@@ -140,20 +148,34 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_properties_testing.py"],
     ),
     # the kernel modules' functions are all decorated (@register): run with --engine compiled
-    "tqla/_kernels/_numpy.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
+    "tqla/_kernels/_numpy.py": (
+        ["tests/test_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
+    ),
     "tqla/_kernels/_numpy_assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
+        [
+            "tests/test_properties_assignment.py",
+            "tests/test_properties_kernels.py",
+            "tests/test_properties_kernel_table.py",
+        ],
     ),
     "tqla/_kernels/_array_api.py": (
         ["tests/test_kernels.py", "tests/test_backends.py"],
-        ["tests/test_properties_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
     ),
     "tqla/_kernels/_array_api_assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
+        [
+            "tests/test_properties_assignment.py",
+            "tests/test_properties_kernels.py",
+            "tests/test_properties_kernel_table.py",
+        ],
     ),
-    "tqla/_kernels/__init__.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
+    "tqla/_kernels/__init__.py": (
+        ["tests/test_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
+    ),
     "tqla_torch/nn/tt.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
         ["tests/test_properties_tt_layers.py"],
