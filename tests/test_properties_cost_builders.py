@@ -51,8 +51,9 @@ def _problem(s: KroneckerShape, r: int = 1, seed: int = 0, dtype=np.float64):
 # --------------------------------------------------------------------------------------
 def test_default_ceiling_follows_the_physical_memory(monkeypatch):
     monkeypatch.delenv("TQLA_MAX_COST_BYTES", raising=False)
-    for phys, want in ((4 * GiB, GiB), (6 * GiB + 4, 3 * GiB // 2 + 1), (4 * GiB + 3, GiB), (16 * GiB, 2 * GiB),
-                       (9 * GiB, 2 * GiB), (0, 2 * GiB), (None, 2 * GiB)):  # fmt: skip
+    cases = [(4 * GiB, GiB), (6 * GiB + 4, 3 * GiB // 2 + 1), (4 * GiB + 3, GiB),
+             (16 * GiB, 2 * GiB), (9 * GiB, 2 * GiB), (0, 2 * GiB), (None, 2 * GiB)]  # fmt: skip
+    for phys, want in cases:
         monkeypatch.setattr(asg, "physical_memory", lambda phys=phys: phys)
         got = default_max_cost_bytes()
         assert got == want and type(got) is int, (phys, got)
@@ -332,9 +333,11 @@ def test_sweep_attributes(side):
     np.testing.assert_array_equal(sweep.V, slots_basis(K, side))
     assert sweep._Y.flags.c_contiguous and sweep._Y.shape == (so.m1, so.n1, 2)
     assert sweep._U4.shape == (so.m1, so.m2, so.n1, so.n2)
-    F = np.asfortranarray(W)
-    assert SlotsCost(F, s, K, side=side)._U4.base is not None  # a reshape of a C copy
-    assert SlotsCost(F, s, K, side=side)._U4.reshape(-1).base is not None
+    strided = np.repeat(W, 2, axis=1)[:, ::2]  # a strided view: blocks from a C copy
+    for Wv in (strided, np.asfortranarray(W)):
+        U4 = SlotsCost(Wv, s, K, side=side)._U4
+        assert U4.flags.c_contiguous
+        np.testing.assert_array_equal(U4, sweep._U4)
     c = sweep.cost(0)
     assert c.shape == (so.m1, so.m1) and c.dtype == np.float64
     W32 = W.astype(np.float32)
@@ -413,6 +416,7 @@ def test_cost_matrices_belong_to_the_caller(m2):
     sweep.cost(0)[...] = 1e9  # the caller may overwrite what it gets
     sweep.assign(0, [1, 0, 3, 2])
     got = sweep.cost(1)
+    assert got.flags.c_contiguous and got.dtype == W.dtype
     want = SlotsCost(W[sweep.order], s, V).cost(1)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * (1 + np.abs(want).max()))
 
@@ -430,6 +434,8 @@ def test_identity_assignments_change_nothing():
     sweep.cost(1)
     sweep.assign(1, [1, 0, 2, 3])
     assert sweep._Y is not Y
+    with pytest.raises(ValueError, match=_whole("assign(slot=1) must follow cost(1)")):
+        sweep.assign(1, [1, 0, 2, 3])  # each cost() allows one assign()
     assert sweep.order.tolist() == [0, 4, 2, 3, 1, 5, 6, 7, 8, 9, 10, 11]
 
 
