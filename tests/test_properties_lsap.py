@@ -579,3 +579,17 @@ def test_square_only_solvers_get_a_zero_padded_square_problem(solver, monkeypatc
         np.testing.assert_array_equal(P[:3], want)
         np.testing.assert_array_equal(P[3:], 0.0)
         assert res.cost == _opt(cost)
+
+
+@pytest.mark.parametrize("solver", INSTALLED)
+def test_square_solvers_return_integer_assignments(solver):
+    """Each solver's own answer is an integer column per row (no float detour): int64
+    from lapx's row/column pairs and from jv, the package's own integers otherwise."""
+    C = _matrix(6, 6, "random", 8)
+    col, prices, n_aug = L._solve_square(C, solver, None, None)
+    col = np.asarray(col)
+    assert col.dtype.kind == "i" and col.shape == (6,)
+    if solver in ("lapx", "jv"):
+        assert col.dtype == np.int64
+    np.testing.assert_array_equal(col, linear_sum_assignment(C)[1])
+    assert (prices is None) == (solver != "jv") and (n_aug is None) == (solver != "jv")
