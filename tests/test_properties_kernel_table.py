@@ -588,3 +588,106 @@ def test_sum_parts_adds_in_order_and_mirrors():
     want = want + np.triu(want, 1).T
     np.testing.assert_array_equal(G, want)
     assert np.all(parts[0] == np.triu(np.arange(9.0).reshape(3, 3)))  # parts untouched
+
+
+def test_array_api_slots_cost_checks_every_operand_library():
+    torch = pytest.importorskip("torch")
+    f = get_kernel("slots_cost", "array_api")
+    C, Vs, Y = _slot_inputs(3, 2, 4, 2, 3, np.float64)
+    msg = "arrays of one array library"
+    for args in (
+        (torch.from_numpy(C), Vs, Y),
+        (C, torch.from_numpy(Vs), Y),
+        (C, Vs, torch.from_numpy(Y)),
+    ):
+        with pytest.raises(TypeError, match=msg):
+            f(*args)
+    cost, P = f(torch.from_numpy(C), torch.from_numpy(Vs), torch.from_numpy(Y))
+    assert isinstance(cost, torch.Tensor) and isinstance(P, torch.Tensor)
+
+
+def _peak(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_numpy_product_does_not_copy_V_of_the_right_dtype():
+    """R(W) @ V with a large V (p×r) of W's dtype reads V in place: the peak is R(W)'s copy
+    and the (r, q) result, not a second V."""
+    from tqla._kernels import _numpy as K
+
+    s = KS((1, 2), (2, 500))  # q = 2, p = 1000
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal(s.matrix_shape)
+    V = rng.standard_normal((1000, 400))  # 3.2 MB
+    P, peak = _peak(lambda: K.rearranged_matmul(W, s, "right", V))
+    np.testing.assert_allclose(P, _R(W, s) @ V, rtol=1e-12, atol=1e-10)
+    assert peak < V.nbytes // 4, peak
+    Wl = rng.standard_normal(KS((20, 50), (1, 2)).matrix_shape)  # left: q = 1000, p = 2
+    P, peak = _peak(lambda: K.rearranged_matmul(Wl, KS((20, 50), (1, 2)), "left", V))
+    assert peak < V.nbytes // 4, peak
+
+
+@pytest.mark.skipif(nb is None, reason="numba missing")
+@pytest.mark.parametrize(
+    "s",
+    [
+        KS((37, 3), (3, 2)),
+        KS((5, 4), (2, 4)),
+        KS((20, 3), (2, 3)),
+        KS((3, 5), (4, 7)),
+        KS((40, 100), (5, 4)),
+    ],  # fmt: skip
+)
+def test_numba_copies_dispatch_by_n2_and_chunk_by_block_rows(monkeypatch, s):
+    calls = _spy_chunks(monkeypatch)
+    W = np.asfortranarray(np.random.default_rng(5).standard_normal(s.matrix_shape))
+    X = nb.rearrange(W, s)
+    Wb = nb.unrearrange(X, s)
+    np.testing.assert_array_equal(X, _R(W, s))
+    np.testing.assert_array_equal(Wb, W)
+    assert X.flags.c_contiguous and Wb.flags.c_contiguous
+    (f1, c1, p1, a1), (f2, c2, p2, a2) = calls
+    spec = nb._specialised(nb._make_rearrange_copy_small, s.n2)
+    assert f1 is (spec if s.n2 in nb._SPECIALISED_N2 else nb._rearrange_copy)
+    assert f2 is nb._unrearrange_copy
+    nchunks = min(s.m1, nb._MAX_CHUNKS)
+    parallel = W.size >= nb._MIN_PARALLEL
+    assert (c1, p1, c2, p2) == (nchunks, parallel, nchunks, parallel)
+    assert a1[0].flags.c_contiguous and a1[2:] == (s.m1, s.m2, s.n1, s.n2, s.m1, nchunks)
+    assert a2[2:] == (s.m1, s.m2, s.n1, s.n2, s.m1, nchunks)
+    assert a1[1] is X and a2[1] is Wb
+    assert nb._specialised(nb._make_rearrange_copy_small, 2) is nb._specialised(
+        nb._make_rearrange_copy_small, 2
+    )
+
+
+@pytest.mark.skipif(nb is None, reason="numba missing")
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_numba_products_read_any_layout_and_vectors(side):
+    s = KS((3, 5), (4, 3))
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal(s.matrix_shape)
+    q, p = s.rearranged_shape
+    V = rng.standard_normal((p if side == "right" else q, 2)).astype(np.float32)
+    X = _R(W, s)
+    ref = X @ V if side == "right" else X.T @ V
+    for Wv in (W, np.asfortranarray(W), W.astype(np.float32)):
+        P = nb.rearranged_matmul(Wv, s, side, V)
+        assert P.dtype == Wv.dtype and P.T.flags.c_contiguous
+        tol = 1e-5 if Wv.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(P, ref, rtol=tol, atol=tol * np.abs(ref).max())
+        v = nb.rearranged_matmul(Wv, s, side, V[:, 1])
+        assert v.shape == (ref.shape[0],)
+        np.testing.assert_array_equal(v, P[:, 1])
+        G = nb.rearranged_gram(Wv, s, side)
+        assert G.dtype == Wv.dtype
+        np.testing.assert_array_equal(G, G.T)
