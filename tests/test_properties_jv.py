@@ -320,3 +320,81 @@ def test_float32_is_read_exactly(n, seed):
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert a[2] == b[2]
+
+
+# --------------------------------------------------------------------------------------
+# One shortest augmenting path
+# --------------------------------------------------------------------------------------
+def _path_state(n: int, n_free: int, tied: bool, rng: np.random.Generator):
+    """A state a path search may start from: a partial matching (n − n_free rows) and
+    duals with reduced costs cost − u − v >= 0, zero on the matched pairs and at each row's
+    cheapest column, positive elsewhere (so the shortest paths have positive lengths)."""
+    perm = rng.permutation(n)
+    rows = rng.permutation(n)
+    matched = rows[n_free:]
+    x = np.full(n, -1, dtype=np.int64)
+    y = np.full(n, -1, dtype=np.int64)
+    x[matched] = perm[matched]
+    y[perm[matched]] = matched
+    u = rng.standard_normal(n)
+    v = rng.standard_normal(n)
+    R = rng.integers(1, 4, size=(n, n)).astype(float) if tied else rng.uniform(0.1, 2.0, (n, n))
+    R[matched, perm[matched]] = 0.0
+    for i in rows[:n_free]:
+        R[i, rng.integers(n)] = 0.0  # a free row's cheapest column (maybe a matched one)
+    cost = u[:, None] + v[None, :] + R
+    u = np.array([(cost[i] - v).min() if x[i] < 0 else cost[i, x[i]] - v[x[i]]
+                  for i in range(n)])  # fmt: skip
+    return cost, u, v, x, y, int(rows[0])
+
+
+def _distances(red: np.ndarray, y: np.ndarray, cur: int) -> np.ndarray:
+    """Shortest alternating-path lengths from row ``cur`` to every column (Bellman–Ford
+    to a fixed point: an algorithm other than the solver's Dijkstra)."""
+    n = red.shape[0]
+    d_col = np.full(n, INF)
+    d_row = np.full(n, INF)
+    d_row[cur] = 0.0
+    for _ in range(2 * n + 2):
+        new = np.min(d_row[:, None] + red, axis=0)
+        d_col = np.minimum(d_col, new)
+        matched = y >= 0
+        d_row[y[matched]] = np.minimum(d_row[y[matched]], d_col[matched])
+    return d_col
+
+
+@given(n=st.integers(2, 12), n_free=st.integers(1, 3), tied=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))  # fmt: skip
+@example(n=8, n_free=1, tied=True, seed=0)
+@example(n=8, n_free=2, tied=False, seed=1)
+def test_one_path_search_finds_a_shortest_augmenting_path(n, n_free, tied, seed):
+    rng = np.random.default_rng(seed)
+    cost, u, v, x, y, cur = _path_state(n, min(n_free, n), tied, rng)
+    red = cost - u[:, None] - v[None, :]
+    assert red.min() >= -1e-12 * (1 + np.abs(cost).max())  # reduced costs start >= 0
+    path = np.full(n, -1, dtype=np.int64)
+    spc = np.empty(n)
+    SR = np.zeros(n, dtype=np.bool_)
+    SC = np.zeros(n, dtype=np.bool_)
+    visited = np.full(n, -5, dtype=np.int64)
+    sink, min_val, n_rows = na._augment(cost, u, v, path, y, spc, cur, SR, SC, visited)
+    d = _distances(red, y, cur)
+    tol = 1e-12 * n * (1 + np.abs(cost).max())
+    assert sink >= 0 and y[sink] == -1  # a free column
+    assert abs(min_val - d[y < 0].min()) <= tol  # the shortest distance to a free column
+    # the path it recorded: rows and columns alternate back to cur, of length min_val
+    length, j, steps = 0.0, sink, 0
+    while True:
+        i = path[j]
+        length += red[i, j]
+        if i == cur:
+            break
+        j = x[i]
+        length -= red[i, j]  # the matched edge (reduced cost 0)
+        steps += 1
+        assert steps <= n
+    assert abs(length - min_val) <= tol
+    assert SC[sink] and np.all(spc[SC] <= min_val + tol)  # closed columns: no farther
+    rows = visited[:n_rows].tolist()
+    assert rows[0] == cur and len(set(rows)) == n_rows
+    assert sorted(rows) == sorted(np.flatnonzero(SR).tolist())
