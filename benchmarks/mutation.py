@@ -63,11 +63,11 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py"],
+        ["tests/test_properties_assignment.py", "tests/test_properties_cost_builders.py"],
     ),
     "tqla/lsap.py": (
         ["tests/test_lsap.py", "tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py"],
+        ["tests/test_properties_assignment.py", "tests/test_properties_lsap.py"],
     ),
     "tqla/permuted.py": (
         ["tests/test_permuted.py"],
@@ -79,10 +79,18 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_properties_permuted_api.py",
         ],
     ),
-    "tqla/_kernels/_numba.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
+    "tqla/_kernels/_numba.py": (
+        ["tests/test_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
+    ),
     "tqla/_kernels/_numba_assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
+        [
+            "tests/test_properties_assignment.py",
+            "tests/test_properties_kernels.py",
+            "tests/test_properties_jv.py",
+            "tests/test_properties_kernel_table.py",
+        ],
     ),
     "tqla_torch/layers.py": (["tests/test_layers.py"], ["tests/test_properties_layers.py"]),
     "tqla/tt.py": (
@@ -153,20 +161,34 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_properties_testing.py"],
     ),
     # the kernel modules' functions are all decorated (@register): run with --engine compiled
-    "tqla/_kernels/_numpy.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
+    "tqla/_kernels/_numpy.py": (
+        ["tests/test_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
+    ),
     "tqla/_kernels/_numpy_assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
+        [
+            "tests/test_properties_assignment.py",
+            "tests/test_properties_kernels.py",
+            "tests/test_properties_kernel_table.py",
+        ],
     ),
     "tqla/_kernels/_array_api.py": (
         ["tests/test_kernels.py", "tests/test_backends.py"],
-        ["tests/test_properties_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
     ),
     "tqla/_kernels/_array_api_assignment.py": (
         ["tests/test_assignment.py"],
-        ["tests/test_properties_assignment.py", "tests/test_properties_kernels.py"],
+        [
+            "tests/test_properties_assignment.py",
+            "tests/test_properties_kernels.py",
+            "tests/test_properties_kernel_table.py",
+        ],
     ),
-    "tqla/_kernels/__init__.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
+    "tqla/_kernels/__init__.py": (
+        ["tests/test_kernels.py"],
+        ["tests/test_properties_kernels.py", "tests/test_properties_kernel_table.py"],
+    ),
     "tqla_torch/nn/tt.py": (
         ["tests/test_tt_torch.py", "tests/test_nn_registry.py"],
         ["tests/test_properties_tt_layers.py", "tests/test_properties_tt_linear.py"],
