@@ -85,7 +85,10 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla_torch/layers.py": (["tests/test_layers.py"], ["tests/test_properties_layers.py"]),
     "tqla/tt.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
     "tqla/tt_matrix.py": (["tests/test_tt.py"], ["tests/test_properties_tt.py"]),
-    "tqla/spectral.py": (["tests/test_spectral.py"], ["tests/test_properties_spectral.py"]),
+    "tqla/spectral.py": (
+        ["tests/test_spectral.py"],
+        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_fit.py"],
+    ),
     "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_whiten.py"]),
     # third pass (core modules never sampled before); the second list also names the
     # property files written for their survivors (a file not written is left out)
