@@ -99,7 +99,7 @@ class _Ref:
                 return
             t = 0.1 * F / dn if t is None else t
             slope, retr = _inner(np, xi, D), _Retraction(np, self.pt, D)
-            for tries in range(1, 13):
+            for tries in range(1, 13):  # noqa: B007 - read after the loop
                 cand = retr(t)
                 ev = self.evaluate(cand.X)
                 self.consider(cand, ev.sig)
@@ -284,6 +284,11 @@ def test_callback_stops_the_whole_continuation_and_sees_each_iteration():
     s = ((3, 4), (4, 3))
     for stop_at in (1, 3):
         seen: list = []
+
+        def cb(info, seen=seen, stop_at=stop_at):
+            seen.append(dict(info))
+            return len(seen) >= stop_at
+
         K = kron_spectral(
             W,
             s,
@@ -292,7 +297,7 @@ def test_callback_stops_the_whole_continuation_and_sees_each_iteration():
             max_iter=5,
             tol=0.0,
             rng=0,
-            callback=lambda info: seen.append(dict(info)) or len(seen) >= stop_at,
+            callback=cb,
         )
         assert K.n_iter == stop_at == len(seen) and len(K.history) == stop_at + 1
         h = K.history
@@ -425,8 +430,9 @@ def test_result_defaults_attributes_and_repr():
                        "spectral_error=?, n_iter=0)")  # fmt: skip
     W = np.random.default_rng(0).standard_normal((6, 6))
     F = kron_spectral(W, ((2, 3), (3, 2)), 1, p=(4.0,), max_iter=2, rng=0)
+    err = F.spectral_error.estimate
     assert repr(F) == (f"SpectralKronecker(shape=(6, 6), A=(2, 3), B=(3, 2), rank=1, "
-                       f"spectral_error={F.spectral_error.estimate:.6g}, n_iter={F.n_iter})")  # fmt: skip
+                       f"spectral_error={err:.6g}, n_iter={F.n_iter})")  # fmt: skip
     plain = F.kron
     assert type(plain) is KroneckerSum and plain.A is F.A and plain.B is F.B
     h = SpectralHistory()
