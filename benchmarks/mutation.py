@@ -95,7 +95,11 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/hetero.py": (["tests/test_hetero.py"], ["tests/test_properties_hetero.py"]),
     "tqla/norms.py": (
         ["tests/test_spectral.py", "tests/test_hetero.py"],
-        ["tests/test_properties_spectral.py", "tests/test_properties_norms.py"],
+        [
+            "tests/test_properties_spectral.py",
+            "tests/test_properties_norms.py",
+            "tests/test_properties_norms_whole.py",
+        ],
     ),
     "tqla/tt_permuted.py": (
         ["tests/test_tt.py"],
