@@ -54,6 +54,7 @@ class _Ref:
         self.tiny = 4 * eps * max(s.matrix_shape) * float(np.max(np.abs(W)))
         self.hist = [(2.0, self.ev.sig[0], self.best, _schatten(self.ev.sig, 2.0), 0.0)]
         self.n_iter, self.stopped = 0, False
+        self.step_growth: list = []  # (p, iteration, whether the block grew after it)
 
     def evaluate(self, X, n_iter=2, vectors=False):
         self.calls.append((n_iter, vectors))
@@ -113,6 +114,7 @@ class _Ref:
             self.pt, F, self.ev = cand, Fc, ev
             self.n_iter += 1
             grew = self.grow(p)
+            self.step_growth.append((p, self.n_iter, grew))
             F = _schatten(self.ev.sig, p)
             self.hist.append((p, self.ev.sig[0], self.best, F, t))
             info = {"iteration": self.n_iter, "p": p, "error": float(self.ev.sig[0]),
@@ -199,6 +201,24 @@ def test_fit_is_the_reference_continuation(case, seed, tol):
     Kr = K0 if Kb is None else Kb
     np.testing.assert_array_equal(K.A, Kr.A)
     np.testing.assert_array_equal(K.B, Kr.B)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_block_grown_mid_stage_restarts_the_conjugate_directions(seed):
+    """σᵢ = 0.8^i on a 40×40 rearrangement: the partial block grows after an accepted step
+    inside the first stage and steps follow; the next direction is steepest descent again
+    (here the conjugate one would differ), as in the reference."""
+    W = _flat_spectrum(40, seed, 0.8)
+    s, opts = ((5, 8), (8, 5)), {"p": (4.0, 16.0), "max_iter": 6, "svd": "partial", "rng": seed}
+    ref, K0, Kb = _reference(W, s, 1, **opts)
+    g = ref.step_growth
+    assert any(grew and i + 1 < len(g) and g[i + 1][0] == p for i, (p, _, grew) in enumerate(g))
+    K = kron_spectral(W, s, 1, **opts)
+    h = K.history
+    assert list(zip(h.p, h.error, h.best, h.objective, h.step)) == [
+        tuple(float(v) for v in e) for e in ref.hist
+    ]
+    np.testing.assert_array_equal(K.A, Kb.A)
 
 
 def test_reference_route_is_exercised():
