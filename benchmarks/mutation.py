@@ -112,11 +112,19 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/batch.py": (["tests/test_batch.py"], ["tests/test_properties_batch.py"]),
     "tqla/_spectral_residual.py": (
         ["tests/test_spectral.py"],
-        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_residual.py"],
+        [
+            "tests/test_properties_spectral.py",
+            "tests/test_properties_spectral_residual.py",
+            "tests/test_properties_residual_whole.py",
+        ],
     ),
     "tqla/_fixed_rank.py": (
         ["tests/test_spectral.py"],
-        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_residual.py"],
+        [
+            "tests/test_properties_spectral.py",
+            "tests/test_properties_spectral_residual.py",
+            "tests/test_properties_residual_whole.py",
+        ],
     ),
     "tqla/_permuted_base.py": (
         ["tests/test_permuted.py", "tests/test_tt.py"],
