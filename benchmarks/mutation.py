@@ -92,7 +92,10 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_whiten.py"]),
     # third pass (core modules never sampled before); the second list also names the
     # property files written for their survivors (a file not written is left out)
-    "tqla/hetero.py": (["tests/test_hetero.py"], ["tests/test_properties_hetero.py"]),
+    "tqla/hetero.py": (
+        ["tests/test_hetero.py"],
+        ["tests/test_properties_hetero.py", "tests/test_properties_hetero_whole.py"],
+    ),
     "tqla/norms.py": (
         ["tests/test_spectral.py", "tests/test_hetero.py"],
         [
