@@ -118,7 +118,8 @@ def _same_fit(H, ref, rtol=1e-9):
 def test_frobenius_fit_is_the_reference(seed, budget, rank, which, n_sweeps, tol):
     W = np.random.default_rng(seed).standard_normal((12, 12))
     kw = {"n_params": budget if which != "rank" else None,
-          "rank": rank if which != "budget" else None, "n_sweeps": n_sweeps, "tol": tol}  # fmt: skip
+          "rank": rank if which != "budget" else None,
+          "n_sweeps": n_sweeps, "tol": tol}  # fmt: skip
     H = kron_hetero(W, CANDS, **kw)
     _same_fit(H, reference(W, CANDS, **kw))
     assert H.norm == "fro" and H.budget == kw["n_params"] and H.spectral_error is None
