@@ -110,7 +110,10 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/spectral_permuted.py": (
         ["tests/test_spectral_permuted.py"],
-        ["tests/test_properties_spectral_permuted.py"],
+        [
+            "tests/test_properties_spectral_permuted.py",
+            "tests/test_properties_spectral_permuted_whole.py",
+        ],
     ),
     "tqla/batch.py": (["tests/test_batch.py"], ["tests/test_properties_batch.py"]),
     "tqla/_spectral_residual.py": (
