@@ -52,7 +52,7 @@ def reference(W, s, rank, *, permute="both", n_iter=3, tol=1e-4, frobenius_optio
     err, refits = K.spectral_error.estimate, 1
     errors = [K.kron_svd_error.estimate / scale, err / scale]
     it = 0
-    for it in range(1, n_iter + 1):
+    for it in range(1, n_iter + 1):  # noqa: B007 - returned after the loop
         before = err
         for side, on in zip(("rows", "cols"), start.permuted):
             if not on:
