@@ -158,7 +158,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/testing/strategies.py": (["tests/test_testing.py"], ["tests/test_properties_testing.py"]),
     "tqla/testing/spectral_checks.py": (
         ["tests/test_testing.py", "tests/test_hetero.py", "tests/test_spectral.py"],
-        ["tests/test_properties_testing.py"],
+        ["tests/test_properties_spectral_checks.py"],
     ),
     # the kernel modules' functions are all decorated (@register): run with --engine compiled
     "tqla/_kernels/_numpy.py": (["tests/test_kernels.py"], ["tests/test_properties_kernels.py"]),
