@@ -253,6 +253,10 @@ def test_plan_sizes_the_block_from_the_weights_and_warm_starts_it():
         extra = np.random.default_rng(7).standard_normal((N, k - cols))
         np.testing.assert_array_equal(res.V[:, cols:], extra)
         assert not res.plan(sig, V, p)  # the same block again: no change
+    # the weight is (σᵢ/σ₁)^(p−1): 0.2^4 = 1.6e-3 counts, 0.2^5 or 0.2^6 would not
+    res = _Residual(np, W, s, "partial", np.random.default_rng(7), 1)
+    assert res.plan(np.r_[1.0, np.full(29, 0.2), np.full(34, 0.01)], np.ones((N, 64)), p)
+    assert res.k == 46
     res = _Residual(np, W, s, "partial", np.random.default_rng(7), 1)
     res.k_max = 20
     assert res.plan(np.ones(64), np.ones((N, 64)), p) and res.k == 20
