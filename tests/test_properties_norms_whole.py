@@ -38,9 +38,10 @@ def _nz(x):
 
 
 def ref_randomized(E, k, max_iter, rtol, delta, Y):
+    """(The norms are tracked in float64 logarithms whatever E's dtype.)"""
     M, N = E.shape
     nrm = _cols(Y)
-    logs = np.log(np.maximum(nrm, 1e-300))
+    logs = np.log(np.maximum(nrm.astype(np.float64), 1e-300))
     Y = Y / _nz(nrm)
     c = math.log((max_iter / delta) ** (1.0 / k) * math.sqrt(2.0 / math.pi))
     lower = upper = 0.0
@@ -53,7 +54,7 @@ def ref_randomized(E, k, max_iter, rtol, delta, Y):
         zn = _cols(Z)
         if np.max(zn) == 0.0:
             return NormEstimate(0.0, 0.0, 0.0, "randomized", delta, n)
-        logs = logs + np.log(np.maximum(zn, 1e-300))
+        logs = logs + np.log(np.maximum(zn.astype(np.float64), 1e-300))
         Y = Z / _nz(zn)
         upper = math.exp((c + float(np.max(logs))) / (2 * q))
         if upper <= (1.0 + rtol) * lower:
@@ -130,6 +131,16 @@ def test_randomized_is_the_reference(shape, seed, scale, rank, k, steps, rtol, d
                              failure_prob=delta, rng=seed)  # fmt: skip
     Y = np.random.default_rng(seed).standard_normal((shape[1], k))
     _same(got, ref_randomized(E, k, steps, rtol, delta, Y))
+
+
+@given(seed=st.integers(0, 2**16), k=st.integers(1, 5), steps=st.integers(2, 6))
+@settings(max_examples=10, deadline=None)
+def test_randomized_tracks_float32_norms_in_float64_logarithms(seed, k, steps):
+    E = _matrix(seed, (9, 7), 1.0, 7).astype(np.float32)
+    got = tqla.spectral_norm(E, method="randomized", n_vectors=k, max_iter=steps, rtol=1e-12,
+                             rng=seed)  # fmt: skip
+    Y = np.random.default_rng(seed).standard_normal((7, k)).astype(np.float32)
+    _same(got, ref_randomized(E, k, steps, 1e-12, 1e-6, Y), rel=1e-10)
 
 
 @given(shape=SHAPE, seed=st.integers(0, 2**16), scale=SCALES, rank=st.integers(1, 12),
