@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tqla
+import tqla.norms
 import tqla.spectral
 from tqla.hetero import HeteroKronecker, HeteroKroneckerSum, kron_hetero
 from tqla.kron import KroneckerShape, KroneckerSum, kron_svd
@@ -128,17 +129,25 @@ def test_frobenius_fit_is_the_reference(seed, budget, rank, which, n_sweeps, tol
         assert H.n_params <= budget
 
 
+@pytest.mark.parametrize("matrix_free", [False, True])
 @given(seed=st.integers(0, 2**16), n_sweeps=st.integers(0, 2))
 @settings(max_examples=3, deadline=None)
-def test_spectral_fit_is_the_reference(seed, n_sweeps):
+def test_spectral_fit_is_the_reference(matrix_free, seed, n_sweeps):
+    """Errors by spectral_norm(method="auto", rng=0): exact here, or (thresholds set to 0)
+    Lanczos from the seed-0 start."""
     W = np.random.default_rng(seed).standard_normal((12, 12))
     cands = CANDS[:3]
     kw = {"rank": 3, "norm": "spectral", "n_sweeps": n_sweeps, "spectral_options": SOPTS}
-    H = kron_hetero(W, cands, **kw)
-    _same_fit(H, reference(W, cands, **kw))
-    assert H.spectral_error == tqla.spectral_norm(
-        tqla.residual(W, HeteroKroneckerSum(H.terms)), method="auto", rng=0
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        if matrix_free:
+            mp.setattr(tqla.norms, "EXACT_MAX_WORK", 0)
+            mp.setattr(tqla.norms, "EXACT_MAX_OPERATOR_ENTRIES", 0)
+        H = kron_hetero(W, cands, **kw)
+        _same_fit(H, reference(W, cands, **kw))
+        assert H.spectral_error == tqla.spectral_norm(
+            tqla.residual(W, HeteroKroneckerSum(H.terms)), method="auto", rng=0
+        )
+        assert H.spectral_error.method == ("lanczos" if matrix_free else "exact")
     assert H.norm == "spectral" and H.spectral_error.estimate == pytest.approx(H.error, rel=1e-9)
 
 
