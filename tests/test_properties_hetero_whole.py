@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import tqla
@@ -30,11 +30,14 @@ from tqla.testing import assert_hetero_consistent
 
 CANDS = [((3, 4), (4, 3)), ((2, 2), (6, 6)), ((6, 6), (2, 2)), ((1, 1), (12, 12))]
 SOPTS = {"p": (8.0,), "max_iter": 2}
+# The reference fits are slow: a failing example is reported as found, not shrunk (keeps
+# mutation runs short).
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 def _err(R, norm):
-    if norm == "fro":
-        return float(np.linalg.norm(R))
+    if norm == "fro":  # (vector_norm: the rounding of the library's array-API call)
+        return float(np.linalg.vector_norm(R))
     return tqla.spectral_norm(R, method="auto", rng=0).estimate
 
 
@@ -115,7 +118,7 @@ def _same_fit(H, ref, rtol=1e-9):
 @given(seed=st.integers(0, 2**16), budget=st.integers(24, 300), rank=st.integers(1, 6),
        which=st.sampled_from(["budget", "rank", "both"]), n_sweeps=st.integers(0, 3),
        tol=st.sampled_from([1e-6, 0.0, 0.5]))  # fmt: skip
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, phases=NO_SHRINK)
 def test_frobenius_fit_is_the_reference(seed, budget, rank, which, n_sweeps, tol):
     W = np.random.default_rng(seed).standard_normal((12, 12))
     kw = {"n_params": budget if which != "rank" else None,
@@ -129,26 +132,35 @@ def test_frobenius_fit_is_the_reference(seed, budget, rank, which, n_sweeps, tol
         assert H.n_params <= budget
 
 
-@pytest.mark.parametrize("matrix_free", [False, True])
 @given(seed=st.integers(0, 2**16), n_sweeps=st.integers(0, 2))
-@settings(max_examples=3, deadline=None)
-def test_spectral_fit_is_the_reference(matrix_free, seed, n_sweeps):
-    """Errors by spectral_norm(method="auto", rng=0): exact here, or (thresholds set to 0)
-    Lanczos from the seed-0 start."""
+@settings(max_examples=3, deadline=None, phases=NO_SHRINK)
+def test_spectral_fit_is_the_reference(seed, n_sweeps):
     W = np.random.default_rng(seed).standard_normal((12, 12))
     cands = CANDS[:3]
     kw = {"rank": 3, "norm": "spectral", "n_sweeps": n_sweeps, "spectral_options": SOPTS}
-    with pytest.MonkeyPatch.context() as mp:
-        if matrix_free:
-            mp.setattr(tqla.norms, "EXACT_MAX_WORK", 0)
-            mp.setattr(tqla.norms, "EXACT_MAX_OPERATOR_ENTRIES", 0)
-        H = kron_hetero(W, cands, **kw)
-        _same_fit(H, reference(W, cands, **kw))
-        assert H.spectral_error == tqla.spectral_norm(
-            tqla.residual(W, HeteroKroneckerSum(H.terms)), method="auto", rng=0
-        )
-        assert H.spectral_error.method == ("lanczos" if matrix_free else "exact")
+    H = kron_hetero(W, cands, **kw)
+    _same_fit(H, reference(W, cands, **kw))
+    assert H.spectral_error == tqla.spectral_norm(
+        tqla.residual(W, HeteroKroneckerSum(H.terms)), method="auto", rng=0
+    )
     assert H.norm == "spectral" and H.spectral_error.estimate == pytest.approx(H.error, rel=1e-9)
+    assert H.spectral_error.method == "exact"
+
+
+def test_spectral_errors_are_spectral_norm_auto_with_seed_zero(monkeypatch):
+    """With the "auto" thresholds at 0 every error is a Lanczos estimate from the seed-0
+    start: the same computations as the reference, equal to the last bit (another start
+    differs in rounding)."""
+    monkeypatch.setattr(tqla.norms, "EXACT_MAX_WORK", 0)
+    monkeypatch.setattr(tqla.norms, "EXACT_MAX_OPERATOR_ENTRIES", 0)
+    W = np.random.default_rng(5).standard_normal((12, 12))
+    kw = {"rank": 2, "norm": "spectral", "n_sweeps": 1, "spectral_options": SOPTS}
+    H = kron_hetero(W, CANDS[:2], **kw)
+    _same_fit(H, reference(W, CANDS[:2], **kw), rtol=0)
+    assert H.spectral_error == tqla.spectral_norm(
+        tqla.residual(W, HeteroKroneckerSum(H.terms)), method="auto", rng=0
+    )
+    assert H.spectral_error.method == "lanczos"
 
 
 def test_backfitting_keeps_the_better_of_the_two_spectral_starts(monkeypatch):
