@@ -360,6 +360,19 @@ def test_a_residual_at_rounding_level_is_left_alone(dtype, c, runs):
     assert (K.n_evals > 1) == runs
 
 
+def test_an_objective_at_the_rounding_floor_ends_the_stage(monkeypatch):
+    """F ≤ tiny (equality included) ends a stage before any line search: with ‖E‖_p
+    reported as exactly 4·eps·max(M, N)·max|W| the fit evaluates the start only."""
+    W = np.random.default_rng(0).standard_normal((12, 10))
+    tiny = 4 * np.finfo(np.float64).eps * 12 * float(np.max(np.abs(W)))
+    monkeypatch.setattr(sm, "_schatten", lambda sig, p: tiny)
+    K = kron_spectral(W, ((4, 2), (3, 5)), 1, p=(4.0, 8.0), max_iter=3, rng=0)
+    assert (K.n_evals, K.n_iter, len(K.history)) == (1, 0, 1)
+    monkeypatch.setattr(sm, "_schatten", lambda sig, p: tiny * (1 + 1e-15))
+    K = kron_spectral(W, ((4, 2), (3, 5)), 1, p=(4.0,), max_iter=1, rng=0)
+    assert K.n_evals == 1 + 12  # just above: one line search, 12 failed halvings
+
+
 def test_tol_ends_a_stage_after_the_first_step_below_it():
     W = np.random.default_rng(4).standard_normal((12, 12))
     s = ((3, 4), (4, 3))
