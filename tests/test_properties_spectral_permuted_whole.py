@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
@@ -26,6 +26,7 @@ from tqla.kron import KroneckerShape, KroneckerSum
 from tqla.spectral import kron_spectral
 
 FAST = {"p": (8.0,), "max_iter": 2}
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)  # slow fits: report, not shrink
 SHAPE = KroneckerShape((4, 3), (3, 4))
 
 
@@ -91,7 +92,11 @@ def _spy(monkeypatch):
 @given(seed=st.integers(0, 2**16), permute=st.sampled_from(["both", "rows", "cols", "none"]),
        n_iter=st.integers(0, 3), tol=st.sampled_from([0.0, 1e-4, 0.3]),
        noise=st.sampled_from([0.05, 1.0]))  # fmt: skip
-@settings(max_examples=8, deadline=None)
+@example(seed=0, permute="both", n_iter=0, tol=1e-4, noise=0.05)
+@example(seed=1, permute="rows", n_iter=3, tol=0.0, noise=1.0)
+@example(seed=2, permute="cols", n_iter=2, tol=0.3, noise=0.05)
+@example(seed=3, permute="none", n_iter=2, tol=1e-4, noise=1.0)
+@settings(max_examples=6, deadline=None, phases=NO_SHRINK)
 def test_fit_is_the_reference(seed, permute, n_iter, tol, noise):
     W = _scrambled(seed, noise)
     kw = {"permute": permute, "n_iter": n_iter, "tol": tol, "spectral_options": FAST,
