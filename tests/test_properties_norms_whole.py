@@ -363,3 +363,40 @@ def test_bad_operands_are_refused_with_the_whole_rule():
         residual(np.ones((3, 2)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="^K must be 2-D"):
         residual(np.ones((3, 2)), np.ones(3))
+
+
+@pytest.mark.parametrize("c, exhausted", [(63.5, True), (64.5, False)])
+def test_lanczos_breakdown_rule_is_64_eps_of_the_ritz_scale(c, exhausted, monkeypatch):
+    """The Krylov space counts as exhausted when the new residual b ≤ 64·eps·max(θ, |α|):
+    with eps set so that the first step's b is 63.5 or 64.5 of those units, the run stops
+    after that step (as exact: failure_prob 0, upper = √θ with the margin) or goes on."""
+    E = np.random.default_rng(7).standard_normal((9, 6))
+    v = np.random.default_rng(0).standard_normal((6, 1))
+    v = v / np.linalg.norm(v)
+    w = E.T @ (E @ v)
+    a = float(np.sum(w * v))
+    for _ in range(2):
+        w = w - v @ (v.T @ w)
+    b = float(np.linalg.norm(w))
+    eps = b / (c * max(a, abs(a)))
+    monkeypatch.setattr(nm, "float_dtype_eps", lambda xp, dtype: eps)
+    est = tqla.spectral_norm(E, method="lanczos", rtol=1e-12, rng=0)
+    assert (est.n_products == 2) == exhausted  # (a later step may still stop by the rule)
+    if exhausted:
+        s = np.sqrt(a)
+        assert est == NormEstimate(s, s, s * (1 + 16 * 9 * eps), "lanczos", 0.0, 2)
+
+
+def test_dense_arrays_need_no_scipy(monkeypatch):
+    """Without SciPy's LinearOperator nothing is taken for one: arrays and Kronecker sums
+    are still measured."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.sparse.linalg", None)  # the import fails
+    assert nm._is_scipy_operator(np.eye(2)) is False
+    E = np.random.default_rng(8).standard_normal((5, 3))
+    assert tqla.spectral_norm(E, method="exact").estimate == pytest.approx(
+        np.linalg.norm(E, 2), rel=1e-14
+    )
+    K = tqla.kron_svd(np.ones((4, 4)), ((2, 2), (2, 2)), 1)
+    assert tqla.spectral_norm(K, method="exact").estimate == pytest.approx(4.0, rel=1e-12)
