@@ -192,6 +192,14 @@ def test_strategy_draws_within_its_bounds(H):
     assert all(isinstance(K.A, np.ndarray) and K.A.dtype == np.float64 for K in H.terms)
 
 
+def test_strategy_defaults_are_a_12_by_12_matrix_of_up_to_3_groups_of_rank_2():
+    """Built inside the test (a strategy built at import is fixed before any patch)."""
+    strat = sc.hetero_kronecker_sums()
+    assert find(strat, lambda H: True).shape == (12, 12)
+    big = find(strat, lambda H: len(H.terms) == 3 and max(K.rank for K in H.terms) == 2)
+    assert big.shape == (12, 12)
+
+
 def test_strategy_reaches_every_bound_it_names():
     strat = sc.hetero_kronecker_sums(6, 4, max_groups=4, max_rank=3)
     shapes = [f.shape for f in factor_shapes(6, 4)]
