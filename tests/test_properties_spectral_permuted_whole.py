@@ -192,3 +192,23 @@ def test_bad_arguments_are_refused_with_the_whole_rule(kwargs, exc, message):
         tqla.permuted_kron_spectral(W, SHAPE, 13)
     with pytest.raises(ValueError, match="does not match the Kronecker shape"):
         tqla.permuted_kron_spectral(W[:6], SHAPE, 1)
+
+
+def test_rank_two_reaches_every_refit(monkeypatch):
+    W = _scrambled(4, noise=0.3)  # the assignment moves: two refits after the start's
+    kw = {"n_iter": 2, "tol": 0.0, "spectral_options": FAST}
+    calls = _spy(monkeypatch)
+    P = tqla.permuted_kron_spectral(W, SHAPE, 2, **kw)
+    K, rp, cp, errors, it, start, refits = reference(W, SHAPE, 2, **kw)
+    assert len(calls) == refits > 1 and P.kron.rank == 2
+    assert P.errors == pytest.approx(errors, rel=1e-12, abs=0)
+    np.testing.assert_array_equal(P.row_perm, rp)
+
+
+def test_a_bad_matrix_is_named_w():
+    W = _scrambled(0)
+    W[0, 0] = np.nan
+    with pytest.raises(ValueError, match="^W must"):
+        tqla.permuted_kron_spectral(W, SHAPE, 1)
+    with pytest.raises(TypeError, match="^W must"):
+        tqla.permuted_kron_spectral(np.ones((12, 12), dtype=np.int64), SHAPE, 1)
