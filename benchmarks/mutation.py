@@ -101,14 +101,24 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_tt.py"],
         ["tests/test_properties_tt.py", "tests/test_properties_tt_matrix.py"],
     ),
-    "tqla/spectral.py": (["tests/test_spectral.py"], ["tests/test_properties_spectral.py"]),
+    "tqla/spectral.py": (
+        ["tests/test_spectral.py"],
+        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_fit.py"],
+    ),
     "tqla/whiten.py": (["tests/test_whiten.py"], ["tests/test_properties_whiten.py"]),
     # third pass (core modules never sampled before); the second list also names the
     # property files written for their survivors (a file not written is left out)
-    "tqla/hetero.py": (["tests/test_hetero.py"], ["tests/test_properties_hetero.py"]),
+    "tqla/hetero.py": (
+        ["tests/test_hetero.py"],
+        ["tests/test_properties_hetero.py", "tests/test_properties_hetero_whole.py"],
+    ),
     "tqla/norms.py": (
         ["tests/test_spectral.py", "tests/test_hetero.py"],
-        ["tests/test_properties_spectral.py", "tests/test_properties_norms.py"],
+        [
+            "tests/test_properties_spectral.py",
+            "tests/test_properties_norms.py",
+            "tests/test_properties_norms_whole.py",
+        ],
     ),
     "tqla/tt_permuted.py": (
         ["tests/test_tt.py"],
@@ -116,16 +126,27 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/spectral_permuted.py": (
         ["tests/test_spectral_permuted.py"],
-        ["tests/test_properties_spectral_permuted.py"],
+        [
+            "tests/test_properties_spectral_permuted.py",
+            "tests/test_properties_spectral_permuted_whole.py",
+        ],
     ),
     "tqla/batch.py": (["tests/test_batch.py"], ["tests/test_properties_batch.py"]),
     "tqla/_spectral_residual.py": (
         ["tests/test_spectral.py"],
-        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_residual.py"],
+        [
+            "tests/test_properties_spectral.py",
+            "tests/test_properties_spectral_residual.py",
+            "tests/test_properties_residual_whole.py",
+        ],
     ),
     "tqla/_fixed_rank.py": (
         ["tests/test_spectral.py"],
-        ["tests/test_properties_spectral.py", "tests/test_properties_spectral_residual.py"],
+        [
+            "tests/test_properties_spectral.py",
+            "tests/test_properties_spectral_residual.py",
+            "tests/test_properties_residual_whole.py",
+        ],
     ),
     "tqla/_permuted_base.py": (
         ["tests/test_permuted.py", "tests/test_tt.py"],
@@ -158,7 +179,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/testing/strategies.py": (["tests/test_testing.py"], ["tests/test_properties_testing.py"]),
     "tqla/testing/spectral_checks.py": (
         ["tests/test_testing.py", "tests/test_hetero.py", "tests/test_spectral.py"],
-        ["tests/test_properties_testing.py"],
+        ["tests/test_properties_spectral_checks.py"],
     ),
     # the kernel modules' functions are all decorated (@register): run with --engine compiled
     "tqla/_kernels/_numpy.py": (

@@ -56,7 +56,6 @@ class _Residual:
         self.left = M <= N  # Gram route: E Eᵀ (M×M) if True, else Eᵀ E
         if mode == "auto":
             mode = "gram" if self.n <= GRAM_MAX_SIDE else "partial"
-        self.forced = mode == "partial"
         self.allow_partial = mode == "partial"
         self.k_min = min(self.n, max(16, 4 * rank))
         # The block never exceeds k_max: beyond it the objective is the Schatten-p norm of
