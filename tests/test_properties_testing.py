@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, find, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tqla import KroneckerShape, KroneckerSum, kron_svd, rearrange
