@@ -4,10 +4,13 @@ draws what it promises (shapes, exact ranks, valid permutations, dtypes, librari
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
 
 from tqla import KroneckerShape, KroneckerSum, kron_svd, rearrange
 from tqla.testing import assertions as ta
@@ -713,3 +716,444 @@ def test_assert_same_result_across_backends_whole_messages():
         [W],
         [(torch, "cpu")],
     )
+
+
+# --------------------------------------------------------------------------------------
+# Strategies: each draws what it promises, every argument reaches the draws
+# --------------------------------------------------------------------------------------
+def _can_draw(strategy, condition, n=150):
+    """Whether ``strategy`` draws an example with ``condition`` within n tries (Hypothesis
+    tries the boundaries of each choice early, so reachable corners are found)."""
+    try:
+        find(
+            strategy,
+            condition,
+            settings=settings(
+                max_examples=n, database=None, deadline=None, phases=[Phase.generate]
+            ),
+            random=random.Random(0),
+        )
+    except NoSuchExample:
+        return False
+    return True
+
+
+def _simplest(strategy):
+    """The first (simplest: every choice at its minimum) draw of ``strategy``."""
+    return find(
+        strategy,
+        lambda _: True,
+        settings=settings(max_examples=1, database=None, deadline=None, phases=[Phase.generate]),
+        random=random.Random(0),
+    )
+
+
+XS_ARRAY = type(xs.asarray(0.0))
+DEVICE1 = xs.__array_namespace_info__().devices()[1]
+
+
+def test_np_dtype_accepts_float_names_of_every_library_and_names_the_rest():
+    for d, want in (
+        ("float32", np.float32),
+        ("float64", np.float64),
+        (np.float32, np.float32),
+        (np.dtype("float64"), np.float64),
+        (torch.float32, np.float32),
+        (torch.float64, np.float64),
+        (xs.float32, np.float32),
+    ):
+        assert ts._np_dtype(d) == np.dtype(want)
+    for bad in ("int32", "float16", np.float16, torch.int64, "bogus", "complex128"):
+        _raises(TypeError, f"dtype must be float32 or float64, got {bad!r}", ts._np_dtype, bad)
+
+
+def test_convert_moves_to_the_library_and_device_keeping_dtype():
+    a = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    assert ts.convert(a) is a
+    assert ts.convert(a, np) is a
+    assert ts.convert(a, np, "cpu") is a
+    for dev in ("cuda", "meta", 0):
+        _raises(
+            ValueError,
+            f"NumPy arrays live on the CPU, got device={dev!r}",
+            ts.convert,
+            a,
+            None,
+            dev,
+        )
+        _raises(
+            ValueError, f"NumPy arrays live on the CPU, got device={dev!r}", ts.convert, a, np, dev
+        )
+    import array_api_compat.torch as compat_torch
+
+    for xp in (torch, compat_torch):
+        t = ts.convert(a, xp)
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.device.type == "cpu"
+        np.testing.assert_array_equal(t.numpy(), a)
+        t[0, 0] = 99.0  # a copy: the NumPy array is not shared
+        assert a[0, 0] == 0.0
+    m = ts.convert(a, torch, "meta")
+    assert m.device.type == "meta" and m.shape == (2, 3) and m.dtype == torch.float32
+    rev = ts.convert(a[:, ::-1], torch)
+    np.testing.assert_array_equal(rev.numpy(), a[:, ::-1])
+    x = ts.convert(a, xs)
+    assert (
+        isinstance(x, XS_ARRAY)
+        and x.dtype == xs.float32
+        and x.device == DEVICE1.__class__("CPU_DEVICE")
+    )
+    np.testing.assert_array_equal(np.asarray(x), a)
+    x1 = ts.convert(a[:, ::-1], xs, DEVICE1)
+    assert x1.device == DEVICE1 and x1.dtype == xs.float32
+    assert bool(xs.all(x1 == xs.asarray(a[:, ::-1].copy(), device=DEVICE1)))
+
+
+def test_matrix_shape_of_every_spelling():
+    assert ts._matrix_shape((3, 4)) == (3, 4)
+    assert ts._matrix_shape([np.int64(3), 4.0]) == (3, 4)
+    assert ts._matrix_shape(KroneckerShape((2, 3), (4, 5))) == (8, 15)
+    assert ts._matrix_shape(((2, 3), (4, 5))) == (8, 15)
+    assert ts._matrix_shape([[2, 3], (4, 5)]) == (8, 15)
+
+
+@given(W=ts.matrices(dtype="float32", bound=2.0, max_dim=5))
+def test_matrices_float32_entries_are_bounded_finite_normal_and_exact(W):
+    assert isinstance(W, np.ndarray) and W.dtype == np.float32 and W.ndim == 2
+    assert 1 <= W.shape[0] <= 5 and 1 <= W.shape[1] <= 5
+    assert np.all(np.isfinite(W)) and np.all(np.abs(W) <= 2.0)
+    tiny = np.finfo(np.float32).tiny
+    assert not np.any((W != 0) & (np.abs(W) < tiny))
+
+
+@given(W=ts.matrices())
+def test_matrices_defaults(W):
+    assert W.dtype == np.float64 and 1 <= min(W.shape) and max(W.shape) <= 16
+    assert np.all(np.abs(W) <= 10.0)
+    tiny = np.finfo(np.float64).tiny
+    assert not np.any((W != 0) & (np.abs(W) < tiny))
+
+
+def test_matrices_reach_their_bounds():
+    assert _can_draw(ts.matrices(), lambda W: W.shape == (16, 16), n=300)
+    assert _can_draw(ts.matrices(), lambda W: W.shape == (1, 1))
+    assert _can_draw(ts.matrices(max_dim=3), lambda W: W.shape == (3, 1))
+    assert _can_draw(ts.matrices((1, 1)), lambda W: W[0, 0] == 10.0)
+    assert _can_draw(ts.matrices((1, 1)), lambda W: W[0, 0] == -10.0, n=300)
+    assert _can_draw(ts.matrices((1, 1), bound=3.0), lambda W: W[0, 0] == -3.0, n=300)
+    for dtype in ("float64", "float32"):  # no subnormals (found within ~10 tries if allowed)
+        tiny = np.finfo(dtype).tiny
+        assert not _can_draw(
+            ts.matrices((1, 1), dtype=dtype), lambda W, t=tiny: 0 < abs(W[0, 0]) < t, n=60
+        )
+    assert _can_draw(ts.matrices((1, 1), dtype="float32"), lambda W: W[0, 0] == 10.0)
+    assert not _can_draw(ts.matrices((1, 2)), lambda W: np.any(np.abs(W) > 10.0))
+
+
+def test_matrices_shape_spellings_elements_and_gaussian():
+    assert _simplest(ts.matrices((2, 3))).shape == (2, 3)
+    assert _simplest(ts.matrices(((2, 3), (4, 1)))).shape == (8, 3)
+    assert _simplest(ts.matrices(KroneckerShape((2, 3), (4, 1)))).shape == (8, 3)
+    assert _simplest(ts.matrices(st.just(((1, 2), (3, 1))))).shape == (3, 2)
+    assert _simplest(ts.matrices(st.just((4, 2)))).shape == (4, 2)
+    W = _simplest(ts.matrices((2, 2), elements=st.just(1.5)))
+    np.testing.assert_array_equal(W, np.full((2, 2), 1.5))
+    # generic Gaussian data from a drawn seed (the simplest is seed 0)
+    for dtype in ("float64", "float32"):
+        G = _simplest(ts.matrices((3, 2), gaussian=True, dtype=dtype))
+        assert G.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(
+            G, np.random.default_rng(0).standard_normal((3, 2)).astype(dtype)
+        )
+    assert _can_draw(
+        ts.matrices((1, 1), gaussian=True),
+        lambda W: W[0, 0] == np.random.default_rng(2**32 - 1).standard_normal((1, 1))[0, 0],
+        n=1000,
+    )
+    assert not _can_draw(
+        ts.matrices((1, 1), gaussian=True),
+        lambda W: W[0, 0] == np.random.default_rng(2**32).standard_normal((1, 1))[0, 0],
+        n=1000,
+    )
+    t = _simplest(ts.matrices((2, 2), xp=torch, device="meta"))
+    assert isinstance(t, torch.Tensor) and t.device.type == "meta" and t.dtype == torch.float64
+    x = _simplest(ts.matrices((2, 2), xp=xs, device=DEVICE1, dtype="float32"))
+    assert x.device == DEVICE1 and x.dtype == xs.float32
+
+
+@given(s=ts.kronecker_shapes())
+def test_kronecker_shapes_defaults(s):
+    assert isinstance(s, KroneckerShape)
+    assert all(1 <= v <= 5 for v in (*s.a, *s.b))
+    assert s.matrix_shape[0] <= 64 and s.matrix_shape[1] <= 64
+
+
+@given(
+    max_side=st.integers(1, 6),
+    min_side=st.integers(1, 3),
+    extra=st.integers(0, 20),
+    nontrivial=st.booleans(),
+    data=st.data(),
+)
+def test_kronecker_shapes_respect_every_bound(max_side, min_side, extra, nontrivial, data):
+    if max_side < min_side:
+        _raises(
+            ValueError,
+            f"need 1 <= min_side <= max_side, got {min_side} and {max_side}",
+            ts.kronecker_shapes,
+            max_side=max_side,
+            min_side=min_side,
+        )
+        return
+    max_dim = min_side * max_side + extra
+    if nontrivial and max_side == 1:
+        return
+    s = data.draw(
+        ts.kronecker_shapes(
+            max_side=max_side, max_dim=max_dim, min_side=min_side, nontrivial=nontrivial
+        )
+    )
+    assert all(min_side <= v <= max_side for v in (*s.a, *s.b))
+    M, N = s.matrix_shape
+    assert M <= max_dim and N <= max_dim
+    if nontrivial:
+        assert s.a != (1, 1) and s.b != (1, 1)
+
+
+def test_kronecker_shapes_reach_every_corner_and_check_arguments():
+    big = ts.kronecker_shapes(max_side=3, max_dim=9)
+    assert _can_draw(big, lambda s: s.a == (3, 3) and s.b == (3, 3))
+    assert _can_draw(big, lambda s: s.a == (1, 3) and s.b == (3, 1))
+    assert _can_draw(big, lambda s: s.a == (3, 1) and s.b == (1, 3))
+    assert _can_draw(big, lambda s: s.a == (1, 1) and s.b == (1, 1))
+    assert _can_draw(ts.kronecker_shapes(), lambda s: s.a == (5, 5))
+    assert _can_draw(ts.kronecker_shapes(), lambda s: s.a == (1, 1))
+    assert not _can_draw(
+        ts.kronecker_shapes(nontrivial=True), lambda s: s.a == (1, 1) or s.b == (1, 1)
+    )
+    assert _can_draw(ts.kronecker_shapes(nontrivial=True), lambda s: s.a == (1, 2))
+    assert _can_draw(
+        ts.kronecker_shapes(min_side=2, max_side=2, max_dim=4), lambda s: s.a == (2, 2)
+    )
+    ts.kronecker_shapes(min_side=1, max_side=1, max_dim=1)
+    for bad in ({"min_side": 0}, {"min_side": 3, "max_side": 2}, {"min_side": -1, "max_side": -2}):
+        kw = {"min_side": 1, "max_side": 5, **bad}
+        _raises(
+            ValueError,
+            f"need 1 <= min_side <= max_side, got {kw['min_side']} and {kw['max_side']}",
+            ts.kronecker_shapes,
+            **bad,
+        )
+    _raises(
+        ValueError,
+        "max_dim must be >= min_side², got 3",
+        ts.kronecker_shapes,
+        min_side=2,
+        max_dim=3,
+    )
+
+
+@given(K=ts.kronecker_sums())
+def test_kronecker_sums_defaults(K):
+    assert isinstance(K, KroneckerSum) and 1 <= K.rank <= 3
+    assert K.dtype == np.float64 and isinstance(K.A, np.ndarray)
+    assert all(1 <= v <= 5 for v in (*K.kshape.a, *K.kshape.b))
+    assert max(K.shape) <= 64
+    assert np.all(np.abs(K.A) <= 10.0) and np.all(np.abs(K.B) <= 10.0)
+
+
+def test_kronecker_sums_every_argument_reaches_the_draw():
+    assert _can_draw(ts.kronecker_sums(), lambda K: K.rank == 3)
+    assert _can_draw(ts.kronecker_sums(), lambda K: K.rank == 1)
+    assert not _can_draw(ts.kronecker_sums(max_rank=2), lambda K: K.rank > 2)
+    assert not _can_draw(ts.kronecker_sums(max_side=2), lambda K: max(K.A.shape[1:]) > 2)
+    assert not _can_draw(ts.kronecker_sums(max_dim=4), lambda K: max(K.shape) > 4)
+    assert _can_draw(ts.kronecker_sums(max_side=2), lambda K: K.kshape.a == (2, 2))
+    assert not _can_draw(
+        ts.kronecker_sums(((1, 2), (1, 1)), rank=1, bound=2.0), lambda K: np.abs(K.A).max() > 2
+    )
+    s = KroneckerShape((2, 3), (3, 2))
+    for shape in (s, ((2, 3), (3, 2)), st.just(((2, 3), (3, 2))), st.just(s)):
+        K = _simplest(ts.kronecker_sums(shape, rank=2))
+        assert K.kshape == s and K.rank == 2
+    K = _simplest(ts.kronecker_sums(s, rank=st.just(4), dtype="float32"))
+    assert K.rank == 4 and K.A.dtype == np.float32 and K.B.dtype == np.float32
+    K = _simplest(ts.kronecker_sums(s, rank=1, elements=st.just(0.5)))
+    np.testing.assert_array_equal(K.A, 0.5)
+    np.testing.assert_array_equal(K.B, 0.5)
+    K = _simplest(ts.kronecker_sums(s, rank=2, gaussian=True))
+    np.testing.assert_array_equal(K.A, np.random.default_rng(0).standard_normal((2, 2, 3)))
+    np.testing.assert_array_equal(K.B, np.random.default_rng(0).standard_normal((2, 3, 2)))
+    K = _simplest(ts.kronecker_sums(s, rank=1, gaussian=True, dtype="float32"))
+    assert K.A.dtype == np.float32 and K.B.dtype == np.float32
+    K = _simplest(ts.kronecker_sums(s, rank=1, xp=torch))
+    assert isinstance(K.A, torch.Tensor) and isinstance(K.B, torch.Tensor)
+    K = _simplest(ts.kronecker_sums(s, rank=1, xp=xs, device=DEVICE1))
+    assert K.A.device == DEVICE1 and K.B.device == DEVICE1
+
+
+@given(p=ts.permutations(st.integers(0, 9)))
+def test_permutations_are_int64_permutations(p):
+    assert isinstance(p, np.ndarray) and p.dtype == np.int64 and p.ndim == 1
+    np.testing.assert_array_equal(np.sort(p), np.arange(p.size))
+
+
+def test_permutations_reach_every_order_and_any_library():
+    assert _can_draw(ts.permutations(4), lambda p: p.tolist() == [3, 2, 1, 0])
+    assert _can_draw(ts.permutations(4), lambda p: p.tolist() == [1, 0, 3, 2])
+    assert _simplest(ts.permutations(0)).shape == (0,)
+    assert _simplest(ts.permutations(np.int64(3))).tolist() == [0, 1, 2]
+    t = _simplest(ts.permutations(3, xp=torch))
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.int64
+    assert _simplest(ts.permutations(3, xp=torch, device="meta")).device.type == "meta"
+    x = _simplest(ts.permutations(3, xp=xs, device=DEVICE1))
+    assert x.device == DEVICE1 and x.dtype == xs.int64
+
+
+@given(planted=ts.kronecker_structured(rank=2, permuted=True, noise=0.1, max_side=3, max_dim=6))
+def test_kronecker_structured_is_its_truth_permuted_plus_the_stated_noise(planted):
+    W, K, rp, cp = planted.W, planted.K, planted.row_perm, planted.col_perm
+    assert isinstance(planted, ts.PlantedKronecker)
+    assert K.rank == 2 and max(W.shape) <= 6 and max(K.A.shape[1:]) <= 3
+    ta.assert_valid_permutation(rp, W.shape[0])
+    ta.assert_valid_permutation(cp, W.shape[1])
+    D = np.asarray(K.to_dense())
+    E = W - D[rp][:, cp]
+    assert np.linalg.norm(E) == pytest.approx(planted.noise, rel=1e-9, abs=1e-12)
+    assert planted.noise == pytest.approx(0.1 * np.linalg.norm(D), rel=1e-9, abs=1e-12)
+    assert W.flags.c_contiguous and W.dtype == np.float64
+
+
+def test_kronecker_structured_every_argument_reaches_the_draw():
+    s = KroneckerShape((2, 2), (2, 1))
+    P = _simplest(ts.kronecker_structured(s, rank=1))
+    np.testing.assert_array_equal(P.row_perm, np.arange(4))
+    np.testing.assert_array_equal(P.col_perm, np.arange(2))
+    assert P.noise == 0.0
+    np.testing.assert_array_equal(P.W, np.asarray(P.K.to_dense()))
+    # Gaussian factors by default (seed 0 is the simplest draw)
+    np.testing.assert_array_equal(P.K.A, np.random.default_rng(0).standard_normal((1, 2, 2)))
+    P = _simplest(ts.kronecker_structured(s, rank=1, gaussian=False))
+    np.testing.assert_array_equal(P.K.A, 0.0)
+    assert _can_draw(
+        ts.kronecker_structured(((1, 1), (1, 1)), rank=1, gaussian=False),
+        lambda P: P.K.A[0, 0, 0] == -10.0,
+    )
+    assert _can_draw(ts.kronecker_structured(), lambda P: P.K.rank == 3)
+    assert not _can_draw(ts.kronecker_structured(max_rank=2), lambda P: P.K.rank > 2)
+    assert not _can_draw(
+        ts.kronecker_structured(max_side=2, max_dim=3), lambda P: max(P.W.shape) > 3
+    )
+    assert _can_draw(ts.kronecker_structured(max_side=2), lambda P: P.K.kshape.a == (2, 2))
+    assert _can_draw(
+        ts.kronecker_structured(s, rank=1, permuted=True),
+        lambda P: P.row_perm.tolist() != [0, 1, 2, 3] and P.col_perm.tolist() == [1, 0],
+    )
+    P = _simplest(ts.kronecker_structured(s, rank=st.just(2), dtype="float32", noise=0.5))
+    assert P.W.dtype == np.float32 and P.K.A.dtype == np.float32 and P.K.rank == 2
+    D = np.asarray(P.K.to_dense(), dtype=np.float64)
+    assert P.noise == pytest.approx(0.5 * np.linalg.norm(D), rel=1e-6)
+    assert np.linalg.norm(P.W - D) == pytest.approx(P.noise, rel=1e-5)
+    P = _simplest(ts.kronecker_structured(s, rank=1, permuted=True, xp=torch))
+    for a in (P.W, P.K.A, P.K.B, P.row_perm, P.col_perm):
+        assert isinstance(a, torch.Tensor)
+    P = _simplest(ts.kronecker_structured(s, rank=1, xp=xs, device=DEVICE1))
+    for a in (P.W, P.K.A, P.K.B, P.row_perm, P.col_perm):
+        assert a.device == DEVICE1
+    assert isinstance(P.noise, float)
+
+
+def test_make_strategies_namespace_binds_the_library_and_device():
+    ns = ts.make_strategies_namespace(xs, DEVICE1)
+    assert ns.xp is xs and ns.device == DEVICE1
+    assert ns.kronecker_shapes is ts.kronecker_shapes
+    s = KroneckerShape((1, 2), (2, 1))
+    draws = [
+        _simplest(ns.matrices((2, 2))),
+        _simplest(ns.kronecker_sums(s, rank=1)).A,
+        _simplest(ns.kronecker_structured(s, rank=1)).W,
+        _simplest(ns.permutations(3)),
+        _simplest(ns.tensor_trains(modes=(2, 2))).cores[0],
+        _simplest(ns.tt_matrices(max_d=1)).cores[0],
+    ]
+    for a in draws:
+        assert isinstance(a, XS_ARRAY) and a.device == DEVICE1
+    assert ts.make_strategies_namespace(torch).device is None
+
+
+def _unfolding_ranks(X, modes):
+    X = np.asarray(X)
+    return tuple(
+        int(np.linalg.matrix_rank(X.reshape(int(np.prod(modes[: k + 1])), -1), tol=1e-9))
+        for k in range(len(modes) - 1)
+    )
+
+
+@given(T=ts.tensor_trains())
+def test_tensor_trains_have_their_drawn_ranks_exactly(T):
+    modes = tuple(T.shape)
+    assert 1 <= len(modes) <= 4 and all(1 <= n <= 4 for n in modes)
+    r = T.ranks
+    assert r[0] == 1 and r[-1] == 1 and all(1 <= v <= 3 for v in r)
+    assert _unfolding_ranks(T.to_dense(), modes) == tuple(r[1:-1])
+    assert T.dtype == np.float64
+
+
+def test_tensor_trains_every_argument_reaches_the_draw():
+    tts = ts.tensor_trains
+    assert _can_draw(tts(), lambda T: len(T.shape) == 4 and max(T.ranks) == 3)
+    assert _can_draw(tts(), lambda T: 4 in T.shape)
+    assert _can_draw(tts(), lambda T: len(T.shape) == 1)
+    assert not _can_draw(tts(max_d=2, max_mode=2, max_rank=1), lambda T: len(T.shape) > 2)
+    assert not _can_draw(tts(max_mode=2), lambda T: max(T.shape) > 2)
+    assert not _can_draw(tts(max_rank=2), lambda T: max(T.ranks) > 2)
+    assert _can_draw(tts(modes=(3, 3, 3), max_rank=5), lambda T: T.ranks == (1, 3, 3, 1))
+    assert _can_draw(tts(modes=(2, 4, 2), max_rank=8), lambda T: T.ranks == (1, 2, 2, 1))
+    assert _can_draw(tts(modes=st.just([2, 2])), lambda T: T.ranks == (1, 2, 1))
+    T = _simplest(tts(modes=(2, 3), dtype="float32"))
+    assert tuple(T.shape) == (2, 3) and T.dtype == np.float32
+    rng = np.random.default_rng(0)  # the simplest draw: ranks 1, seed 0
+    np.testing.assert_array_equal(T.cores[0], rng.standard_normal((1, 2, 1)).astype(np.float32))
+    T = _simplest(tts(modes=(2, 2), xp=torch))
+    assert all(isinstance(c, torch.Tensor) for c in T.cores)
+    T = _simplest(tts(modes=(2, 2), xp=xs, device=DEVICE1))
+    assert all(c.device == DEVICE1 for c in T.cores)
+
+
+def _ttm_ranks(T):
+    D = np.asarray(T.to_dense())
+    rm, cm = tuple(T.row_modes), tuple(T.col_modes)
+    d = len(rm)
+    X = D.reshape(*rm, *cm).transpose([v for k in range(d) for v in (k, d + k)])
+    return _unfolding_ranks(
+        X.reshape([a * b for a, b in zip(rm, cm)]), [a * b for a, b in zip(rm, cm)]
+    )
+
+
+@given(T=ts.tt_matrices())
+def test_tt_matrices_have_their_drawn_ranks_exactly(T):
+    d = len(T.row_modes)
+    assert 1 <= d <= 3 and len(T.col_modes) == d
+    assert all(1 <= v <= 3 for v in (*T.row_modes, *T.col_modes))
+    r = T.ranks
+    assert r[0] == 1 and r[-1] == 1 and all(1 <= v <= 3 for v in r)
+    assert _ttm_ranks(T) == tuple(r[1:-1])
+    assert T.dtype == np.float64
+
+
+def test_tt_matrices_every_argument_reaches_the_draw():
+    ttm = ts.tt_matrices
+    assert _can_draw(ttm(), lambda T: len(T.row_modes) == 3 and 3 in T.ranks)
+    assert _can_draw(ttm(), lambda T: 3 in T.row_modes and 3 in T.col_modes)
+    assert not _can_draw(ttm(max_d=2), lambda T: len(T.row_modes) > 2)
+    assert not _can_draw(ttm(max_mode=2), lambda T: max(*T.row_modes, *T.col_modes) > 2)
+    assert not _can_draw(ttm(max_rank=2), lambda T: max(T.ranks) > 2)
+    assert _can_draw(ttm(max_d=2, max_rank=9), lambda T: max(T.ranks) >= 4)
+    T = _simplest(ttm(max_d=1, dtype="float32"))
+    assert T.dtype == np.float32 and T.ranks == (1, 1)
+    np.testing.assert_array_equal(
+        T.cores[0], np.random.default_rng(0).standard_normal((1, 1, 1, 1)).astype(np.float32)
+    )
+    T = _simplest(ttm(max_d=2, xp=torch))
+    assert all(isinstance(c, torch.Tensor) for c in T.cores)
+    T = _simplest(ttm(max_d=2, xp=xs, device=DEVICE1))
+    assert all(c.device == DEVICE1 for c in T.cores)

@@ -275,6 +275,13 @@ def test_nearest_kron_weight_projects_an_indefinite_answer_onto_the_psd_cone():
     terms = [(np.array([1.0, -1.0]), np.array([1.0, 1.0]))]
     P, C = nearest_kron_weight(terms, 2, 2)
     assert P.ndim == 1 and np.all(P >= 0) and P[1] == 0.0 and P[0] > 0
+    # trace(P) = 0 exactly: the sign is then that of C (kept positive, small or not)
+    for c in (0.1, 0.6, 3.0):
+        P, C = nearest_kron_weight([(np.array([1.0, -1.0]), c * np.ones(2))], 2, 2)
+        assert C.sum() > 0 and np.all(C >= 0)
+        np.testing.assert_allclose(np.kron(np.diag(P), np.diag(C)), np.diag([c, c, 0, 0]))
+        P, C = nearest_kron_weight([(np.diag([1.0, -1.0]), c * np.eye(2))], 2, 2)
+        np.testing.assert_allclose(np.kron(P, C), np.diag([c, c, 0, 0]), atol=1e-12)
     terms = [(np.diag([1.0, -1.0]), np.eye(2))]
     P, C = nearest_kron_weight(terms, 2, 2)
     lam = np.linalg.eigvalsh(P)
@@ -333,6 +340,17 @@ def test_error_curve_of_its_own_weight_is_nonincreasing_and_ends_at_zero(mn, see
     # the decrease at rank r is s_r² (the closed form's error in its own weights)
     _, s, _ = two_sided_whitened_svd(W, P, C, min(m, n), damp=damp)
     np.testing.assert_allclose(-np.diff(curve), s**2, rtol=1e-7, atol=1e-9 * curve[0])
+
+
+def test_error_curve_of_a_float32_matrix_is_computed_in_float64():
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((5, 4)).astype(np.float32)
+    P, C = _psd(5, rng), rng.uniform(0.5, 2.0, 4)
+    terms = [(_psd(5, rng), _psd(4, rng))]
+    want = two_sided_error_curve(W.astype(np.float64), P, C, terms)
+    for X in (W, torch.tensor(W)):
+        got = two_sided_error_curve(X, P, C, terms)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * want[0])
 
 
 def test_error_curve_docstring_example_and_a_torch_input():
