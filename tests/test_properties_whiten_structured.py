@@ -412,3 +412,29 @@ def test_whitened_tt_matrix_argument_checks():
         (3, 2),
         (2, 2),
     )
+
+
+def test_a_zero_moment_sees_nothing_and_fits_zero():
+    """C = 0 (no input seen): every root is zero, Ŵ = 0, finite (no division by ‖S‖ = 0)."""
+    W = np.random.default_rng(6).standard_normal((6, 4))
+    for damp in (0.0, 0.5):
+        T = whitened_tt_matrix(W, np.zeros((4, 4)), (3, 2), (2, 2), ranks=[2], damp=damp)
+        np.testing.assert_array_equal(np.asarray(T.to_dense()), 0.0)
+        K = whitened_kron_spectral(W, np.zeros((4, 4)), SHAPE, 1, damp=damp, p=[4], max_iter=1)
+        np.testing.assert_array_equal(np.asarray(K.to_dense()), 0.0)
+
+
+def test_w_is_named_in_its_errors():
+    for fn, args in (
+        (whitened_kron_spectral, (np.eye(4), SHAPE)),
+        (whitened_tt_matrix, (np.eye(4), (1,), (4,))),
+    ):
+        _raises(ValueError, "W must be 2-D, got 1-D array of shape (4,)", fn, np.ones(4), *args)
+        _raises(
+            TypeError,
+            "W must have a real floating dtype (float32 or float64), got int64; convert it "
+            "with .astype(float64) / .to(torch.float64)",
+            fn,
+            np.ones((6, 4), dtype=np.int64),
+            *args,
+        )
