@@ -269,6 +269,23 @@ def test_nearest_kron_weight_of_one_term_is_it_and_of_zeros_is_zero():
     np.testing.assert_allclose(np.kron(P, np.diag(C)), np.eye(6), atol=1e-6)
 
 
+@given(seed=seeds, kinds=st.sampled_from(["dd", "DD", "dD"]))
+@settings(max_examples=15)
+def test_nearest_kron_weight_of_dependent_terms_is_their_exact_sum(seed, kinds):
+    """Linearly dependent terms (a rank-deficient J×J Gram matrix): the dropped null
+    directions must not blow up; Σ c_j·P ⊗ C = (Σ c_j)·P ⊗ C is its own nearest product."""
+    rng = np.random.default_rng(seed)
+    P0 = _weight(3, rng, "diag" if kinds[0] == "d" else "dense")
+    C0 = _weight(2, rng, "diag" if kinds[1] == "d" else "dense")
+    c = rng.uniform(0.5, 2.0, 3)
+    terms = [(c[0] * P0, C0), (P0, c[1] * C0), (c[2] * P0, C0)]
+    P, C = nearest_kron_weight(terms, 3, 2)
+    want = c.sum() * np.kron(_dense(P0), _dense(C0))
+    np.testing.assert_allclose(
+        np.kron(_dense(P), _dense(C)), want, rtol=0, atol=1e-11 * np.abs(want).max()
+    )
+
+
 def test_nearest_kron_weight_projects_an_indefinite_answer_onto_the_psd_cone():
     """Σ_j P_j ⊗ C_j with a negative coefficient direction: the nearest product may be
     indefinite; the returned sides are clipped (diagonal: entries; dense: eigenvalues)."""
