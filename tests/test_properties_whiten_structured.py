@@ -245,10 +245,26 @@ def test_whitened_kron_spectral_argument_checks():
     )
     with pytest.raises(ValueError, match=r"^C must be the \(cols × cols\) = \(4, 4\)"):
         whitened_kron_spectral(W, np.eye(3), SHAPE)
-    with pytest.raises(ValueError, match=r"rank"):
-        whitened_kron_spectral(W, np.eye(4), SHAPE, 0)
-    with pytest.raises(ValueError, match=r"\(6, 4\)|shape"):
-        whitened_kron_spectral(np.ones((4, 6)), np.eye(6), SHAPE)
+    for r in (0, 5):
+        _raises(
+            ValueError,
+            "rank must satisfy 1 <= rank <= min(m1·n1, m2·n2) = min(6, 4) = 4 for A (3, 2) ⊗ "
+            f"B (2, 2), got {r}",
+            whitened_kron_spectral,
+            W,
+            np.eye(4),
+            SHAPE,
+            r,
+        )
+    _raises(
+        ValueError,
+        "W of shape (4, 6) does not match the Kronecker shape A (3, 2) ⊗ B (2, 2), which "
+        "needs (3·2, 2·2) = (6, 4)",
+        whitened_kron_spectral,
+        np.ones((4, 6)),
+        np.eye(6),
+        SHAPE,
+    )
 
 
 # --------------------------------------------------------------------------------------
