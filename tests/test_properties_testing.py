@@ -1,6 +1,10 @@
 """tqla.testing stated whole: each assertion passes on what it should, fails with its whole
 documented message on what it should not (tolerances exactly as defined), and each strategy
-draws what it promises (shapes, exact ranks, valid permutations, dtypes, libraries)."""
+draws what it promises (shapes, exact ranks, valid permutations, dtypes, libraries).
+
+Strategies under test are built inside the tests (``data.draw``), never in ``@given(...)``
+arguments: those are evaluated once at collection, before a mutation tool switches a
+mutant on."""
 
 from __future__ import annotations
 
@@ -777,6 +781,9 @@ def test_convert_moves_to_the_library_and_device_keeping_dtype():
     assert ts.convert(a) is a
     assert ts.convert(a, np) is a
     assert ts.convert(a, np, "cpu") is a
+    import types
+
+    assert ts.convert(a, types.ModuleType("numpy")) is a  # NumPy is recognised by its name
     for dev in ("cuda", "meta", 0):
         _raises(
             ValueError,
@@ -821,8 +828,9 @@ def test_matrix_shape_of_every_spelling():
     assert ts._matrix_shape([[2, 3], (4, 5)]) == (8, 15)
 
 
-@given(W=ts.matrices(dtype="float32", bound=2.0, max_dim=5))
-def test_matrices_float32_entries_are_bounded_finite_normal_and_exact(W):
+@given(data=st.data())
+def test_matrices_float32_entries_are_bounded_finite_normal_and_exact(data):
+    W = data.draw(ts.matrices(dtype="float32", bound=2.0, max_dim=5), label="W")
     assert isinstance(W, np.ndarray) and W.dtype == np.float32 and W.ndim == 2
     assert 1 <= W.shape[0] <= 5 and 1 <= W.shape[1] <= 5
     assert np.all(np.isfinite(W)) and np.all(np.abs(W) <= 2.0)
@@ -830,8 +838,9 @@ def test_matrices_float32_entries_are_bounded_finite_normal_and_exact(W):
     assert not np.any((W != 0) & (np.abs(W) < tiny))
 
 
-@given(W=ts.matrices())
-def test_matrices_defaults(W):
+@given(data=st.data())
+def test_matrices_defaults(data):
+    W = data.draw(ts.matrices(), label="W")
     assert W.dtype == np.float64 and 1 <= min(W.shape) and max(W.shape) <= 16
     assert np.all(np.abs(W) <= 10.0)
     tiny = np.finfo(np.float64).tiny
@@ -885,8 +894,9 @@ def test_matrices_shape_spellings_elements_and_gaussian():
     assert x.device == DEVICE1 and x.dtype == xs.float32
 
 
-@given(s=ts.kronecker_shapes())
-def test_kronecker_shapes_defaults(s):
+@given(data=st.data())
+def test_kronecker_shapes_defaults(data):
+    s = data.draw(ts.kronecker_shapes(), label="s")
     assert isinstance(s, KroneckerShape)
     assert all(1 <= v <= 5 for v in (*s.a, *s.b))
     assert s.matrix_shape[0] <= 64 and s.matrix_shape[1] <= 64
@@ -957,8 +967,9 @@ def test_kronecker_shapes_reach_every_corner_and_check_arguments():
     )
 
 
-@given(K=ts.kronecker_sums())
-def test_kronecker_sums_defaults(K):
+@given(data=st.data())
+def test_kronecker_sums_defaults(data):
+    K = data.draw(ts.kronecker_sums(), label="K")
     assert isinstance(K, KroneckerSum) and 1 <= K.rank <= 3
     assert K.dtype == np.float64 and isinstance(K.A, np.ndarray)
     assert all(1 <= v <= 5 for v in (*K.kshape.a, *K.kshape.b))
@@ -996,8 +1007,9 @@ def test_kronecker_sums_every_argument_reaches_the_draw():
     assert K.A.device == DEVICE1 and K.B.device == DEVICE1
 
 
-@given(p=ts.permutations(st.integers(0, 9)))
-def test_permutations_are_int64_permutations(p):
+@given(data=st.data())
+def test_permutations_are_int64_permutations(data):
+    p = data.draw(ts.permutations(st.integers(0, 9)), label="p")
     assert isinstance(p, np.ndarray) and p.dtype == np.int64 and p.ndim == 1
     np.testing.assert_array_equal(np.sort(p), np.arange(p.size))
 
@@ -1005,7 +1017,8 @@ def test_permutations_are_int64_permutations(p):
 def test_permutations_reach_every_order_and_any_library():
     assert _can_draw(ts.permutations(4), lambda p: p.tolist() == [3, 2, 1, 0])
     assert _can_draw(ts.permutations(4), lambda p: p.tolist() == [1, 0, 3, 2])
-    assert _simplest(ts.permutations(0)).shape == (0,)
+    empty = _simplest(ts.permutations(0))
+    assert empty.shape == (0,) and empty.dtype == np.int64
     assert _simplest(ts.permutations(np.int64(3))).tolist() == [0, 1, 2]
     t = _simplest(ts.permutations(3, xp=torch))
     assert isinstance(t, torch.Tensor) and t.dtype == torch.int64
@@ -1014,8 +1027,12 @@ def test_permutations_reach_every_order_and_any_library():
     assert x.device == DEVICE1 and x.dtype == xs.int64
 
 
-@given(planted=ts.kronecker_structured(rank=2, permuted=True, noise=0.1, max_side=3, max_dim=6))
-def test_kronecker_structured_is_its_truth_permuted_plus_the_stated_noise(planted):
+@given(data=st.data())
+def test_kronecker_structured_is_its_truth_permuted_plus_the_stated_noise(data):
+    planted = data.draw(
+        ts.kronecker_structured(rank=2, permuted=True, noise=0.1, max_side=3, max_dim=6),
+        label="planted",
+    )
     W, K, rp, cp = planted.W, planted.K, planted.row_perm, planted.col_perm
     assert isinstance(planted, ts.PlantedKronecker)
     assert K.rank == 2 and max(W.shape) <= 6 and max(K.A.shape[1:]) <= 3
@@ -1093,8 +1110,9 @@ def _unfolding_ranks(X, modes):
     )
 
 
-@given(T=ts.tensor_trains())
-def test_tensor_trains_have_their_drawn_ranks_exactly(T):
+@given(data=st.data())
+def test_tensor_trains_have_their_drawn_ranks_exactly(data):
+    T = data.draw(ts.tensor_trains(), label="T")
     modes = tuple(T.shape)
     assert 1 <= len(modes) <= 4 and all(1 <= n <= 4 for n in modes)
     r = T.ranks
@@ -1134,8 +1152,9 @@ def _ttm_ranks(T):
     )
 
 
-@given(T=ts.tt_matrices())
-def test_tt_matrices_have_their_drawn_ranks_exactly(T):
+@given(data=st.data())
+def test_tt_matrices_have_their_drawn_ranks_exactly(data):
+    T = data.draw(ts.tt_matrices(), label="T")
     d = len(T.row_modes)
     assert 1 <= d <= 3 and len(T.col_modes) == d
     assert all(1 <= v <= 3 for v in (*T.row_modes, *T.col_modes))
@@ -1150,6 +1169,8 @@ def test_tt_matrices_every_argument_reaches_the_draw():
     assert _can_draw(ttm(), lambda T: len(T.row_modes) == 3 and 3 in T.ranks)
     assert _can_draw(ttm(), lambda T: 3 in T.row_modes and 3 in T.col_modes)
     assert not _can_draw_in_40(ttm(max_d=2), lambda T: len(T.row_modes) > 2)
+    assert not _can_draw_in_40(ttm(), lambda T: len(T.row_modes) > 3)
+    assert not _can_draw_in_40(ttm(), lambda T: max(*T.row_modes, *T.col_modes, *T.ranks) > 3)
     assert not _can_draw_in_40(ttm(max_mode=2), lambda T: max(*T.row_modes, *T.col_modes) > 2)
     assert not _can_draw_in_40(ttm(max_rank=2), lambda T: max(T.ranks) > 2)
     assert _can_draw(ttm(max_d=2, max_rank=9), lambda T: max(T.ranks) >= 4)
