@@ -532,3 +532,22 @@ def test_whitened_permuted_kron_keeps_ws_library_and_dtype():
     P = whitened_permuted_kron(W, np.eye(4), ((2, 2), (2, 2)), 1, n_iter=1)
     assert isinstance(P.kron.A, torch.Tensor) and P.kron.A.dtype == torch.float32
     assert P.kron.B.dtype == torch.float32
+
+
+def test_a_float32_moment_is_used_in_float64():
+    """The moment is read in float64 whatever its dtype: a float32 (or torch) moment gives
+    the float64 answer of its values, dense or diagonal."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(21)
+    W = rng.standard_normal((4, 5))
+    C32 = _moment(5, 22).astype(np.float32)
+    d32 = rng.uniform(0.5, 2.0, 5).astype(np.float32)
+    for M32 in (C32, d32):
+        M64 = M32.astype(np.float64)
+        for damp in (0.0, 0.3):
+            want = whitened_spectrum(W, M64, damp=damp)
+            for M in (M32, torch.tensor(M32)):
+                got = whitened_spectrum(W, M, damp=damp)
+                np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+        A = W + 0.1
+        assert whitened_error(W, A, M32) == pytest.approx(whitened_error(W, A, M64), rel=1e-13)
