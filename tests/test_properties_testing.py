@@ -1183,3 +1183,29 @@ def test_tt_matrices_every_argument_reaches_the_draw():
     assert all(isinstance(c, torch.Tensor) for c in T.cores)
     T = _simplest(ttm(max_d=2, xp=xs, device=DEVICE1))
     assert all(c.device == DEVICE1 for c in T.cores)
+
+
+def test_every_seeded_strategy_draws_seeds_over_exactly_0_to_2_32_minus_1(monkeypatch):
+    """Gaussian data, noise, TT cores: NumPy generators seeded by a drawn integer that
+    spans [0, 2³²−1] (Hypothesis tries both ends within 200 draws)."""
+    seen = []
+    real = np.random.default_rng
+
+    def spy(seed=None):
+        seen.append(seed)
+        return real(seed)
+
+    monkeypatch.setattr(np.random, "default_rng", spy)
+    one = KroneckerShape((1, 1), (1, 1))
+    for strategy in (
+        ts.matrices((1, 1), gaussian=True),
+        ts.kronecker_sums(one, rank=1, gaussian=True),
+        ts.kronecker_structured(one, rank=1, gaussian=False, noise=0.1),
+        ts.tensor_trains(modes=(1,)),
+        ts.tt_matrices(max_d=1, max_mode=1),
+    ):
+        seen.clear()
+        assert not _can_draw(strategy, lambda _: False, n=200)
+        ints = [int(v) for v in seen]
+        assert len(ints) == len(seen) >= 200
+        assert min(ints) == 0 and max(ints) == 2**32 - 1
