@@ -544,3 +544,24 @@ def test_arguments_are_checked_with_their_whole_messages():
             max_rank=top,
         )
     assert two_sided_error_curve(W, one3, one4, [(one3, one4)], max_rank=3).shape == (4,)
+
+
+def test_float32_weights_of_the_terms_are_read_in_float64():
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((4, 3))
+    t32 = [
+        (_psd(4, rng).astype(np.float32), rng.uniform(0.5, 2, 3).astype(np.float32)),
+        (rng.uniform(0.5, 2, 4).astype(np.float32), rng.uniform(0.5, 2, 3).astype(np.float32)),
+        (rng.uniform(0.5, 2, 4).astype(np.float32), _psd(3, rng).astype(np.float32)),
+    ]
+    t64 = [(P.astype(np.float64), C.astype(np.float64)) for P, C in t32]
+    tt = [(torch.tensor(P), torch.tensor(C)) for P, C in t32]
+    want = nearest_kron_weight(t64, 4, 3)
+    want_curve = two_sided_error_curve(W, np.ones(4), np.ones(3), t64)
+    for terms in (t32, tt):
+        got = nearest_kron_weight(terms, 4, 3)
+        for a, b in zip(got, want):
+            assert a.dtype == np.float64
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        curve = two_sided_error_curve(W, np.ones(4), np.ones(3), terms)
+        np.testing.assert_allclose(curve, want_curve, rtol=1e-12, atol=1e-12 * want_curve[0])
