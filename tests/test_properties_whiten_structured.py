@@ -187,8 +187,10 @@ def test_whitened_kron_spectral_damping_reaches_the_roots(monkeypatch):
         return real(Ww, s, rank, **options)
 
     monkeypatch.setattr(spectral_mod, "kron_spectral", spy)
-    for damp in (0.5, 0.0):
-        whitened_kron_spectral(W, C, SHAPE, 1, damp=damp, p=[4], max_iter=1)
+    for damp in (0.5, 0.0, None):  # None: the default, no damping
+        kw = {} if damp is None else {"damp": damp}
+        whitened_kron_spectral(W, C, SHAPE, 1, p=[4], max_iter=1, **kw)
+        damp = damp or 0.0
         D = []
         # the nearest Kronecker factors are F1, F2 up to a scale that normalisation removes
         for Fk in (F1, F2):
