@@ -551,3 +551,78 @@ def test_a_float32_moment_is_used_in_float64():
                 np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
         A = W + 0.1
         assert whitened_error(W, A, M32) == pytest.approx(whitened_error(W, A, M64), rel=1e-13)
+
+
+def test_damp_defaults_to_zero_everywhere():
+    """With a singular moment damping changes every answer; the default is no damping."""
+    import tqla.whiten as wm
+
+    rng = np.random.default_rng(23)
+    X = rng.standard_normal((3, 4))
+    C = X.T @ X  # rank 3 of 4
+    d = np.array([1.0, 0.0, 2.0, 0.5])
+    W = rng.standard_normal((4, 4))
+    s = ((2, 2), (2, 2))
+    pairs = [
+        (lambda **k: wm.moment_root(C, **k)),
+        (lambda **k: wm.whitened_svd(W, C, 2, **k)),
+        (lambda **k: wm.whitened_svd(W, d, 2, **k)),
+        (lambda **k: wm.whitened_spectrum(W, C, **k)),
+        (lambda **k: wm.whitened_spectrum(W, d, **k)),
+        (lambda **k: wm.whitened_kron_spectrum(W, C, s, **k)),
+        (lambda **k: wm.whitened_kron_svd(W, C, s, 2, **k).to_dense()),
+    ]
+
+    def parts(out):
+        return [np.asarray(a) for a in out] if isinstance(out, tuple) else [np.asarray(out)]
+
+    for call in pairs:
+        default, zero, damped = parts(call()), parts(call(damp=0.0)), parts(call(damp=1.0))
+        for a, b in zip(default, zero):
+            np.testing.assert_array_equal(a, b)
+        assert not all(np.allclose(a, b) for a, b in zip(default, damped))
+
+
+def test_times_kron_contracts_with_the_optimised_order(monkeypatch):
+    """W·(S₁⊗S₂) by einsum with optimize=True (M·N·(n1 + n2) multiply-adds, never the
+    Kronecker product), equal to the dense product."""
+    import tqla.whiten as wm
+
+    rng = np.random.default_rng(24)
+    W, S1, S2 = (
+        rng.standard_normal((5, 6)),
+        rng.standard_normal((2, 2)),
+        rng.standard_normal((3, 3)),
+    )
+    calls = []
+    real = np.einsum
+
+    def spy(subscripts, *operands, **kw):
+        calls.append((subscripts, kw.get("optimize", False)))
+        return real(subscripts, *operands, **kw)
+
+    monkeypatch.setattr(np, "einsum", spy)
+    got = wm._times_kron(W, S1, S2)
+    assert calls == [("mab,ac,bd->mcd", True)]
+    np.testing.assert_allclose(got, W @ np.kron(S1, S2), atol=1e-12)
+
+
+def test_nearest_kron_moment_of_a_traceless_factor_keeps_the_positive_side():
+    """trace(C₁) = 0 exactly (an indefinite input): the sign is chosen by trace(C₂) >= 0,
+    whatever its size; the sides are then projected onto the PSD cone."""
+    for c in (0.1, 0.7, 3.0):
+        C = np.kron(np.diag([1.0, -1.0]), c * np.eye(2))
+        C1, C2 = nearest_kron_moment(C, 2, 2)
+        assert np.trace(C2) > 0
+        np.testing.assert_allclose(
+            np.kron(C1, C2), np.kron(np.diag([1.0, 0.0]), c * np.eye(2)), atol=1e-12
+        )
+
+
+@given(seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 1e-3]))
+@settings(max_examples=10)
+def test_nearest_kron_moment_of_a_small_moment_is_exact(seed, scale):
+    C = scale * np.kron(_moment(2, seed), _moment(3, seed + 7))
+    C1, C2 = nearest_kron_moment(C, 2, 3)
+    assert np.trace(C1) > 0 and np.trace(C2) > 0
+    np.testing.assert_allclose(np.kron(C1, C2), C, atol=1e-12 * np.abs(C).max())
