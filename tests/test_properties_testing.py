@@ -1132,6 +1132,8 @@ def test_tensor_trains_every_argument_reaches_the_draw():
     assert _can_draw(tts(modes=(3, 3, 3), max_rank=5), lambda T: T.ranks == (1, 3, 3, 1))
     assert _can_draw(tts(modes=(2, 4, 2), max_rank=8), lambda T: T.ranks == (1, 2, 2, 1))
     assert _can_draw(tts(modes=st.just([2, 2])), lambda T: T.ranks == (1, 2, 1))
+    # an inner rank is capped by its left neighbour's rank times the mode (not further left)
+    assert _can_draw(tts(modes=(3, 3, 3, 3), max_rank=9), lambda T: T.ranks == (1, 3, 9, 3, 1))
     T = _simplest(tts(modes=(2, 3), dtype="float32"))
     assert tuple(T.shape) == (2, 3) and T.dtype == np.float32
     rng = np.random.default_rng(0)  # the simplest draw: ranks 1, seed 0
