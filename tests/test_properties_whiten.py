@@ -626,3 +626,59 @@ def test_nearest_kron_moment_of_a_small_moment_is_exact(seed, scale):
     C1, C2 = nearest_kron_moment(C, 2, 3)
     assert np.trace(C1) > 0 and np.trace(C2) > 0
     np.testing.assert_allclose(np.kron(C1, C2), C, atol=1e-12 * np.abs(C).max())
+
+
+def test_a_dense_moment_is_named_when_it_is_not_a_float_matrix():
+    from tqla.two_sided import two_sided_whitened_svd
+    from tqla.whiten import whitened_svd
+
+    W = np.ones((3, 4))
+    dtype_rule = "must have a real floating dtype (float32 or float64), got int64; convert it "
+    dtype_rule += "with .astype(float64) / .to(torch.float64)"
+    _raises(
+        ValueError,
+        "C must be 2-D, got 3-D array of shape (4, 4, 1)",
+        whitened_svd,
+        W,
+        np.ones((4, 4, 1)),
+        1,
+    )
+    _raises(TypeError, f"C {dtype_rule}", whitened_svd, W, np.eye(4, dtype=int), 1)
+    _raises(TypeError, f"C {dtype_rule}", whitened_spectrum, W, np.eye(4, dtype=int))
+    _raises(
+        TypeError,
+        f"row_moment {dtype_rule}",
+        two_sided_whitened_svd,
+        W,
+        np.eye(3, dtype=int),
+        np.eye(4),
+        1,
+    )
+    _raises(
+        TypeError,
+        f"col_moment {dtype_rule}",
+        two_sided_whitened_svd,
+        W,
+        np.ones(3),
+        np.eye(4, dtype=int),
+        1,
+    )
+
+
+def test_whitened_permuted_kron_error_of_a_float32_matrix_is_the_float64_refits():
+    """``errors[-1]`` is the whitened error of the float64 refit (before the factors are cast
+    to W's dtype)."""
+    from tqla.whiten import whitened_permuted_kron
+
+    rng = np.random.default_rng(25)
+    W32 = rng.standard_normal((4, 6)).astype(np.float32)
+    C = _moment(6, 26)
+    s = ((2, 3), (2, 2))
+    P = whitened_permuted_kron(W32, C, s, 1, n_iter=1)
+    assert P.kron.A.dtype == np.float32
+    rp, cp = np.asarray(P.row_perm), np.asarray(P.col_perm)
+    inv_r, inv_c = np.argsort(rp), np.argsort(cp)
+    Wk = W32.astype(np.float64)[inv_r][:, inv_c]
+    Ck = C[inv_c][:, inv_c]
+    K = whitened_kron_svd(Wk, Ck, s, 1)
+    assert P.errors[-1] == pytest.approx(whitened_error(Wk, K.to_dense(), Ck), rel=1e-11)
