@@ -567,3 +567,60 @@ def test_float32_weights_of_the_terms_are_read_in_float64():
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
         curve = two_sided_error_curve(W, np.ones(4), np.ones(3), terms)
         np.testing.assert_allclose(curve, want_curve, rtol=1e-12, atol=1e-12 * want_curve[0])
+
+
+def test_gram_factor_drops_eigenvalues_up_to_j_eps_of_the_largest():
+    """Fᵀ·F = G on the eigenvalues above J·eps·λ_max (LAPACK's usual rank threshold), F⁺
+    its pseudo-inverse; the others are dropped."""
+    eps = float(np.finfo(np.float64).eps)
+    for J, ratio, kept in ((2, 1.5, 1), (2, 2.5, 2), (3, 2.5, 2), (3, 3.5, 3)):
+        lam = np.ones(J)
+        lam[-1] = ratio * eps
+        F, Finv = two._gram_factor(np.diag(lam))
+        assert F.shape == (kept, J) and Finv.shape == (J, kept)
+        np.testing.assert_allclose(F @ Finv, np.eye(kept), atol=1e-12)
+    G = _psd(3, np.random.default_rng(0))
+    F, Finv = two._gram_factor(G)
+    np.testing.assert_allclose(F.T @ F, G, atol=1e-12)
+
+
+def test_the_sign_is_decided_by_the_trace_of_p_not_its_sum():
+    """P₀ = [[1, −2], [−2, 1]] has trace 2 but entry sum −2: the returned P keeps the sign
+    with trace >= 0 and is then projected onto the PSD cone (its eigenvalue-3 part)."""
+    P0 = np.array([[1.0, -2.0], [-2.0, 1.0]])
+    v = np.array([1.0, -1.0]) / np.sqrt(2)
+    for C0 in (np.eye(2), np.ones(2)):
+        P, C = nearest_kron_weight([(P0, C0)], 2, 2)
+        np.testing.assert_allclose(
+            np.kron(P, _dense(C)), np.kron(3 * np.outer(v, v), np.eye(2)), atol=1e-12
+        )
+
+
+def test_when_c_is_negative_p_keeps_its_positive_trace():
+    """Σ P_j ⊗ C_j = I ⊗ (−I): P (trace > 0) decides the sign; C's negative part is clipped."""
+    for P0, C0 in ((np.eye(2), -np.eye(3)), (np.ones(2), -np.ones(3))):
+        P, C = nearest_kron_weight([(P0, C0)], 2, 3)
+        np.testing.assert_allclose(_dense(P), np.eye(2) / np.sqrt(2), atol=1e-12)
+        np.testing.assert_array_equal(C, 0.0)
+
+
+def test_w_is_named_in_the_errors_of_both_functions():
+    one3, one4 = np.ones(3), np.ones(4)
+    _raises(
+        ValueError,
+        "W must be 2-D, got 1-D array of shape (4,)",
+        two_sided_whitened_svd,
+        one4,
+        one3,
+        one4,
+        1,
+    )
+    _raises(
+        ValueError,
+        "W must be 2-D, got 1-D array of shape (4,)",
+        two_sided_error_curve,
+        one4,
+        one3,
+        one4,
+        [(one3, one4)],
+    )
