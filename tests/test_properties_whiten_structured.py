@@ -456,3 +456,33 @@ def test_w_is_named_in_its_errors():
             np.ones((6, 4), dtype=np.int64),
             *args,
         )
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2])
+def test_the_roots_are_normalised_to_spectral_norm_one(monkeypatch, scale):
+    """Each factor root is scaled to ‖S_k‖₂ = 1 whatever the moment's scale (small or
+    large): the whitened matrix handed to the solver is W·(S₁⊗S₂) with
+    S_k·S_kᵀ = C_k/λ_max(C_k)."""
+    rng = np.random.default_rng(7)
+    F = [_spd(2, rng), _spd(2, rng)]
+    W = rng.standard_normal((6, 4))
+    N1, N2 = _unit_roots(F)
+    seen = {}
+    real_ks, real_tt = spectral_mod.kron_spectral, ttm_mod.tt_matrix
+
+    def spy_ks(Ww, s, rank, **options):
+        seen["ks"] = np.asarray(Ww)
+        return real_ks(Ww, s, rank, **options)
+
+    def spy_tt(X, row_modes, col_modes, **kw):
+        seen["tt"] = np.asarray(X)
+        return real_tt(X, row_modes, col_modes, **kw)
+
+    monkeypatch.setattr(spectral_mod, "kron_spectral", spy_ks)
+    monkeypatch.setattr(ttm_mod, "tt_matrix", spy_tt)
+    C = scale * np.kron(F[0], F[1])
+    whitened_kron_spectral(W, C, SHAPE, 1, p=[4], max_iter=1)
+    whitened_tt_matrix(W, C, (3, 2), (2, 2), ranks=[2])
+    want = W @ np.kron(N1, N2) @ W.T
+    for key in ("ks", "tt"):
+        np.testing.assert_allclose(seen[key] @ seen[key].T, want, atol=1e-10)
