@@ -1211,3 +1211,53 @@ def test_every_seeded_strategy_draws_seeds_over_exactly_0_to_2_32_minus_1(monkey
         ints = [int(v) for v in seen]
         assert len(ints) == len(seen) >= 200
         assert min(ints) == 0 and max(ints) == 2**32 - 1
+
+
+def test_assert_same_array_type_walks_any_record_with_asdict():
+    """Results that are records (``_asdict``, iterable) are walked like named tuples."""
+    D = np.zeros((2, 2))
+
+    class Record:
+        def __init__(self, *items):
+            self.items = items
+
+        def _asdict(self):
+            return dict(enumerate(self.items))
+
+        def __iter__(self):
+            return iter(self.items)
+
+    ta.assert_same_array_type(Record(D, D), D)
+    _raises(
+        AssertionError,
+        "output 1 has dtype float32, expected float64",
+        ta.assert_same_array_type,
+        Record(D, D.astype(np.float32)),
+        D,
+    )
+
+
+def test_assert_same_result_across_backends_converts_to_the_device_and_names_any_library():
+    import types
+
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((3, 2))
+    devices = []
+
+    def record(w):
+        devices.append(getattr(w, "device", None))
+        return w * 2
+
+    ta.assert_same_result_across_backends(record, [W], [(xs, DEVICE1)])
+    assert devices[1] == DEVICE1
+    # a library without __name__ is named by itself in the message
+    plain = types.SimpleNamespace(asarray=np.asarray)
+    calls = []
+
+    def drifting(w):
+        calls.append(1)
+        return w * (1.0 if len(calls) == 1 else 2.0)
+
+    with pytest.raises(AssertionError) as info:
+        ta.assert_same_result_across_backends(drifting, [W], [(plain, None)])
+    assert str(info.value).startswith(f"{plain} on None differs from NumPy: ")
