@@ -38,12 +38,12 @@ __all__ = ["nearest_kron_weight", "two_sided_error_curve", "two_sided_whitened_s
 def _side(M: Any, n: int, damp: float, name: str):
     """(Lᵀ-apply, (Lᵀ)⁺-apply) for the weight ``M`` of one side of length ``n``: functions
     of a float64 array whose first axis is that side."""
-    if len(getattr(M, "shape", ())) == 1:
-        root, inv = _diag_root(M, n, damp)
-        return (lambda X: root[:, None] * X), (lambda X: inv[:, None] * X)
     try:
+        if len(getattr(M, "shape", ())) == 1:
+            root, inv = _diag_root(M, n, damp)
+            return (lambda X: root[:, None] * X), (lambda X: inv[:, None] * X)
         S, Sp = _root64(_moment64(M, n, name), damp)  # S·Sᵀ = M: Lᵀ = Sᵀ, (Lᵀ)⁺ = S⁺ᵀ
-    except ValueError as err:
+    except ValueError as err:  # name the side (the shared checks speak of C)
         raise ValueError(f"{name}: {err}") from None
     return (lambda X: S.T @ X), (lambda X: Sp.T @ X)
 
@@ -119,8 +119,7 @@ def _weights64(terms: Sequence[tuple[Any, Any]], m: int, n: int) -> list[tuple[n
             Md = to_numpy(M, np.float64)
             if Md.shape not in ((k,), (k, k)):
                 raise ValueError(
-                    f"terms[{j}] {side} weight must have shape ({k},) or ({k}, {k}), got "
-                    f"{Md.shape}"
+                    f"terms[{j}] {side} weight must have shape ({k},) or ({k}, {k}), got {Md.shape}"
                 )
             if not np.all(np.isfinite(Md)):
                 raise ValueError(f"terms[{j}] {side} weight must be finite")
@@ -247,9 +246,10 @@ def two_sided_error_curve(
         raise ValueError(f"max_rank must be in [0, {K}], got {max_rank!r}")
     t = _weights64(terms, m, n)
     Wd = to_numpy(Wx, np.float64)
-    U, s, Vh = (to_numpy(a, np.float64) for a in two_sided_whitened_svd(
-        Wd, row_moment, col_moment, K, damp=damp, method="full"
-    ))
+    U, s, Vh = (
+        to_numpy(a, np.float64)
+        for a in two_sided_whitened_svd(Wd, row_moment, col_moment, K, damp=damp, method="full")
+    )
     A, B = U, Vh.T  # Ŵ_K = A·diag(s)·Bᵀ
     R0 = Wd - (A * s[None, :]) @ B.T
     e0, cross, M = 0.0, np.zeros(K), np.zeros((K, K))

@@ -46,11 +46,13 @@ _FLOATS = ("float32", "float64")
 
 def _np_dtype(dtype: Any) -> np.dtype:
     """A NumPy float dtype from a NumPy/torch/CuPy dtype or a name ('float32', ...)."""
-    name = str(dtype).rsplit(".", 1)[-1]
-    try:
-        out = np.dtype(name)
+    try:  # NumPy dtypes, scalar types (np.float32) and names
+        out = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        try:  # torch.float32, array_api_strict.float32, ...: by name
+            out = np.dtype(str(dtype).rsplit(".", 1)[-1])
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if out.name not in _FLOATS:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
     return out
