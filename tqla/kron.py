@@ -528,7 +528,13 @@ def _on_host(xp: Any, W: Any) -> bool:
     if is_numpy(xp):
         return True
     dev = device_of(W)
-    return str(getattr(dev, "type", dev)).lower() in ("cpu", "array_api_strict_cpu_device")
+    # torch: device.type; array_api_strict: its Device('CPU_DEVICE') (older releases
+    # spelled it array_api_strict_cpu_device)
+    return str(getattr(dev, "type", dev)).lower() in (
+        "cpu",
+        "array_api_strict_cpu_device",
+        "array_api_strict.device('cpu_device')",
+    )
 
 
 def _gram_kernel(kernel: str, W: Any) -> str | None:
