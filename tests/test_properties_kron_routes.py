@@ -481,3 +481,56 @@ def test_kron_singular_values_is_the_svd_of_the_rearrangement():
         tk.kron_singular_values(W, s)
     with pytest.raises(ValueError, match=r"^W must be 2-D, got 1-D array of shape \(48,\)$"):
         tk.kron_singular_values(np.ones(48), s)
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_ceiling_counts_the_dtype_of_every_library(lib, dtype):
+    """Bytes per entry from the dtype on every library (array_api_strict's dtypes have no
+    itemsize: its float32 arrays were counted at 8 bytes)."""
+    s = KroneckerShape((3, 2), (2, 5))
+    W = _W(s, 1, np.dtype(dtype))
+    W = {"numpy": W, "torch": torch.from_numpy(W), "array_api_strict": xs.asarray(W)}[lib]
+    need = _need(s, 2, "full", np.dtype(dtype).itemsize)
+    kron_svd(W, s, 2, method="full", max_bytes=need)
+    with pytest.raises(MemoryError, match=r"^kron_svd\(method='full'\) of W \(6, 10\) with"):
+        kron_svd(W, s, 2, method="full", max_bytes=need - 1)
+
+
+def test_finiteness_is_checked_once_and_free_on_the_gram_route(monkeypatch):
+    """The Gram route learns finiteness from its Gram matrix: no separate pass over W;
+    the other routes check W once, by name."""
+    import tqla._array as arr
+
+    log = []
+    real = arr.check_finite
+
+    def spy(xp, x, name):
+        log.append((xp, x, name))
+        return real(xp, x, name)
+
+    monkeypatch.setattr(arr, "check_finite", spy)
+    monkeypatch.setattr(tk, "check_finite", spy)
+    s = KroneckerShape((3, 2), (2, 4))
+    W = _W(s)
+    kron_svd(W, s, method="gram")
+    assert log == []
+    for method in ("full", "randomized"):
+        kron_svd(W, s, method=method, rng=0)
+        assert len(log) == 1 and log[0][0] is np and log[0][1] is W and log[0][2] == "W"
+        log.clear()
+
+
+def test_overflowing_gram_matrices_warn_nothing():
+    import warnings
+
+    from tqla import truncated_svd
+
+    s = KroneckerShape((3, 2), (2, 4))
+    H = _W(s) * 1e200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kron_svd(H, s, 2, method="gram")
+        truncated_svd(H, 2, method="gram")
+        truncated_svd(H.T, 2, method="gram")
+        kron_svd(H, s, 2, method="gram", kernel="array_api")

@@ -501,7 +501,8 @@ def _check_svd_memory(
         limit = positive_bytes(max_bytes, "max_bytes")
         source = "max_bytes"
     half = W.dtype not in (xp.float32, xp.float64)
-    itemsize = 4 if half else int(getattr(W.dtype, "itemsize", 8))
+    # (finfo: array_api_strict's dtypes have no itemsize)
+    itemsize = 4 if half else int(xp.finfo(W.dtype).bits) // 8
     in_place = (
         method == "gram"
         and is_numpy(xp)
