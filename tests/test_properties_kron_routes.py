@@ -534,3 +534,34 @@ def test_overflowing_gram_matrices_warn_nothing():
         truncated_svd(H, 2, method="gram")
         truncated_svd(H.T, 2, method="gram")
         kron_svd(H, s, 2, method="gram", kernel="array_api")
+
+
+def test_kron_svd_messages_name_w_whole():
+    s = KroneckerShape((3, 2), (2, 4))
+    cases = [
+        ([[1.0]], TypeError, "W must be an array (NumPy, CuPy, torch, ...), got list; "
+                             "wrap it with numpy.asarray first"),
+        (np.ones(48), ValueError, "W must be 2-D, got 1-D array of shape (48,)"),
+        (np.ones((6, 8), int), TypeError, "W must have a real floating dtype (float32 or "
+         "float64), got int64; convert it with .astype(float64) / .to(torch.float64)"),
+        (np.ones((0, 8)), ValueError, "W must not be empty, got shape (0, 8)"),
+        (np.ones((8, 6)), ValueError, "W of shape (8, 6) does not match the Kronecker shape "
+         "A (3, 2) ⊗ B (2, 4), which needs (3·2, 2·4) = (6, 8)"),
+        (torch.ones(6, 8, device="meta"), ValueError, "W is a tensor on the 'meta' device: it "
+         "has a shape but no values. Materialise it first (e.g. module.to_empty(device='cpu') "
+         "and then load the weights, or build the model on a real device)"),
+    ]  # fmt: skip
+    for W, exc, msg in cases:
+        for method in ("gram", "full"):
+            with pytest.raises(exc) as info:
+                kron_svd(W, s, method=method)
+            assert str(info.value) == msg
+    with pytest.raises(ValueError) as info:
+        kron_svd(_W(s), s, 7)
+    assert str(info.value) == (
+        "rank must satisfy 1 <= rank <= min(m1·n1, m2·n2) = min(6, 8) = 6 for A (3, 2) ⊗ "
+        "B (2, 4), got 7"
+    )
+    with pytest.raises(ValueError) as info:
+        kron_svd(_W(s), s, method="qr")
+    assert str(info.value) == "method must be one of 'auto', 'gram', 'full', 'randomized', got 'qr'"
