@@ -565,3 +565,33 @@ def test_kron_svd_messages_name_w_whole():
     with pytest.raises(ValueError) as info:
         kron_svd(_W(s), s, method="qr")
     assert str(info.value) == "method must be one of 'auto', 'gram', 'full', 'randomized', got 'qr'"
+
+
+@pytest.mark.parametrize("method", ["gram", "full", "randomized"])
+@pytest.mark.parametrize("kernel", ["auto", "array_api"])
+def test_kron_svd_and_products_stay_on_a_second_device(method, kernel):
+    """array_api_strict's "device1" refuses to combine with its CPU device: every array
+    tqla creates on the way must be put on W's device (as on a GPU)."""
+    dev, cpu = xs.Device("device1"), xs.Device("CPU_DEVICE")
+    s = KroneckerShape((3, 2), (2, 4))
+    W = _W(s, 8)
+    Wd = xs.asarray(W, device=dev)
+
+    def host(a):
+        return np.asarray(a.to_device(cpu))
+
+    K = kron_svd(Wd, s, 2, method=method, rng=1, kernel=kernel)
+    ref = kron_svd(W, s, 2, method=method, rng=1)
+    assert K.A.device == K.B.device == dev
+    np.testing.assert_allclose(host(K.A), ref.A, atol=1e-10)
+    np.testing.assert_allclose(host(K.B), ref.B, atol=1e-10)
+    x = np.random.default_rng(0).standard_normal((2, 8, 3))
+    y = np.random.default_rng(0).standard_normal((2, 6))
+    np.testing.assert_allclose(host(K @ xs.asarray(x, device=dev)), ref @ x, atol=1e-10)
+    np.testing.assert_allclose(host(K.rmatmat(xs.asarray(y, device=dev))), y @ ref, atol=1e-10)
+    np.testing.assert_allclose(host(K.to_dense()), ref.to_dense(), atol=1e-10)
+    X = rearrange(Wd, s)
+    assert X.device == dev and unrearrange(X, s).device == dev
+    sv = tk.kron_singular_values(Wd, s)
+    assert sv.device == dev
+    np.testing.assert_allclose(host(sv), tk.kron_singular_values(W, s), atol=1e-12)

@@ -353,3 +353,20 @@ def test_truncated_svd_messages_are_whole():
         truncated_svd(np.array([[np.inf, 1.0]]), 1)
     with pytest.raises(TypeError, match=r"^rng must be None, an int seed or a numpy\.random"):
         truncated_svd(X, 1, method="randomized", rng=1.5)
+
+
+@pytest.mark.parametrize("method", ["auto", *ROUTES])
+@pytest.mark.parametrize("shape", [(7, 5), (4, 9), (5, 5)])
+def test_every_route_stays_on_a_second_device(method, shape):
+    """array_api_strict's "device1" refuses to combine with arrays on its CPU device, so a
+    helper array created on the default device (a lost ``device=``) fails here as it would
+    on a GPU; the results equal NumPy's."""
+    xs = pytest.importorskip("array_api_strict")
+    dev = xs.Device("device1")
+    X = np.random.default_rng(1).standard_normal(shape)
+    out = truncated_svd(xs.asarray(X, device=dev), 3, method=method, rng=2)
+    want = truncated_svd(X, 3, method=method, rng=2)
+    for got, ref in zip(out, want, strict=True):
+        assert got.device == dev
+        host = np.asarray(got.to_device(xs.Device("CPU_DEVICE")))
+        np.testing.assert_allclose(host, ref, atol=1e-10)
