@@ -252,6 +252,9 @@ def test_defaults_are_rank_one_auto_auto_and_no_ceiling(monkeypatch):
     xp, W0, s0, r, method, kernel, mb = calls.args("_check_svd_memory")[0]
     assert (xp, W0, s0, r, method, kernel, mb) == (np, W, s, 1, "gram", "auto", None)
     assert calls.args("_svd_gram")[0][1:] == (W, s, 1, "auto")
+    calls.log.clear()
+    kron_svd(W, s, method="randomized")  # rng=None: fresh entropy
+    assert calls.args("svd_rows")[0][4] is None
 
 
 @pytest.mark.parametrize("method", ["full", "randomized"])

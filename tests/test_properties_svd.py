@@ -153,6 +153,9 @@ def test_each_method_runs_its_route_with_every_argument(monkeypatch):
     calls.log.clear()
     truncated_svd(X.T, 1, method="auto")
     assert calls.log[0][1] == (5, 1, 4096)
+    calls.log.clear()
+    truncated_svd(X, 2, method="randomized")  # rng=None: fresh entropy
+    assert calls.log[0][1][4] is None and isinstance(calls.log[1][1][3], np.random.Generator)
 
 
 @pytest.mark.parametrize("rank, route", [(1, "randomized"), (2, "full")])
