@@ -598,3 +598,23 @@ def test_kron_svd_and_products_stay_on_a_second_device(method, kernel):
     sv = tk.kron_singular_values(Wd, s)
     assert sv.device == dev
     np.testing.assert_allclose(host(sv), tk.kron_singular_values(W, s), atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "array_api"])
+def test_an_infinite_entry_is_reported_as_a_bad_w_not_a_warning(kernel):
+    """inf·0 in the Gram matrix is an invalid operation: the Gram route silences it and
+    reports W (seed-11 survivor: ``invalid="ignore"`` dropped)."""
+    import warnings
+
+    from tqla import truncated_svd
+
+    s = KroneckerShape((3, 2), (2, 4))
+    W = np.zeros(s.matrix_shape)
+    W[0, 0] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"^W must be finite, but it holds NaN or infinity$"):
+            kron_svd(W, s, method="gram", kernel=kernel)
+        for X in (W, W.T):
+            with pytest.raises(ValueError, match=r"^X must be finite, but it holds NaN or inf"):
+                truncated_svd(X, 1, method="gram")
