@@ -51,15 +51,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SCOPES: dict[str, tuple[list[str], list[str]]] = {
     "tqla/kron.py": (
         ["tests/test_kron.py", "tests/test_core_api.py"],
-        ["tests/test_properties_kron.py"],
+        ["tests/test_properties_kron.py", "tests/test_properties_kron_routes.py"],
     ),
     "tqla/shapes.py": (
         ["tests/test_kron.py", "tests/test_core_api.py"],
-        ["tests/test_properties_kron.py", "tests/test_properties_shapes.py"],
+        [
+            "tests/test_properties_kron.py",
+            "tests/test_properties_shapes.py",
+            "tests/test_properties_kron_routes.py",
+        ],
     ),
     "tqla/svd.py": (
         ["tests/test_kron.py", "tests/test_core_api.py"],
-        ["tests/test_properties_kron.py"],
+        [
+            "tests/test_properties_kron.py",
+            "tests/test_properties_svd.py",
+            "tests/test_properties_kron_routes.py",
+        ],
     ),
     "tqla/assignment.py": (
         ["tests/test_assignment.py"],
@@ -159,11 +167,20 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "tqla/_array.py": (
         ["tests/test_validation.py", "tests/test_core_api.py", "tests/test_kernels.py"],
-        ["tests/test_properties_kron.py", "tests/test_properties_array.py"],
+        [
+            "tests/test_properties_kron.py",
+            "tests/test_properties_array.py",
+            "tests/test_properties_svd.py",
+            "tests/test_properties_kron_routes.py",
+        ],
     ),
     "tqla/_memory.py": (
         ["tests/test_validation.py", "tests/test_kron.py", "tests/test_assignment.py"],
-        ["tests/test_properties_kron.py", "tests/test_properties_memory.py"],
+        [
+            "tests/test_properties_kron.py",
+            "tests/test_properties_memory.py",
+            "tests/test_properties_kron_routes.py",
+        ],
     ),
     "tqla/_estimator.py": (
         ["tests/test_permuted.py", "tests/test_spectral.py", "tests/test_hetero.py"],

@@ -501,7 +501,8 @@ def _check_svd_memory(
         limit = positive_bytes(max_bytes, "max_bytes")
         source = "max_bytes"
     half = W.dtype not in (xp.float32, xp.float64)
-    itemsize = 4 if half else int(getattr(W.dtype, "itemsize", 8))
+    # (finfo: array_api_strict's dtypes have no itemsize)
+    itemsize = 4 if half else int(xp.finfo(W.dtype).bits) // 8
     in_place = (
         method == "gram"
         and is_numpy(xp)
@@ -528,7 +529,13 @@ def _on_host(xp: Any, W: Any) -> bool:
     if is_numpy(xp):
         return True
     dev = device_of(W)
-    return str(getattr(dev, "type", dev)).lower() in ("cpu", "array_api_strict_cpu_device")
+    # torch: device.type; array_api_strict: its Device('CPU_DEVICE') (older releases
+    # spelled it array_api_strict_cpu_device)
+    return str(getattr(dev, "type", dev)).lower() in (
+        "cpu",
+        "array_api_strict_cpu_device",
+        "array_api_strict.device('cpu_device')",
+    )
 
 
 def _gram_kernel(kernel: str, W: Any) -> str | None:
