@@ -94,3 +94,21 @@ def test_partial_block_grows_inside_a_stage_and_the_best_point_is_kept(monkeypat
     assert any(grew)  # the block grew (here after accepted steps of the stage)
     err = np.linalg.norm(W - K.to_dense(), 2)
     assert err <= np.linalg.norm(W - kron_svd(W, s, 2).to_dense(), 2) * (1 + 1e-12)
+
+
+def test_fit_on_a_second_device_stays_there_and_matches_the_cpu_fit():
+    """array_api_strict's "device1" refuses to combine with its CPU device: every array the
+    fit makes (the retraction's identity blocks included) is created on W's device, and
+    the result equals the CPU fit's."""
+    import pytest
+
+    xs = pytest.importorskip("array_api_strict")
+    W = np.random.default_rng(0).standard_normal((6, 6))
+    shape = ((2, 3), (3, 2))
+    dev = xs.Device("device1")
+    K1 = kron_spectral(xs.asarray(W, device=dev), shape, 2, p=4, max_iter=3, rng=0)
+    K0 = kron_spectral(xs.asarray(W), shape, 2, p=4, max_iter=3, rng=0)
+    assert K1.n_iter == K0.n_iter >= 1
+    assert K1.A.device == dev and K1.B.device == dev
+    for a, b in ((K1.A, K0.A), (K1.B, K0.B)):
+        assert np.array_equal(np.asarray(a.to_device(xs.Device("CPU_DEVICE"))), np.asarray(b))

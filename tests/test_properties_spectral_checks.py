@@ -216,3 +216,38 @@ def test_strategy_on_another_library():
     H = find(sc.hetero_kronecker_sums(4, 6, xp=torch, device="cpu"), lambda H: True)
     assert all(isinstance(K.A, torch.Tensor) and K.A.dtype == torch.float64 for K in H.terms)
     assert all(isinstance(K.B, torch.Tensor) for K in H.terms) and H.shape == (4, 6)
+
+
+def test_strategy_default_rank_bound_is_2_built_inside_the_test():
+    """No draw of the default strategy has a term of rank 3 (max_rank defaults to 2)."""
+    from hypothesis import settings as hsettings
+    from hypothesis.errors import NoSuchExample
+
+    strat = sc.hetero_kronecker_sums()
+    with pytest.raises(NoSuchExample):
+        find(
+            strat,
+            lambda H: max(K.rank for K in H.terms) > 2,
+            settings=hsettings(max_examples=200, database=None),
+        )
+
+
+def _zero_hetero():
+    shapes = [((3, 4), (4, 3)), ((12, 1), (1, 12))]
+    return HeteroKroneckerSum(
+        [KroneckerSum(np.zeros((1, *a)), np.zeros((1, *b))) for a, b in shapes]
+    )
+
+
+def test_hetero_consistent_of_the_zero_sum_and_its_tolerance_boundary():
+    """A zero sum: every product is exactly zero, and the tolerance is
+    rtol·(Σ|D| + 1e-300)·max(M, N) > 0, so it passes for any rtol >= 0; a product off by
+    exactly that tolerance passes (the test is err > tol), one off by more fails."""
+    H = _zero_hetero()
+    for rtol in (1e-10, 0.5, 0.0):
+        sc.assert_hetero_consistent(H, rtol=rtol)
+    tol = 0.5 * 1e-300 * 12
+    for where in ("mm", "rmm", "T"):
+        sc.assert_hetero_consistent(_Broken(H, where, tol), rtol=0.5)
+        with pytest.raises(AssertionError, match="differs from the dense product by"):
+            sc.assert_hetero_consistent(_Broken(H, where, 2 * tol), rtol=0.5)

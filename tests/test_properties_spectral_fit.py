@@ -565,3 +565,33 @@ def test_init_of_another_library_is_refused():
            "torch.float64")  # fmt: skip
     with pytest.raises(TypeError, match=f"^{re.escape(msg)}$"):
         kron_spectral(W, ((3, 2), (2, 2)), 1, init=init)
+
+
+def test_stage_stops_iff_the_relative_decrease_is_strictly_below_tol(monkeypatch):
+    """After each accepted step the stage stops when (F − F_new)/F < tol, and goes on when
+    it equals tol: the line search is wrapped to report F_new = F/2 exactly (relative
+    decrease exactly 0.5 in binary arithmetic)."""
+    from tqla import spectral as sp
+
+    orig = sp._Optimiser._line_search
+    calls = []
+
+    def halving(self, D, xi, t, p, F):
+        calls.append(F)
+        found = orig(self, D, xi, t, p, F)
+        if found is None:
+            return None
+        t, tries, cand, state, _ = found
+        return t, tries, cand, state, F * 0.5
+
+    monkeypatch.setattr(sp._Optimiser, "_line_search", halving)
+    W = np.random.default_rng(3).standard_normal((6, 6))
+    shape = ((2, 3), (3, 2))
+    for tol, stops_after_one in ((0.5, False), (float(np.nextafter(0.5, 1.0)), True)):
+        calls.clear()
+        K = sp.kron_spectral(W, shape, 1, p=4, max_iter=3, tol=tol, svd="full", rng=0)
+        assert K.n_iter >= 1
+        if stops_after_one:
+            assert len(calls) == 1 and K.n_iter == 1
+        else:
+            assert len(calls) >= 2

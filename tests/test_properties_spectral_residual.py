@@ -113,3 +113,18 @@ def test_partial_plan_never_shrinks_the_block_and_says_when_it_changed():
     flat = np.ones(res.n)  # every triplet matters: the block grows to min(n, 1.5·n + 1)
     assert res.plan(flat, V, 4.0) and res.k == res.n
     np.testing.assert_array_equal(res.V, V[:, : res.n])
+
+
+@pytest.mark.parametrize("shape", [((1, 2), (1, 3)), ((2, 1), (3, 1))])
+def test_partial_route_on_a_single_row_or_column_agrees_with_full(shape):
+    """min(M, N) = 1: the partial route's block holds one singular value (plan looks at
+    σ₁ only) and the fit agrees with the full route."""
+    M, N = KroneckerShape.of(shape).matrix_shape
+    W = np.random.default_rng(0).standard_normal((M, N))
+    Kp = kron_spectral(W, shape, 1, p=4, svd="partial", rng=0)
+    Kf = kron_spectral(W, shape, 1, p=4, svd="full", rng=0)
+    assert Kp.svd == "partial" and Kf.svd == "full"
+    assert Kp.n_iter == Kf.n_iter
+    tol = 64 * np.finfo(np.float64).eps * float(np.linalg.norm(W))
+    assert np.linalg.norm(Kp.to_dense() - Kf.to_dense()) <= tol
+    assert abs(Kp.spectral_error.estimate - Kf.spectral_error.estimate) <= tol

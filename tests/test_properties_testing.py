@@ -1261,3 +1261,70 @@ def test_assert_same_result_across_backends_converts_to_the_device_and_names_any
     with pytest.raises(AssertionError) as info:
         ta.assert_same_result_across_backends(drifting, [W], [(plain, None)])
     assert str(info.value).startswith(f"{plain} on None differs from NumPy: ")
+
+
+def test_assert_reconstructs_densifies_anything_with_to_dense():
+    """Not only KroneckerSum: any object with ``to_dense()`` (a TT matrix, a permuted or
+    heterogeneous sum, a user's class) is compared through its dense matrix."""
+
+    class Dense:
+        def __init__(self, M):
+            self.M = M
+
+        def to_dense(self):
+            return self.M
+
+    D = np.array([[1.0, 2.0], [3.0, 4.0]])
+    ta.assert_reconstructs(Dense(D), D, rtol=0.0)
+    ta.assert_reconstructs(Dense(torch.asarray(D)), torch.asarray(D), rtol=0.0)
+    bad = D.copy()
+    bad[0, 1] += 0.5
+    _raises(
+        AssertionError,
+        _reconstruct_message(D, bad, 1e-7, 0.0, name="T"),
+        ta.assert_reconstructs,
+        Dense(D),
+        bad,
+        name="T",
+    )
+
+
+def test_assert_kron_close_sign_hint_at_the_boundary():
+    """The hint is given iff max|F + R| <= atol + rtol·max|R| (the same closed inequality
+    as the test itself): exact binary values put the flipped distance on the boundary."""
+    B = np.array([[[1.0]]])
+    ref = KroneckerSum(np.array([[[-0.5]]]), B)
+    K = KroneckerSum(np.array([[[1.0]]]), B)
+    # diff = 1.5 > 0.5; flipped = |1.0 − 0.5| = 0.5 == atol: the hint is given
+    _raises(
+        AssertionError,
+        f"factor A[0] differs from the reference by {_g(1.5)} (max abs), > atol + "
+        f"rtol·max|ref| = {_g(0.5)} (it matches with the opposite sign)",
+        ta.assert_kron_close,
+        K,
+        ref,
+        atol=0.5,
+        rtol=0.0,
+    )
+    # the same boundary through rtol: tol = 1.0·max|ref| = 0.5
+    _raises(
+        AssertionError,
+        f"factor A[0] differs from the reference by {_g(1.5)} (max abs), > atol + "
+        f"rtol·max|ref| = {_g(0.5)} (it matches with the opposite sign)",
+        ta.assert_kron_close,
+        K,
+        ref,
+        rtol=1.0,
+    )
+    # just outside the boundary: no hint
+    K2 = KroneckerSum(np.array([[[1.25]]]), B)
+    _raises(
+        AssertionError,
+        f"factor A[0] differs from the reference by {_g(1.75)} (max abs), > atol + "
+        f"rtol·max|ref| = {_g(0.5)}",
+        ta.assert_kron_close,
+        K2,
+        ref,
+        atol=0.5,
+        rtol=0.0,
+    )

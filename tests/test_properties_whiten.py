@@ -682,3 +682,18 @@ def test_whitened_permuted_kron_error_of_a_float32_matrix_is_the_float64_refits(
     Ck = C[inv_c][:, inv_c]
     K = whitened_kron_svd(Wk, Ck, s, 1)
     assert P.errors[-1] == pytest.approx(whitened_error(Wk, K.to_dense(), Ck), rel=1e-11)
+
+
+def test_diag_root_of_an_empty_moment_is_empty_and_silent():
+    """n = 0: no mean of an empty vector is taken (it would warn and give NaN), whatever
+    the damping; the root and its pseudo-inverse are empty float64 vectors."""
+    import warnings
+
+    from tqla.whiten import _diag_root
+
+    for damp in (0.0, 0.5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            root, inv = _diag_root(np.zeros(0), 0, damp)
+        assert root.shape == inv.shape == (0,)
+        assert root.dtype == inv.dtype == np.float64
