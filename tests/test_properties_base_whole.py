@@ -304,3 +304,19 @@ def test_to_linear_is_the_dense_layer():
     x = torch.randn(3, 8, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(lin(x), layer(x))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool]
+)
+def test_relative_error_converts_an_approximation_of_any_real_dtype_to_float64(dtype):
+    """Each block of approx is converted to float64 before the difference: any real dtype
+    (half precision, integers, a boolean mask) gives the float64 definition."""
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    approx = (3 * torch.randn(5, 3, generator=g)).to(dtype)
+    want = float(
+        np.linalg.norm(approx.to(torch.float64).numpy() - ref.numpy()) / np.linalg.norm(ref)
+    )
+    assert base.relative_error(approx, ref) == pytest.approx(want, rel=1e-14)
+    assert base.relative_error(lambda i, j: approx[i:j], ref) == pytest.approx(want, rel=1e-14)

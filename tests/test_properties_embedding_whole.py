@@ -425,3 +425,14 @@ def test_tied_head_whole():
         "embedding must provide attend(h) (a tqla_torch compressed embedding), got Embedding",
         TiedEmbeddingHead, nn.Embedding(6, 4),
     )  # fmt: skip
+
+
+def test_from_module_reports_plan_errors_under_the_module_name():
+    """from_module plans under ``name`` (``'module'`` when none is given): the plan's
+    messages name the module being compressed."""
+    emb = nn.Embedding(10, 8)
+    F = KroneckerEmbedding.from_module
+    _raises(ValueError, "module 'wte': embeddings are compressed at rank 1, got rank=2", F,
+            emb, _settings(rank=2), name="wte")  # fmt: skip
+    _raises(ValueError, "module 'module': embeddings are compressed at rank 1, got rank=2", F,
+            emb, _settings(rank=2))  # fmt: skip

@@ -15,6 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
 import tqla  # noqa: E402
@@ -322,6 +323,10 @@ def test_hetero_fit_whole(dtype, monkeypatch):
     kwargs["spectral_options"].pop("rng")
     assert kwargs == {"n_params": None, "rank": 2, "norm": "fro", "spectral_options": {}}
     assert calls[1][1]["bias"] is False
+    kh.calls.clear()  # without a bias the whole budget goes to the factors
+    HeteroKroneckerLinear.from_module(nn.Linear(12, 8, bias=False), _hetero(n_params=20))
+    ((args, kwargs),) = kh.calls
+    assert kwargs["n_params"] == 20
 
 
 def test_hetero_fit_resolves_the_shapes_under_the_module_name(monkeypatch):
@@ -364,3 +369,14 @@ def test_spectral_fits_stay_on_the_cuda_device():
         assert {t.device.type for t in layer.state_dict().values()} == {"cuda"}
     layer = HeteroKroneckerLinear.from_module(nn.Linear(12, 8, device="cuda"), _hetero())
     assert {t.device.type for t in layer.state_dict().values()} == {"cuda"}
+
+
+def test_hetero_factorized_forward_reads_rows_of_in_features():
+    """The factorized forward takes x as rows of in_features values: an input whose size is
+    no multiple of in_features fails at that first reshape (which names in_features)."""
+    layer = HeteroKroneckerLinear.from_module(nn.Linear(12, 8), _hetero())
+    assert layer.implementation == "factorized"
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.to_dense(), layer.bias))
+    with pytest.raises(RuntimeError, match=r"'\[-1, 12\]' is invalid for input of size 10"):
+        layer(torch.randn(2, 5))

@@ -271,3 +271,38 @@ def test_fit_cores_hands_every_argument_to_the_decomposition(monkeypatch):
     calls.clear()
     ttf._fit_cores(w, (2, 3), (4, 2), 2, None, moment)  # damp defaults to 0
     assert calls[0][0] == "wt" and calls[0][5] == {"ranks": 2, "eps": None, "damp": 0.0}
+
+
+@pytest.mark.parametrize("b", [0, 1, 3])
+@pytest.mark.parametrize("pairs", [[(1, 6), (6, 1)], [(6, 1), (1, 6)]])
+def test_without_an_order_the_batch_size_decides_and_an_empty_batch_ties(pairs, b, monkeypatch):
+    """order=None runs left first iff its multiply-adds for the b rows of x are <= right
+    first's: an empty batch costs 0 both ways and runs left first whatever the cores."""
+    rm = tuple(p[0] for p in pairs)
+    cm = tuple(p[1] for p in pairs)
+    cores = _cores(rm, cm, 2)
+    full = (1, *(int(G.shape[3]) for G in cores))
+    ran = []
+    real_left, real_right = ttf._left_first, ttf._right_first
+    monkeypatch.setattr(ttf, "_left_first", lambda *a: ran.append("left_first") or real_left(*a))
+    monkeypatch.setattr(ttf, "_right_first", lambda *a: ran.append("right_first") or real_right(*a))
+    x = torch.randn(b, math.prod(cm), dtype=torch.float64)
+    with torch.no_grad():
+        y = ttf.tt_forward(cores, x)
+    assert y.shape == (b, math.prod(rm))
+    left, right = ttf._costs(rm, cm, full, b)
+    assert ran == ["left_first" if left <= right else "right_first"]
+    if b == 0:
+        assert ran == ["left_first"]
+    else:
+        assert ran == [("left_first", "right_first")[pairs[0] == (6, 1)]]
+
+
+@pytest.mark.parametrize("order", ["left_first", "right_first", None])
+def test_an_empty_batch_gives_an_empty_result(order):
+    """x of shape (0, N) gives y of shape (0, M) in both orders, as nn.Linear does (a
+    reshape to (0, -1) would be ambiguous and fail)."""
+    cores = _cores((2, 3), (3, 2), 2)
+    bias = torch.randn(6, dtype=torch.float64)
+    y = ttf.tt_forward(cores, torch.zeros(0, 6, dtype=torch.float64), order, bias)
+    assert y.shape == (0, 6) and y.dtype == torch.float64

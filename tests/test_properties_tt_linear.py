@@ -463,3 +463,18 @@ def test_settings_without_the_tt_fields_take_the_defaults(monkeypatch):
     budget = SimpleNamespace(rank=None, n_params=40, repeat=1, implementation="factorized")
     r = tt_rank_for_budget((2, 2, 2), (2, 2, 4), 40 - 8)
     assert TTLinear.plan(lin, budget).rank == r
+
+
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+def test_tt_linear_takes_an_empty_batch_like_nn_linear(implementation):
+    """A batch of no tokens gives an empty output of the right shape, as nn.Linear does."""
+    layer = TTLinear(12, 8, (2, 4), (3, 4), 3, implementation=implementation)
+    for lead in [(0,), (2, 0), (0, 3)]:
+        y = layer(torch.zeros(*lead, 12))
+        assert y.shape == (*lead, 8)
+
+
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+def test_tt_conv_takes_an_empty_batch_like_nn_conv2d(implementation):
+    conv = TTConv2d(4, 6, (3, 2), (2, 3), (2, 2), [2, 3], implementation=implementation)
+    assert conv(torch.zeros(0, 4, 5, 5)).shape == (0, 6, 3, 4)

@@ -128,7 +128,7 @@ def _left_first(cores: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             S = (St @ Gm.T).reshape(rows, n_left, m * r2).transpose(1, 2)
         rows *= m
         S = S.reshape(rows, r2 * n_left)
-    return S.reshape(b, -1)
+    return S.reshape(b, math.prod(int(G.shape[1]) for G in cores))  # b may be 0: no -1
 
 
 def _right_first(
@@ -166,7 +166,7 @@ def _right_first(
         w *= m
         if t > 0:
             rows //= int(cores[t - 1].shape[2])
-    y = S.reshape(b, -1)
+    y = S.reshape(b, math.prod(int(G.shape[1]) for G in cores))  # b may be 0: no -1
     return y if bias is None else y + bias
 
 
