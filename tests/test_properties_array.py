@@ -388,3 +388,24 @@ def test_check_permutation_marks_entries_in_a_boolean_array():
     finally:
         tracemalloc.stop()
     assert peak < 2 * n  # bool marks (n bytes); float marks would take 8·n
+
+
+def test_c_contiguous_strips_only_fortran_ordered_matrices():
+    """Only a 2-D Fortran-ordered x of sides >= 64 is copied in strips: a 2-D view in
+    neither order and an array of another ndim (even Fortran-ordered) take NumPy's copy,
+    whatever their sides."""
+    from tqla._array import c_contiguous
+
+    base = np.arange(130.0 * 132.0).reshape(130, 132)
+    x = base.view(_Rows)[::2, ::2]  # (65, 66), neither C- nor Fortran-ordered
+    assert not x.flags.c_contiguous and not x.flags.f_contiguous and min(x.shape) >= 64
+    _Rows.log = []
+    out = c_contiguous(x)
+    assert [k for k in _Rows.log if isinstance(k, slice)] == []
+    np.testing.assert_array_equal(out, base[::2, ::2])
+    assert out.flags.c_contiguous
+    y = np.asfortranarray(np.arange(64.0 * 65 * 66).reshape(64, 65, 66))
+    assert y.flags.f_contiguous and not y.flags.c_contiguous
+    out = c_contiguous(y)
+    assert type(out) is np.ndarray and out.flags.c_contiguous and out.shape == y.shape
+    np.testing.assert_array_equal(out, y)

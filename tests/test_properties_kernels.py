@@ -77,6 +77,7 @@ TILED = [
     (KS((3, 2), (5, 4099)), "left", 2),  # threads (123k entries), m2 ≠ n2
     (KS((37, 3), (5, 3)), "right", 4),  # 37 tasks in 16 chunks; q = 111 > p (odd p)
     (KS((37, 3), (2, 3)), "left", 3),  # q = 111 odd, 2 tasks
+    (KS((3, 2), (37, 3)), "left", 2),  # 37 tasks in 16 chunks: a chunk sums several tasks
 ]
 
 
@@ -123,13 +124,14 @@ def _check_gram_and_matmul(s, side, r, dtype, seed):
 @example(s=TILED[7][0], side=TILED[7][1], r=TILED[7][2], dtype=np.float32, seed=7)
 @example(s=TILED[8][0], side=TILED[8][1], r=TILED[8][2], dtype=np.float64, seed=8)
 @example(s=TILED[9][0], side=TILED[9][1], r=TILED[9][2], dtype=np.float64, seed=9)
+@example(s=TILED[10][0], side=TILED[10][1], r=TILED[10][2], dtype=np.float64, seed=10)
 def test_gram_and_matmul_kernels_cover_partial_tiles(s, side, r, dtype, seed):
     _check_gram_and_matmul(s, side, r, dtype, seed)
 
 
 def test_tiled_examples_really_have_several_tiles_and_a_remainder():
     """Guards the examples above against a change of the tile constants."""
-    for s, side, r in TILED[:4]:
+    for s, _side, r in TILED[:4]:
         if s.n2 in _nb._SPECIALISED_N2:
             tile = min(s.n1, _nb._SPEC_TILE)
             assert r % 4 and r > 4, (s, r)
@@ -137,11 +139,13 @@ def test_tiled_examples_really_have_several_tiles_and_a_remainder():
             tile = max(1, min(s.n1, _nb._TILE_ENTRIES // (s.m2 * s.n2)))
         assert s.n1 // tile >= 2 and s.n1 % tile, (s, tile)
         assert s.m2 * s.n2 <= _nb._DIRECT_MAX_SIDE
-    for s, side, r in TILED[6:8]:
+    for s, _side, _r in TILED[6:8]:
         seg = min(s.n2, _nb._SEG)
         assert s.n2 // seg >= 2 and s.n2 % seg and s.m1 * s.n1 <= _nb._DIRECT_MAX_SIDE
     assert TILED[3][0].matrix_shape[0] * TILED[3][0].matrix_shape[1] >= _nb._MIN_PARALLEL
     assert TILED[8][0].m1 > _nb._MAX_CHUNKS and TILED[8][0].m1 % _nb._MAX_CHUNKS
+    s = TILED[10][0]  # side="left": one task per (i2, segment of n2)
+    assert s.m2 * -(-s.n2 // _nb._SEG) > _nb._MAX_CHUNKS and s.m1 * s.n1 <= _nb._DIRECT_MAX_SIDE
 
 
 COPY_SHAPES = [

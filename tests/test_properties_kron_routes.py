@@ -618,3 +618,27 @@ def test_an_infinite_entry_is_reported_as_a_bad_w_not_a_warning(kernel):
         for X in (W, W.T):
             with pytest.raises(ValueError, match=r"^X must be finite, but it holds NaN or inf"):
                 truncated_svd(X, 1, method="gram")
+
+
+class _ShapeOnly:
+    """Has a shape (of the right size) but no ndim: not an array."""
+
+    shape = (8,)
+
+
+class _NdimOnly:
+    """Has an ndim but no shape: not an array."""
+
+    ndim = 1
+
+
+def test_products_need_both_shape_and_ndim():
+    """An operand is an array only when it has ``shape`` AND ``ndim``: lacking either one
+    is the library-type TypeError (whole message naming the type), never an AttributeError."""
+    K, _ = _sum()  # shape (6, 8)
+    for X in (_ShapeOnly(), _NdimOnly()):
+        msg = (rf"^X must be an array of the factors' library, got {type(X).__name__}; "
+               r"wrap it with numpy\.asarray / torch\.as_tensor first$")  # fmt: skip
+        for product in (K.matmat, K.rmatmat, K.__matmul__):
+            with pytest.raises(TypeError, match=msg):
+                product(X)

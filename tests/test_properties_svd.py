@@ -373,3 +373,41 @@ def test_every_route_stays_on_a_second_device(method, shape):
         assert got.device == dev
         host = np.asarray(got.to_device(xs.Device("CPU_DEVICE")))
         np.testing.assert_allclose(host, ref, atol=1e-10)
+
+
+def test_gram_of_float32_input_is_formed_in_float64_on_every_backend(backend):
+    """The float32 -> float64 cast of the Gram route is explicit on every library (torch
+    and array_api_strict have no default float64 for a dtype-less cast)."""
+    rng = np.random.default_rng(0)
+    Q1 = np.linalg.qr(rng.standard_normal((20, 6)))[0]
+    Q2 = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    X = ((Q1 * [1.0, 0.5, 3e-4, 2e-4, 1e-4, 5e-5]) @ Q2).astype(np.float32)
+    ref = np.linalg.svd(X.astype(np.float64), compute_uv=False)
+    for Xi in (X, X.T):
+        U, s, Vh = truncated_svd(backend.asarray(Xi), 3, method="gram")
+        assert s.dtype == U.dtype == Vh.dtype == backend.dtype(np.float32)
+        np.testing.assert_allclose(backend.to_numpy(s), ref[:3], rtol=1e-5)
+
+
+def test_gram_route_casts_only_float32_input(monkeypatch):
+    """float64 input is used as it is (no cast, no copy of X); float32 input is cast once,
+    to float64, and the factors are cast back to float32."""
+    log: list[tuple[object, object]] = []
+    real = np.astype
+
+    def spy(x, dtype, /, **kwargs):
+        log.append((x, dtype))
+        return real(x, dtype, **kwargs)
+
+    monkeypatch.setattr(np, "astype", spy)
+    X = np.random.default_rng(1).standard_normal((9, 4))
+    for Xi in (X, X.T):
+        log.clear()
+        truncated_svd(Xi, 2, method="gram")
+        assert not any(x is Xi for x, _ in log) and all(d != np.float64 for _, d in log)
+        X32 = Xi.astype(np.float32)
+        log.clear()
+        U, s, Vh = truncated_svd(X32, 2, method="gram")
+        casts_of_x = [d for x, d in log if x is X32]
+        assert casts_of_x == [np.float64]
+        assert U.dtype == s.dtype == Vh.dtype == np.float32
