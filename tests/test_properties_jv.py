@@ -398,3 +398,20 @@ def test_one_path_search_finds_a_shortest_augmenting_path(n, n_free, tied, seed)
     rows = visited[:n_rows].tolist()
     assert rows[0] == cur and len(set(rows)) == n_rows
     assert sorted(rows) == sorted(np.flatnonzero(SR).tolist())
+
+
+@pytest.mark.parametrize("free_col", range(4))
+def test_path_search_ends_at_a_free_column_among_equally_close_ones(free_col):
+    """``_augment``'s documented tie rule: among columns at the same reduced distance a free
+    one ends the path at once (one row visited), wherever it lies in the scan order."""
+    n = 4
+    row4col = np.full(n, -1, dtype=np.int64)
+    for i, j in enumerate(j for j in range(n) if j != free_col):
+        row4col[j] = i  # rows 0..n-2 hold every column but free_col; row n-1 is free
+    buffers = (np.full(n, -1, dtype=np.int64), np.empty(n), n - 1)
+    flags = (np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_), np.empty(n, np.int64))
+    sink, min_val, n_rows = na._augment(
+        np.zeros((n, n)), np.zeros(n), np.zeros(n), buffers[0], row4col, buffers[1],
+        buffers[2], *flags,
+    )  # fmt: skip
+    assert (sink, min_val, n_rows) == (free_col, 0.0, 1)
