@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from _spies import Spy  # noqa: E402
 from torch import nn  # noqa: E402
 
 import tqla  # noqa: E402
@@ -34,15 +35,7 @@ def _defaults(fn):
     }
 
 
-class _Spy:
-    """Records the arguments of each call and forwards them to the real function."""
-
-    def __init__(self, real):
-        self.real, self.calls = real, []
-
-    def __call__(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return self.real(*args, **kwargs)
+_Spy = Spy
 
 
 def _exact(msg: str) -> str:

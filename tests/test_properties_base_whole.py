@@ -15,22 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
+from _spies import torch_call_recorder  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.overrides import TorchFunctionMode  # noqa: E402
 
 import tqla_torch.nn.base as base  # noqa: E402
 from tqla_torch.nn import KroneckerLinear, LowRankLinear  # noqa: E402
 
-
-class _Record(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        self.calls.append((getattr(func, "__name__", str(func)), args, kwargs))
-        return func(*args, **kwargs)
+_Record = torch_call_recorder()
 
 
 # --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from _spies import Spy  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
 import tqla_torch.nn._embedding_fit as fit_mod  # noqa: E402
@@ -37,13 +38,7 @@ class _Record(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class _Spy:
-    def __init__(self, real):
-        self.real, self.calls = real, []
-
-    def __call__(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return self.real(*args, **kwargs)
+_Spy = Spy
 
 
 # ------------------------------------------------------------------ column_gram

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 torch = pytest.importorskip("torch")
+from _spies import Spy  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
@@ -39,13 +40,7 @@ def _defaults(fn):
     }
 
 
-class _Spy:
-    def __init__(self, real):
-        self.real, self.calls = real, []
-
-    def __call__(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return self.real(*args, **kwargs)
+_Spy = Spy
 
 
 def _spy_init(monkeypatch, cls):

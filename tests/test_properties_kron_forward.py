@@ -23,22 +23,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
-from torch.overrides import TorchFunctionMode  # noqa: E402
+from _spies import torch_call_recorder  # noqa: E402
 
 from tqla_torch.nn import _kron_forward as kf  # noqa: E402
 
 
-class _Record(TorchFunctionMode):
+class _Record(torch_call_recorder()):
     """Every torch function call: (name, args, kwargs)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        self.calls.append((getattr(func, "__name__", str(func)), args, kwargs))
-        return func(*args, **kwargs)
 
     def named(self, name: str) -> list[tuple[tuple, dict]]:
         return [(a, k) for n, a, k in self.calls if n == name]

@@ -17,6 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
+from _spies import Spy  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
@@ -31,15 +32,7 @@ def _settings(**kw):
     return SimpleNamespace(**{**base, **kw})
 
 
-class _Spy:
-    """Records each call's (args, kwargs) and forwards it."""
-
-    def __init__(self, real):
-        self.real, self.calls = real, []
-
-    def __call__(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return self.real(*args, **kwargs)
+_Spy = Spy
 
 
 def _spy_init(monkeypatch, cls):
